@@ -1,0 +1,85 @@
+"""Compose datamodule, model, logger and trainer from a Hydra config, train, and report clean metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mtl_robust.lightning.datamodule import MultiTaskDataModule
+from mtl_robust.lightning.module import MultiTaskModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    checkpoint: Path
+    metrics: dict[str, float]
+    module: MultiTaskModule
+
+
+def configure_threads(num_threads: int | None) -> None:
+    """One torch thread per job keeps parallel sweep jobs from oversubscribing the cores."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+
+def build_logger(cfg: DictConfig | None) -> Any:
+    if not cfg or "_target_" not in cfg:
+        return False
+    return instantiate(cfg)
+
+
+def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskModule:
+    tasks = datamodule.build_tasks()
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_spec = {**model_cfg, "tasks": {name: task.out_channels for name, task in tasks.items()}}
+    train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
+    return MultiTaskModule(
+        model_spec=model_spec,
+        task_configs={name: task.config() for name, task in tasks.items()},
+        loss_weights=train_cfg.get("loss_weights"),
+        optimizer=train_cfg["optimizer"],
+        scheduler=train_cfg.get("scheduler"),
+        scheduler_interval=train_cfg.get("scheduler_interval", "step"),
+    )
+
+
+def train(cfg: DictConfig) -> TrainingResult:
+    configure_threads(cfg.get("num_threads"))
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule: MultiTaskDataModule = instantiate(cfg.data, _recursive_=True)
+    module = build_module(cfg, datamodule)
+    log.info("layout: %s", module.model.layout.describe())
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_logger(cfg.get("logger")), callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule)
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if trainer.is_global_zero and not checkpoint.exists():
+        trainer.save_checkpoint(checkpoint)
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir) / "metrics.json"
+        out.write_text(json.dumps({"checkpoint": str(checkpoint), "val": metrics}, indent=2))
+    return TrainingResult(checkpoint=checkpoint, metrics=metrics, module=module)
+
+
+def format_metrics(metrics: dict[str, float], tasks: dict[str, Any]) -> str:
+    """`val/<task>/<metric>` values as one aligned table, with each metric's direction."""
+    lines = [f"{'task':<10} {'metric':<14} {'value':>10}"]
+    for task_name, task in tasks.items():
+        for name, higher in task.higher_is_better.items():
+            key = f"val/{task_name}/{name}"
+            if key in metrics:
+                arrow = "higher=better" if higher else "lower=better"
+                lines.append(f"{task_name:<10} {name:<14} {metrics[key]:>10.4f}  ({arrow})")
+    return "\n".join(lines)

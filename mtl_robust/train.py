@@ -1,0 +1,21 @@
+"""Train a multi-task model: `python -m mtl_robust.train [data=...] [backbone=...] [sharing=...] ...`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from mtl_robust.lightning.training import format_metrics, train
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    result = train(cfg)
+    print(f"\nlayout: {result.module.model.layout.describe()}")
+    print(format_metrics(result.metrics, result.module.tasks))
+    print(f"checkpoint: {result.checkpoint}")
+    return result.metrics.get("val/loss", float("nan"))
+
+
+if __name__ == "__main__":
+    main()

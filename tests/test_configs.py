@@ -1,0 +1,80 @@
+"""Every shipped config composes, and the pieces it names instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_every_group_has_options() -> None:
+    for group in ("data", "backbone", "sharing", "train", "trainer", "logger", "paths", "hydra", "experiment"):
+        assert options(group), f"conf/{group} is empty"
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose(compose, experiment: str) -> None:
+    cfg = compose([f"experiment={experiment}"])
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    assert cfg.model.backbone.name and cfg.model.layout is not None
+
+
+@pytest.mark.parametrize("group", ["data", "backbone", "sharing", "train", "trainer", "logger"])
+def test_group_options_compose(compose, group: str) -> None:
+    for option in options(group):
+        cfg = compose([f"{group}={option}"])
+        OmegaConf.resolve(cfg)
+
+
+@pytest.mark.parametrize("sharing", options("sharing"))
+def test_sharing_options_build_models(compose, sharing: str) -> None:
+    from mtl_robust.lightning.training import build_module
+
+    cfg = compose([f"sharing={sharing}", "experiment=smoke"])
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule)
+    assert set(module.model.tasks) == set(cfg.data.tasks)
+
+
+@pytest.mark.parametrize("backbone", options("backbone"))
+def test_backbone_options_build_models(compose, backbone: str) -> None:
+    from mtl_robust.models import build_model
+
+    cfg = compose([f"backbone={backbone}"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model = build_model(**model_cfg, tasks={"seg": 40, "normal": 3, "depth": 1})
+    assert model.tasks == ("seg", "normal", "depth")
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainers_instantiate(compose, trainer: str) -> None:
+    overrides = [f"trainer={trainer}", "trainer.accelerator=cpu"]
+    if trainer == "ddp":
+        overrides.append("trainer.devices=2")
+    cfg = compose(overrides)
+    trainer_obj = instantiate(cfg.trainer, logger=False)
+    assert trainer_obj is not None
+
+
+def test_real_data_configs_point_at_readers(compose, tmp_path: Path) -> None:
+    from tests.fakes_formats import write_nyuv2_adashare, write_nyuv2_mtan, write_taskonomy_adashare
+
+    roots = {
+        "nyuv2": write_nyuv2_adashare(tmp_path / "nyu", n_train=2, n_test=2),
+        "nyuv2_mtan": write_nyuv2_mtan(tmp_path / "mtan", n_train=2, n_val=2, height=48, width=64),
+        "taskonomy": write_taskonomy_adashare(tmp_path / "taskonomy", n_train=2, n_test=2, n_test_small=2),
+    }
+    for data, root in roots.items():
+        cfg = compose([f"data={data}", f"data.root={root}", "data.num_workers=0"])
+        datamodule = instantiate(cfg.data)
+        tasks = datamodule.build_tasks()
+        x, targets = datamodule.dataset("train")[0]
+        assert x.shape[0] == 3 and set(targets) == set(tasks)

@@ -33,4 +33,8 @@ def test_tasks_average_their_metrics_first() -> None:
 
 def test_missing_task_is_an_error() -> None:
     with pytest.raises(KeyError, match="depth"):
-        compare({"seg": {"miou": 1.0}}, {"seg": {"miou": 1.0}}, {"seg": {"miou": True}, "depth": {"abs_err": False}})
+        compare(
+            {"seg": {"miou": 1.0}},
+            {"seg": {"miou": 1.0}},
+            {"seg": {"miou": True}, "depth": {"abs_err": False}},
+        )

@@ -36,7 +36,7 @@ class RelativeChange:
     loss_average: float = math.nan
 
     def flat(self, prefix: str = "rel") -> dict[str, float]:
-        """One flat dict, keys like `rel/seg/miou`, `rel/seg/mean`, `rel/avg`, `rel_loss/seg`, `rel_loss/avg`."""
+        """One flat dict: `rel/seg/miou`, `rel/seg/mean`, `rel/avg`, `rel_loss/seg`, `rel_loss/avg`."""
         out: dict[str, float] = {}
         for task, metrics in self.per_metric.items():
             for name, value in metrics.items():

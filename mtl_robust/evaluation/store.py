@@ -65,10 +65,21 @@ class ResultsStore:
         row = self.latest().get(key)
         return row is not None and row.get("status") == "ok"
 
-    def append(self, key: str, config: Mapping[str, Any], results: Mapping[str, Any], status: str = "ok",
-               error: str | None = None) -> dict[str, Any]:
-        row = {"key": key, "status": status, "time": time.time(), "config": dict(config),
-               "results": dict(results)}
+    def append(
+        self,
+        key: str,
+        config: Mapping[str, Any],
+        results: Mapping[str, Any],
+        status: str = "ok",
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        row = {
+            "key": key,
+            "status": status,
+            "time": time.time(),
+            "config": dict(config),
+            "results": dict(results),
+        }
         if error is not None:
             row["error"] = error
         line = json.dumps(_jsonable(row), sort_keys=True) + "\n"

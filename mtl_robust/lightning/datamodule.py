@@ -30,11 +30,14 @@ class MultiTaskDataModule(pl.LightningDataModule):
         task_options: Mapping[str, Mapping[str, Any]] | None = None,
         pin_memory: bool = False,
         name: str = "dataset",
+        root: str | None = None,
     ) -> None:
         super().__init__()
         unknown = set(splits) - set(STAGES)
         if unknown:
-            raise ValueError(f"data.splits has unknown stages {sorted(unknown)}; expected a subset of {STAGES}")
+            raise ValueError(
+                f"data.splits has unknown stages {sorted(unknown)}; expected a subset of {STAGES}"
+            )
         if "train" not in splits or "val" not in splits:
             raise ValueError("data.splits needs at least a 'train' and a 'val' entry")
         self.dataset_factory = dataset
@@ -46,10 +49,11 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.task_options = {k: dict(v or {}) for k, v in (task_options or {}).items()}
         self.pin_memory = pin_memory
         self.name = name
+        self.root = root  # the configs interpolate it into the dataset arguments; kept for reports
         self._datasets: dict[str, Dataset] = {}
 
     def dataset(self, stage: str) -> Dataset:
-        """The dataset of one split, built on first use (readers check their root here, before any training)."""
+        """The dataset of one split, built on first use (readers check their root here, before training)."""
         if stage not in self.splits:
             raise ValueError(f"no split configured for stage {stage!r}; configured: {sorted(self.splits)}")
         if stage not in self._datasets:
@@ -61,7 +65,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
         reference = self.dataset("val")
         unknown = set(self.task_options) - set(self.task_names)
         if unknown:
-            raise ValueError(f"data.task_options names tasks {sorted(unknown)} not in data.tasks {self.task_names}")
+            raise ValueError(
+                f"data.task_options names tasks {sorted(unknown)} not in data.tasks {self.task_names}"
+            )
         missing = [t for t in self.task_names if t not in getattr(reference, "tasks", self.task_names)]
         if missing:
             raise ValueError(f"{type(reference).__name__} does not provide tasks {missing}")

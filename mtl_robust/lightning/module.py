@@ -37,11 +37,15 @@ class MultiTaskModule(pl.LightningModule):
         self.model = build_model(**model_spec)
         self.tasks: dict[str, Task] = {name: build_task(**cfg) for name, cfg in task_configs.items()}
         if set(self.tasks) != set(self.model.tasks):
-            raise ValueError(f"task configs {sorted(self.tasks)} do not match the model's tasks {self.model.tasks}")
+            raise ValueError(
+                f"task configs {sorted(self.tasks)} do not match the model's tasks {self.model.tasks}"
+            )
         weights = dict(loss_weights or {})
         unknown = set(weights) - set(self.tasks)
         if unknown:
-            raise ValueError(f"loss_weights names unknown tasks {sorted(unknown)}; tasks are {sorted(self.tasks)}")
+            raise ValueError(
+                f"loss_weights names unknown tasks {sorted(unknown)}; tasks are {sorted(self.tasks)}"
+            )
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in self.tasks}
         self.optimizer_cfg = dict(optimizer or PAPER_OPTIMIZER)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
@@ -105,7 +109,10 @@ class MultiTaskModule(pl.LightningModule):
         if self.scheduler_cfg is None:
             return optimizer
         scheduler = instantiate(self.scheduler_cfg, optimizer=optimizer, _convert_="all")
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Task]]:

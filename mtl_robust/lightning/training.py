@@ -60,7 +60,9 @@ def train(cfg: DictConfig) -> TrainingResult:
     module = build_module(cfg, datamodule)
     log.info("layout: %s", module.model.layout.describe())
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_logger(cfg.get("logger")), callbacks=callbacks)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=build_logger(cfg.get("logger")), callbacks=callbacks
+    )
     trainer.fit(module, datamodule=datamodule)
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if trainer.is_global_zero and not checkpoint.exists():

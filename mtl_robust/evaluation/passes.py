@@ -1,0 +1,101 @@
+"""Clean and adversarial evaluation passes: per-task metrics and mean per-sample losses over a data split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mtl_robust.tasks import Task
+
+Batch = tuple[Tensor, dict[str, Tensor]]
+AttackFn = Callable[[nn.Module, Tensor, dict[str, Tensor]], Tensor]
+
+
+@dataclass
+class PassResult:
+    metrics: dict[str, dict[str, float]]
+    losses: dict[str, float]
+    num_samples: int
+    example: dict[str, Any] | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "example"}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PassResult:
+        return cls(metrics=data["metrics"], losses=data["losses"], num_samples=data["num_samples"])
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    x, targets = batch
+    return x.to(device), {t: v.to(device) for t, v in targets.items()}
+
+
+def run_pass(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    batches: Iterable[Batch],
+    attack: AttackFn | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "clean",
+    keep_example: bool = False,
+) -> PassResult:
+    """Metrics of every task on clean inputs, or on `attack(model, x, targets)` when an attack is given.
+
+    A task's loss is the mean over samples of the per-sample loss, counting only samples that have at least
+    one valid pixel for that task.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    metrics = {t: task.metric().to(device) for t, task in tasks.items()}
+    loss_sum = {t: 0.0 for t in tasks}
+    loss_count = {t: 0 for t in tasks}
+    num_samples = 0
+    example = None
+    try:
+        total = len(batches) if hasattr(batches, "__len__") else None
+        for batch in tqdm(batches, desc=desc, total=total, disable=not progress, leave=False):
+            x, targets = _to_device(batch, device)
+            x_eval = attack(model, x, targets) if attack is not None else x
+            with torch.no_grad():
+                preds = model(x_eval)
+                for t, task in tasks.items():
+                    per_sample = task.loss(preds[t], targets[t])
+                    has_valid = task.valid_count(targets[t]) > 0
+                    loss_sum[t] += float(per_sample[has_valid].sum())
+                    loss_count[t] += int(has_valid.sum())
+                    metrics[t].update(preds[t], targets[t])
+            if keep_example and example is None:
+                example = {
+                    "x": x.cpu(),
+                    "x_eval": x_eval.detach().cpu(),
+                    "preds": {t: p.cpu() for t, p in preds.items()},
+                    "targets": {t: v.cpu() for t, v in targets.items()},
+                }
+            num_samples += x.shape[0]
+    finally:
+        model.train(was_training)
+    values = {t: {k: float(v) for k, v in m.compute().items()} for t, m in metrics.items()}
+    losses = {t: loss_sum[t] / loss_count[t] if loss_count[t] else float("nan") for t in tasks}
+    return PassResult(metrics=values, losses=losses, num_samples=num_samples, example=example)
+
+
+def cached_pass(cache_file: Path, compute: Callable[[], PassResult]) -> tuple[PassResult, bool]:
+    """Reuse a stored pass result (e.g. the clean pass of a checkpoint on a split); returns (result, hit)."""
+    if cache_file.exists():
+        return PassResult.from_json(json.loads(cache_file.read_text())), True
+    result = compute()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=2))
+    tmp.replace(cache_file)
+    return result, False

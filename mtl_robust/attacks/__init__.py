@@ -1,0 +1,65 @@
+"""White-box multi-task attacks: method (FGSM, PGD, MIM, APGD) x direction x per-task attack loss.
+
+Plain PyTorch, no Lightning or Hydra. Typical use::
+
+    attack = PGD(eps=from_pixels(8), steps=10, direction="dgba")
+    x_adv = attack(model, x, targets, tasks)          # tasks: dict[name, Task] or dict[name, task.loss]
+    result = attack.run(model, x, targets, tasks, record=True)   # result.x_adv, result.history
+"""
+
+from mtl_robust.attacks.apgd import APGD, paper_checkpoints, reference_checkpoints
+from mtl_robust.attacks.attack_losses import (
+    CosPGDL1Loss,
+    CosPGDLoss,
+    SegPGDLoss,
+    StepAwareLoss,
+    build_attack_loss,
+)
+from mtl_robust.attacks.base import Attack, AttackResult, StepRecord, from_pixels, project
+from mtl_robust.attacks.directions import (
+    DGBA,
+    DGBAReference,
+    Direction,
+    SignSum,
+    Single,
+    StaticRelative,
+    Total,
+    build_direction,
+    dgba_reference_gradient,
+)
+from mtl_robust.attacks.fgsm import FGSM
+from mtl_robust.attacks.mim import MIM
+from mtl_robust.attacks.objective import Evaluation, MultiTaskObjective
+from mtl_robust.attacks.pgd import PGD
+from mtl_robust.attacks.registry import build_attack
+
+__all__ = [
+    "APGD",
+    "DGBA",
+    "FGSM",
+    "MIM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "CosPGDL1Loss",
+    "CosPGDLoss",
+    "DGBAReference",
+    "Direction",
+    "Evaluation",
+    "MultiTaskObjective",
+    "SegPGDLoss",
+    "SignSum",
+    "Single",
+    "StaticRelative",
+    "StepAwareLoss",
+    "StepRecord",
+    "Total",
+    "build_attack",
+    "build_attack_loss",
+    "build_direction",
+    "dgba_reference_gradient",
+    "from_pixels",
+    "paper_checkpoints",
+    "project",
+    "reference_checkpoints",
+]

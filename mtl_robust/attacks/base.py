@@ -1,0 +1,269 @@
+"""Shared machinery of all attack methods: the `Attack` base class, projection, history, pixel units.
+
+Invariants every method keeps: the iterate stays in the L-inf ball of radius eps around the clean x and in
+[0, 1] (`project`: ball first, then pixel range, as in the paper code); the model runs in eval mode and
+gets its per-submodule modes back; parameters are never changed and get no `.grad`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtl_robust.attacks.attack_losses import build_attack_loss
+from mtl_robust.attacks.checks import check_eps, check_input_image, check_tasks
+from mtl_robust.attacks.directions import Direction, build_direction
+from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
+
+
+def from_pixels(value: float) -> float:
+    """Convert 0-255 pixel units (the paper's eps = 8) to the [0, 1] scale attacks use: 8 -> 8/255."""
+    return float(value) / 255.0
+
+
+def project(x: Tensor, x0: Tensor, eps: float) -> Tensor:
+    """Clamp to the L-inf ball [x0 - eps, x0 + eps], then to the pixel range [0, 1]."""
+    return torch.clamp(torch.minimum(torch.maximum(x, x0 - eps), x0 + eps), 0.0, 1.0)
+
+
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-sample vector [N] to broadcast against a batch like `like` ([N, 1, 1, 1])."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What an attack saw at one iterate x_k (k = 0 is the start point)."""
+
+    step: int
+    objective: Tensor  # [N] direction objective at x_k, on the CPU
+    task_losses: dict[str, float]  # mean attack loss per task over samples with valid pixels
+    step_size: float | None  # size of the step taken from x_k (mean over samples); None at the last iterate
+    restart: int = 0
+    step_sizes: Tensor | None = None  # per-sample step sizes (APGD), on the CPU
+
+    @property
+    def objective_mean(self) -> float:
+        return float(self.objective.mean())
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    x_adv: Tensor
+    history: list[StepRecord] = field(default_factory=list)
+
+
+class Recorder:
+    """Collects StepRecords when asked to; costs nothing otherwise."""
+
+    def __init__(self, active: bool, valid: Mapping[str, Tensor]) -> None:
+        self.active = active
+        self.valid = valid
+        self.history: list[StepRecord] = []
+
+    def add(self, step: int, ev: Evaluation, step_size: float | Tensor | None, restart: int = 0) -> None:
+        if not self.active:
+            return
+        task_losses = {}
+        for task, values in ev.task_losses.items():
+            flags = self.valid[task]
+            task_losses[task] = float(values[flags].mean()) if bool(flags.any()) else 0.0
+        sizes = None
+        if isinstance(step_size, Tensor):
+            sizes = step_size.detach().reshape(-1).cpu()
+            step_size = float(sizes.mean())
+        self.history.append(StepRecord(step, ev.objective.cpu(), task_losses, step_size, restart, sizes))
+
+
+def _clone_if_inference(t: Tensor) -> Tensor:
+    # Tensors created under torch.inference_mode (Lightning's validation loop) cannot enter autograd.
+    return t.clone() if t.is_inference() else t
+
+
+class Attack:
+    """Base of all methods: configure once, call many times.
+
+    `attack(model, x, targets, losses) -> x_adv`; `attack.run(..., record=True) -> AttackResult` with history.
+
+    * `model(x, tasks=[...]) -> dict[task, pred]`; x is RGB in [0, 1], [N, C, H, W].
+    * `targets: dict[task, Tensor]`, batch-first.
+    * `losses: Mapping[task, Task | callable]`: per-task, per-sample losses `(pred, target) -> Tensor[N]`,
+      typically the tasks themselves or `task.loss`. Their keys are the attacked task set.
+    * `direction`: a `Direction` or its name ("total", "dgba", "single:seg", ...).
+    * `attack_losses`: per-task overrides of the loss the attack ascends (callables or names such as
+      "segpgd"); tasks not named use their training loss.
+    * `seed`: None draws random starts from torch's global RNG; an int uses a fresh local generator on x's
+      device each call, so the same seed gives the same x_adv.
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        *,
+        direction: str | Direction = "total",
+        attack_losses: Mapping[str, LossFn | str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.eps = check_eps(eps)
+        self.direction = build_direction(direction)
+        self.attack_losses: dict[str, LossFn] = {
+            t: build_attack_loss(fn) if isinstance(fn, str) else fn for t, fn in (attack_losses or {}).items()
+        }
+        for task, fn in self.attack_losses.items():
+            if not callable(fn):
+                raise TypeError(f"attack_losses[{task!r}] must be callable or a loss name, got {fn!r}")
+        self.seed = None if seed is None else int(seed)
+
+    # ------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_pixel_eps(cls, pixel_eps: float, *, pixel_alpha: float | None = None, **kwargs: Any) -> Attack:
+        """Build with eps (and alpha, where the method has one) in 0-255 pixel units: eps=8 -> 8/255."""
+        if pixel_alpha is not None:
+            kwargs["alpha"] = from_pixels(pixel_alpha)
+        return cls(from_pixels(pixel_eps), **kwargs)
+
+    # -------------------------------------------------------------------------------------------- calls
+    @property
+    def total_steps(self) -> int:
+        """Number of gradient steps (the K attack losses see as `total_steps`)."""
+        return 1
+
+    @property
+    def first_step_size(self) -> float:
+        """Size of the first sign step (used by the LP cross-check)."""
+        return self.eps
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        losses: Mapping[str, Any],
+        *,
+        valid: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        return self.run(model, x, targets, losses, valid=valid).x_adv
+
+    def with_losses(
+        self, losses: Mapping[str, Any]
+    ) -> Callable[[nn.Module, Tensor, Mapping[str, Tensor]], Tensor]:
+        """This attack with its losses fixed: `f(model, x, targets) -> x_adv` (for evaluation passes)."""
+        return functools.partial(self._call_with_losses, losses=losses)
+
+    def _call_with_losses(
+        self, model: nn.Module, x: Tensor, targets: Mapping[str, Tensor], losses: Mapping[str, Any]
+    ) -> Tensor:
+        return self.run(model, x, targets, losses).x_adv
+
+    def bind(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        losses: Mapping[str, Any],
+        *,
+        valid: Mapping[str, Tensor] | None = None,
+    ) -> MultiTaskObjective:
+        """Validate the arguments and bind this attack's objective to one batch (no forward pass yet)."""
+        check_input_image(x)
+        if not isinstance(losses, Mapping) or not losses:
+            raise ValueError("losses must be a non-empty mapping task -> loss function (or Task)")
+        all_tasks = list(losses)
+        needed = self.direction.tasks_needed(all_tasks)
+        model_tasks = getattr(model, "tasks", None)
+        check_tasks(
+            needed, x, targets, losses, model_tasks if isinstance(model_tasks, (tuple, list)) else None
+        )
+        targets = {t: _clone_if_inference(targets[t]) for t in needed}
+        return MultiTaskObjective(
+            model,
+            targets,
+            losses,
+            self.direction,
+            needed,
+            attack_losses=self.attack_losses,
+            valid=valid,
+            total_steps=self.total_steps,
+        )
+
+    def run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        losses: Mapping[str, Any],
+        *,
+        valid: Mapping[str, Tensor] | None = None,
+        record: bool = False,
+    ) -> AttackResult:
+        with torch.inference_mode(False):
+            objective = self.bind(model, x, targets, losses, valid=valid)
+            with eval_mode(model):
+                x0 = x.detach().clamp(0.0, 1.0)
+                objective.init_state(x0)
+                recorder = Recorder(record, objective.valid)
+                x_adv = self._perturb(objective, x0, recorder)
+        return AttackResult(x_adv.detach(), recorder.history)
+
+    def linear_objective(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        losses: Mapping[str, Any],
+        *,
+        valid: Mapping[str, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(x0, c): the clean point and the direction whose sign the first step from x0 follows, i.e. the
+        linear objective c . delta of that step (for the LP cross-check). Same mode/gradient guarantees."""
+        with torch.inference_mode(False):
+            objective = self.bind(model, x, targets, losses, valid=valid)
+            with eval_mode(model):
+                x0 = x.detach().clamp(0.0, 1.0)
+                objective.init_state(x0)
+                grad = objective(x0, 0).grad
+        assert grad is not None
+        return x0, grad
+
+    def _perturb(self, objective: MultiTaskObjective, x0: Tensor, recorder: Recorder) -> Tensor:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+    def _record_final(
+        self, objective: MultiTaskObjective, x: Tensor, recorder: Recorder, restart: int = 0
+    ) -> None:
+        if recorder.active:
+            recorder.add(self.total_steps, objective(x, self.total_steps, need_grad=False), None, restart)
+
+    def hparams(self) -> dict[str, Any]:
+        """Hyper-parameters, in the order `__repr__` lists them."""
+        out: dict[str, Any] = {"eps": self.eps, "direction": self.direction}
+        if self.attack_losses:
+            out["attack_losses"] = self.attack_losses
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+    def __repr__(self) -> str:
+        def fmt(v: Any) -> str:
+            return f"{v:.6g}" if isinstance(v, float) else repr(v)
+
+        args = ", ".join(f"{k}={fmt(v)}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({args})"
+
+
+def uniform_start(x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    """Uniform random point of the eps-ball around x0, clamped to [0, 1]."""
+    noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return project(x0 + (2.0 * noise - 1.0) * eps, x0, eps)

@@ -1,0 +1,249 @@
+"""Multi-task attack directions (the second attack axis): per-task, per-sample losses -> one ascent direction.
+
+A direction maps the per-task per-sample losses `L[t]: Tensor[N]` (float32) and validity flags
+`valid[t]: Bool[N]` (False for a sample with no valid pixel for task t) to a per-sample objective
+`f: Tensor[N]`. Its input gradient is the step direction (methods take its sign), and `f` itself is what
+APGD tracks its best iterate by. A direction whose step is not the gradient of one objective (SignSum)
+overrides `gradient`.
+
+Directions are stateless and reusable; per-call state (e.g. the clean-loss weights of StaticRelative)
+is returned by `init` and handed back to `objective`.
+
+Guards (REFERENCE 1.8): losses, divisions and logs are computed in float32; (sample, task) pairs without
+valid pixels contribute exactly 0 (never 0/0); loss values are floored at `tau` before log or division.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+# Floor of the per-sample loss inside log / division. Below it DGBA's term log(max(L, tau)) is constant, so a
+# (sample, task) pair that is already near-perfect stops steering the direction instead of dominating it.
+DEFAULT_TAU = 1e-8
+
+Losses = Mapping[str, Tensor]
+Valid = Mapping[str, Tensor]
+
+
+def _masked(value: Tensor, valid: Tensor) -> Tensor:
+    return torch.where(valid, value, torch.zeros_like(value))
+
+
+class Direction:
+    """Base class. Subclasses implement `objective`; `gradient` may return a direction directly."""
+
+    name: ClassVar[str] = "direction"
+    needs_init: ClassVar[bool] = False
+
+    def tasks_needed(self, all_tasks: Sequence[str]) -> list[str]:
+        """Tasks whose losses (and so whose forward branches) the direction needs."""
+        return list(all_tasks)
+
+    def init(self, clean_losses: Losses, valid: Valid) -> Any:
+        """Per-call state from the losses at the clean input (only called when `needs_init`)."""
+        return None
+
+    def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
+        raise NotImplementedError
+
+    def gradient(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
+        """Return a direction (shape of x) directly, or None to use the input gradient of `objective`."""
+        return None
+
+    def spec(self) -> str:
+        """The string `build_direction` rebuilds this direction from."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Single(Direction):
+    """grad L_task only; the model is called with `tasks=[task]`, so only that task's branch runs."""
+
+    name = "single"
+
+    def __init__(self, task: str) -> None:
+        if not isinstance(task, str) or not task:
+            raise ValueError(f"Single needs a task name, got {task!r}")
+        self.task = task
+
+    def tasks_needed(self, all_tasks: Sequence[str]) -> list[str]:
+        if self.task not in all_tasks:
+            raise ValueError(
+                f"single-task direction: unknown task {self.task!r}; known tasks are {list(all_tasks)}"
+            )
+        return [self.task]
+
+    def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
+        return _masked(losses[self.task], valid[self.task])
+
+    def spec(self) -> str:
+        return f"single:{self.task}"
+
+    def __repr__(self) -> str:
+        return f"Single(task={self.task!r})"
+
+
+class Total(Direction):
+    """grad sum_t L_t (per-sample task losses summed with equal weights)."""
+
+    name = "total"
+
+    def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
+        return sum(_masked(losses[t], valid[t]) for t in losses)
+
+
+class DGBA(Direction):
+    """Dynamic gradient balancing: f = sum_t log(max(L_t, tau)) per sample.
+
+    One backward pass of f gives, per sample, sum_t grad L_t / L_t with weights taken at the current iterate
+    (REFERENCE 1.6), i.e. exactly the paper's direction at the cost of TOTAL. Requires samples to be
+    independent in the forward pass, which eval mode (BatchNorm on running statistics) guarantees.
+    """
+
+    name = "dgba"
+
+    def __init__(self, tau: float = DEFAULT_TAU) -> None:
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.tau = float(tau)
+
+    def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
+        return sum(_masked(losses[t].float().clamp_min(self.tau).log(), valid[t]) for t in losses)
+
+    def spec(self) -> str:
+        return "dgba" if self.tau == DEFAULT_TAU else f"dgba:{self.tau!r}"
+
+    def __repr__(self) -> str:
+        return f"DGBA(tau={self.tau:g})"
+
+
+def dgba_reference_gradient(x: Tensor, losses: Losses, valid: Valid, tau: float = DEFAULT_TAU) -> Tensor:
+    """DGBA computed the way the paper code does (REFERENCE 1.6), for tests and benchmarks.
+
+    Per task: backward of the batch-mean loss (graph retained), divide each sample's input gradient by that
+    sample's loss, sum over tasks. Costs one backward per task. Equals (1/N) times the input gradient of
+    `DGBA().objective` wherever every loss exceeds `tau`. Only deviation from the paper code: the same guards
+    as DGBA (loss floored at tau, invalid pairs weighted 0).
+    """
+    direction = torch.zeros_like(x)
+    tasks = list(losses)
+    for i, task in enumerate(tasks):
+        loss = losses[task].float()
+        if not loss.requires_grad:
+            continue
+        (grad,) = torch.autograd.grad(loss.mean(), x, retain_graph=i < len(tasks) - 1, allow_unused=True)
+        if grad is None:
+            continue
+        weight = _masked(1.0 / loss.detach().clamp_min(tau), valid[task])
+        direction = direction + grad * weight.view(-1, *([1] * (x.dim() - 1)))
+    return direction
+
+
+class DGBAReference(DGBA):
+    """DGBA with the paper code's per-task backward passes (slow reference; same objective as DGBA)."""
+
+    name = "dgba_reference"
+
+    def gradient(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
+        return dgba_reference_gradient(x, losses, valid, self.tau)
+
+    def spec(self) -> str:
+        return "dgba_reference"
+
+    def __repr__(self) -> str:
+        return f"DGBAReference(tau={self.tau:g})"
+
+
+class SignSum(Direction):
+    """Per-coordinate majority vote sum_t sign(grad L_t) (per-sample losses); ties give 0.
+
+    Needs one backward per task. Its tracked objective is sum_t L_t, as in the paper code (REFERENCE 3.5).
+    """
+
+    name = "sign_sum"
+
+    def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
+        return sum(_masked(losses[t], valid[t]) for t in losses)
+
+    def gradient(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
+        votes = torch.zeros_like(x)
+        tasks = list(losses)
+        for i, task in enumerate(tasks):
+            loss = _masked(losses[task], valid[task])
+            if not loss.requires_grad:
+                continue
+            (grad,) = torch.autograd.grad(loss.sum(), x, retain_graph=i < len(tasks) - 1, allow_unused=True)
+            if grad is not None:
+                votes = votes + grad.sign()
+        return votes
+
+
+class StaticRelative(Direction):
+    """f = sum_t L_t / max(L_t(x_clean), tau) per sample: relative weights frozen at the clean loss.
+
+    The ablation of DGBA's dynamic weights (REFERENCE 1.5, 2: taskaugment's RELATIVE_WEIGHT, per sample).
+    """
+
+    name = "static_relative"
+    needs_init = True
+
+    def __init__(self, tau: float = DEFAULT_TAU) -> None:
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.tau = float(tau)
+
+    def init(self, clean_losses: Losses, valid: Valid) -> dict[str, Tensor]:
+        return {
+            t: _masked(1.0 / clean_losses[t].detach().float().clamp_min(self.tau), valid[t])
+            for t in clean_losses
+        }
+
+    def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
+        if state is None:
+            raise RuntimeError(
+                "StaticRelative needs the clean-loss weights from init(); the attack sets them"
+            )
+        return sum(_masked(losses[t] * state[t], valid[t]) for t in losses)
+
+    def __repr__(self) -> str:
+        return f"StaticRelative(tau={self.tau:g})"
+
+
+DIRECTIONS: dict[str, type[Direction]] = {
+    "total": Total,
+    "dgba": DGBA,
+    "dgba_reference": DGBAReference,
+    "sign_sum": SignSum,
+    "static_relative": StaticRelative,
+}
+
+
+def build_direction(spec: str | Direction, **kwargs: Any) -> Direction:
+    """A direction from a string: "total", "dgba", "dgba_reference", "sign_sum", "static_relative",
+    "single:<task>"; a Direction instance is returned unchanged. `kwargs` go to the constructor (e.g. tau).
+    """
+    if isinstance(spec, Direction):
+        if kwargs:
+            raise ValueError("keyword arguments are only accepted with a direction name, not an instance")
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"direction must be a name or a Direction, got {type(spec).__name__}")
+    name, _, arg = spec.strip().partition(":")
+    if name == "single":
+        if not arg:
+            raise ValueError("the single-task direction needs a task: 'single:<task>', e.g. 'single:seg'")
+        return Single(arg, **kwargs)
+    if name not in DIRECTIONS:
+        options = sorted([*DIRECTIONS, "single:<task>"])
+        raise ValueError(f"unknown attack direction {spec!r}; choose one of {options}")
+    if arg:
+        if name not in ("dgba", "dgba_reference", "static_relative"):
+            raise ValueError(f"direction {name!r} takes no argument, got {spec!r}")
+        kwargs = {"tau": float(arg), **kwargs}
+    return DIRECTIONS[name](**kwargs)

@@ -1,0 +1,57 @@
+"""MIM (REFERENCE 3.3, torchattacks' MIFGSM): PGD on the sign of an accumulated, normalised gradient."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtl_robust.attacks.base import per_sample
+from mtl_robust.attacks.directions import Direction
+from mtl_robust.attacks.objective import LossFn
+from mtl_robust.attacks.pgd import PGD
+
+
+class MIM(PGD):
+    """m <- decay * m + g / mean|g| (per sample); x <- clip_pix(clip_ball(x + alpha * sign(m))).
+
+    Defaults: decay 1.0, alpha = eps / steps, no random start. A sample whose gradient is zero adds nothing
+    to its momentum (no division by zero).
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        alpha: float | None = None,
+        steps: int = 10,
+        decay: float = 1.0,
+        random_start: bool = False,
+        *,
+        direction: str | Direction = "total",
+        attack_losses: Mapping[str, LossFn | str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            eps, alpha, steps, random_start, direction=direction, attack_losses=attack_losses, seed=seed
+        )
+        if not (math.isfinite(decay) and decay >= 0):
+            raise ValueError(f"decay must be a finite number >= 0, got {decay}")
+        self.decay = float(decay)
+
+    def hparams(self) -> dict[str, Any]:
+        out = super().hparams()
+        return {**dict(list(out.items())[:3]), "decay": self.decay, **dict(list(out.items())[3:])}
+
+    def _direction_step(self, grad: Tensor, state: dict[str, Any]) -> Tensor:
+        scale = grad.abs().flatten(1).mean(dim=1)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        normalised = torch.where(
+            per_sample(scale > 0, grad), grad / per_sample(safe, grad), torch.zeros_like(grad)
+        )
+        momentum = state.get("momentum")
+        momentum = normalised if momentum is None else self.decay * momentum + normalised
+        state["momentum"] = momentum
+        return momentum.sign()

@@ -1,0 +1,143 @@
+"""Evaluate a direction's per-sample objective and ascent direction on one batch, at any iterate.
+
+`MultiTaskObjective` binds (model, targets, per-task losses, direction) for one attack call: the methods
+only ever see `objective(x, step) -> Evaluation`. The model is called as `model(x, tasks=[...])` with just
+the tasks the direction needs; the gradient is taken w.r.t. the input only (`torch.autograd.grad`), so
+parameters never receive `.grad`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtl_robust.attacks.directions import Direction
+
+LossFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Objective and direction at one iterate. Tensors are detached."""
+
+    objective: Tensor  # [N] float32, the direction's per-sample objective
+    task_losses: dict[str, Tensor]  # task -> [N] float32 attack losses
+    grad: Tensor | None  # ascent direction, shape of x (None when not requested)
+
+
+def resolve_loss(obj: Any, task: str) -> tuple[LossFn, Callable[[Tensor], Tensor] | None]:
+    """(loss function, valid_count function or None) from a Task-like object or a loss callable.
+
+    A Task (anything with a callable `.loss`) or a bound `task.loss` also tells which samples have valid
+    pixels (`valid_count`); a plain callable does not, and every sample then counts as valid.
+    """
+    if callable(getattr(obj, "loss", None)):
+        return obj.loss, getattr(obj, "valid_count", None)
+    if callable(obj):
+        owner = getattr(obj, "__self__", None)
+        return obj, getattr(owner, "valid_count", None)
+    raise TypeError(f"losses[{task!r}] must be a Task or a callable (pred, target) -> Tensor[N], got {obj!r}")
+
+
+def _valid_flags(
+    task: str, target: Tensor, count_fn: Callable[[Tensor], Tensor] | None, given: Mapping[str, Tensor] | None
+) -> Tensor:
+    n = target.shape[0]
+    if given is not None and task in given:
+        flags = torch.as_tensor(given[task], device=target.device)
+    elif count_fn is not None:
+        flags = count_fn(target) > 0
+    else:
+        return torch.ones(n, dtype=torch.bool, device=target.device)
+    flags = flags.to(device=target.device).bool().reshape(-1)
+    if flags.shape[0] != n:
+        raise ValueError(
+            f"validity of task {task!r} must have one flag per sample ({n}), got {tuple(flags.shape)}"
+        )
+    return flags
+
+
+class MultiTaskObjective:
+    """The objective of `direction` on one batch (targets fixed), evaluated at any iterate x."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: Mapping[str, Tensor],
+        losses: Mapping[str, Any],
+        direction: Direction,
+        tasks: Sequence[str],
+        *,
+        attack_losses: Mapping[str, LossFn] | None = None,
+        valid: Mapping[str, Tensor] | None = None,
+        total_steps: int = 1,
+    ) -> None:
+        self.model = model
+        self.direction = direction
+        self.tasks = list(tasks)
+        self.total_steps = int(total_steps)
+        self.targets = {t: targets[t] for t in self.tasks}
+        self.loss_fns: dict[str, LossFn] = {}
+        self.valid: dict[str, Tensor] = {}
+        overrides = attack_losses or {}
+        for t in self.tasks:
+            loss_fn, count_fn = resolve_loss(losses[t], t)
+            self.loss_fns[t] = overrides.get(t, loss_fn)
+            self.valid[t] = _valid_flags(t, self.targets[t], count_fn, valid)
+        self.state: Any = None
+
+    def _loss(self, task: str, pred: Tensor, step: int) -> Tensor:
+        fn = self.loss_fns[task]
+        # Losses, divisions and logs in float32 even when the model runs in reduced precision.
+        pred = pred.float()
+        if getattr(fn, "step_aware", False):
+            value = fn(pred, self.targets[task], step=step, total_steps=self.total_steps)
+        else:
+            value = fn(pred, self.targets[task])
+        n = pred.shape[0]
+        if not isinstance(value, Tensor) or value.shape != (n,):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(
+                f"the loss of task {task!r} must return per-sample losses of shape ({n},), got {shape}; "
+                "use reduction='none' and average over each sample's pixels"
+            )
+        return value.float()
+
+    def _forward_losses(self, x: Tensor, step: int) -> dict[str, Tensor]:
+        preds = self.model(x, tasks=list(self.tasks))
+        missing = [t for t in self.tasks if t not in preds]
+        if missing:
+            raise ValueError(f"model(x, tasks={self.tasks}) returned no prediction for {missing}")
+        return {t: self._loss(t, preds[t], step) for t in self.tasks}
+
+    def init_state(self, x_clean: Tensor) -> None:
+        """Let a stateful direction read the clean losses (e.g. StaticRelative's weights)."""
+        if not self.direction.needs_init:
+            return
+        with torch.no_grad():
+            losses = self._forward_losses(x_clean, 0)
+        self.state = self.direction.init(losses, self.valid)
+
+    def __call__(self, x: Tensor, step: int, need_grad: bool = True) -> Evaluation:
+        if not need_grad:
+            with torch.no_grad():
+                losses = self._forward_losses(x, step)
+                objective = self.direction.objective(losses, self.valid, self.state)
+            return Evaluation(objective.detach().float(), {t: v.detach() for t, v in losses.items()}, None)
+        with torch.enable_grad():
+            x_leaf = x.detach().requires_grad_(True)
+            losses = self._forward_losses(x_leaf, step)
+            objective = self.direction.objective(losses, self.valid, self.state)
+            grad = self.direction.gradient(x_leaf, losses, self.valid, self.state)
+            if grad is None:
+                if objective.requires_grad:
+                    (grad,) = torch.autograd.grad(objective.sum(), x_leaf, allow_unused=True)
+                if grad is None:  # objective does not depend on x (e.g. no valid pixel anywhere)
+                    grad = torch.zeros_like(x_leaf)
+        return Evaluation(
+            objective.detach().float(), {t: v.detach() for t, v in losses.items()}, grad.detach()
+        )

@@ -378,3 +378,24 @@ def test_attack_losses_plug_in_by_name():
     result = attack.run(model, x, targets, stub_losses(), record=True)
     assert (result.x_adv - x).abs().max() <= EPS + 1e-6
     assert build_attack_loss("cospgd").activation == "softmax"
+
+
+def test_config_budgets_accept_fractions_and_pixel_units() -> None:
+    from mtl_robust.attacks.config import attack_from_config, normalized_attack_config, parse_budget
+
+    assert parse_budget("8/255") == pytest.approx(8 / 255)
+    assert parse_budget(0.5) == 0.5
+    with pytest.raises(ValueError, match="8/255"):
+        parse_budget("eight")
+    cfg = normalized_attack_config(
+        {"method": "pgd", "pixel_eps": 8, "steps": 10}, {"name": "single", "task": "seg"}
+    )
+    assert cfg["eps"] == pytest.approx(8 / 255) and cfg["direction"] == "single:seg"
+    attack = attack_from_config(
+        {"method": "pgd", "eps": "4/255", "steps": 5, "alpha": None}, {"name": "dgba"}
+    )
+    assert attack.eps == pytest.approx(4 / 255) and attack.alpha == pytest.approx(4 / 255 / 5)
+    with pytest.raises(ValueError, match="eps"):
+        attack_from_config({"method": "pgd", "eps": "2", "steps": 5}, "dgba")
+    with pytest.raises(ValueError, match="task"):
+        attack_from_config({"method": "pgd", "eps": 0.1}, {"name": "single"})

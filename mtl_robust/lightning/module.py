@@ -14,12 +14,27 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from mtl_robust.attacks.config import attack_from_config, direction_string
 from mtl_robust.models import build_model
 from mtl_robust.tasks import Task, build_task
 
 Batch = tuple[Tensor, dict[str, Tensor]]
 
 PAPER_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3, "betas": (0.5, 0.999), "weight_decay": 1e-4}
+
+# Adversarial training schedules: the paper's (one clean step, then one adversarial step on the same batch),
+# adversarial examples only, or one step on a weighted mix of the clean and adversarial losses.
+DEFENSE_MODES = ("clean_then_adv", "adv_only", "mixed")
+
+
+def defense_name(defense: Mapping[str, Any] | None) -> str:
+    """ "none" or e.g. "adv_train:pgd-total" (how results rows and reports name a defense)."""
+    if not defense or defense.get("name", "none") == "none":
+        return "none"
+    attack = defense.get("attack", {})
+    return (
+        f"{defense['name']}:{attack.get('method', '?')}-{direction_string(defense.get('direction', 'total'))}"
+    )
 
 
 class MultiTaskModule(pl.LightningModule):
@@ -31,6 +46,8 @@ class MultiTaskModule(pl.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         scheduler_interval: str = "step",
+        defense: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -52,6 +69,22 @@ class MultiTaskModule(pl.LightningModule):
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
+        self.defense = dict(defense) if defense and defense.get("name", "none") != "none" else None
+        self.adversary = None
+        if self.defense is not None:
+            mode = self.defense.get("mode", "clean_then_adv")
+            if mode not in DEFENSE_MODES:
+                raise ValueError(f"defense.mode must be one of {DEFENSE_MODES}, got {mode!r}")
+            self.defense_mode = mode
+            self.mix_weight = float(self.defense.get("mix_weight", 0.5))
+            if not 0.0 <= self.mix_weight <= 1.0:
+                raise ValueError(f"defense.mix_weight must lie in [0, 1], got {self.mix_weight}")
+            # Built once; it reads the current weights on every call, so it attacks the model being trained.
+            self.adversary = attack_from_config(
+                self.defense["attack"], self.defense.get("direction", "total")
+            )
+            self.automatic_optimization = False  # two optimiser steps per batch in the paper's recipe
+        self.meta = dict(meta or {})
         self.val_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
         self.test_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
 
@@ -72,11 +105,48 @@ class MultiTaskModule(pl.LightningModule):
             self.log(f"{split}/{t}/loss", loss, on_step=on_step, on_epoch=True, batch_size=batch_size)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        if self.adversary is not None:
+            return self._adversarial_training_step(batch)
         x, targets = batch
         losses = self.task_losses(self.model(x), targets)
         total = self.weighted_loss(losses)
         self._log_losses("train", losses, total, x.shape[0])
         return total
+
+    def _optimizer_step(self, loss: Tensor) -> None:
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def _adversarial_training_step(self, batch: Batch) -> Tensor:
+        x, targets = batch
+        clean_total = None
+        if self.defense_mode in ("clean_then_adv", "mixed"):
+            clean_losses = self.task_losses(self.model(x), targets)
+            clean_total = self.weighted_loss(clean_losses)
+            self._log_losses("train_clean", clean_losses, clean_total, x.shape[0])
+            if self.defense_mode == "clean_then_adv":
+                self._optimizer_step(clean_total)
+        # Crafted in eval mode by the attack (which restores train mode), against the current weights.
+        x_adv = self.adversary(self.model, x, targets, self.tasks)
+        adv_losses = self.task_losses(self.model(x_adv), targets)
+        adv_total = self.weighted_loss(adv_losses)
+        self._log_losses("train", adv_losses, adv_total, x.shape[0])
+        if self.defense_mode == "mixed":
+            loss = (1.0 - self.mix_weight) * clean_total + self.mix_weight * adv_total
+        else:
+            loss = adv_total
+        self._optimizer_step(loss)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.scheduler_interval == "step":
+            scheduler.step()
+        return loss.detach()
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers() if self.adversary is not None else None
+        if scheduler is not None and self.scheduler_interval == "epoch":
+            scheduler.step()
 
     def _eval_step(self, batch: Batch, split: str, metrics: nn.ModuleDict) -> None:
         x, targets = batch

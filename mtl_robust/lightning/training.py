@@ -50,6 +50,8 @@ def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskM
         optimizer=train_cfg["optimizer"],
         scheduler=train_cfg.get("scheduler"),
         scheduler_interval=train_cfg.get("scheduler_interval", "step"),
+        defense=OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else None,
+        meta={"data": datamodule.name, "task_name": cfg.get("task_name")},
     )
 
 

@@ -1,0 +1,26 @@
+"""Attack a checkpoint: `python -m mtl_robust.attack ckpt=... attack=pgd direction=dgba attack.eps=8/255`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mtl_robust.evaluation.runner import format_rows
+from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="attack")
+def main(cfg: DictConfig) -> float:
+    attack = OmegaConf.to_container(cfg.attack, resolve=True)
+    direction = OmegaConf.to_container(cfg.direction, resolve=True)
+    rows, _, module = evaluate_checkpoint(cfg, cfg.ckpt, [(attack, direction)])
+    log_rows(cfg.get("logger"), rows, cfg.study)
+    print(f"\nlayout: {module.model.layout.describe()}   (relative change in %, negative = worse)")
+    print(format_rows(rows, module.model.tasks))
+    print(f"results: {cfg.store}")
+    result = rows[0].get("results", {}).get("rel_avg")
+    return float(result) if result is not None else float("nan")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Evaluate one model under a list of attack cells: the clean pass once, then each attack, rows to the store.
+
+A cell is an attack with its JSON config; its row key hashes that config together with the model's
+identity (checkpoint hash, data, split), so a re-run skips finished cells and retries failed ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtl_robust.evaluation.passes import AttackFn, Batch, PassResult, run_pass
+from mtl_robust.evaluation.relative import compare
+from mtl_robust.evaluation.store import ResultsStore, config_key
+from mtl_robust.tasks import Task
+
+log = logging.getLogger(__name__)
+
+# Fields that say where things are, not what was computed: they stay out of the row key.
+UNKEYED_FIELDS = ("checkpoint", "study")
+
+
+@dataclass
+class Cell:
+    config: dict[str, Any]  # normalised attack config: method, eps, direction, steps, ...
+    attack: AttackFn  # (model, x, targets) -> x_adv
+
+
+def row_key(model_info: Mapping[str, Any], cell_config: Mapping[str, Any]) -> str:
+    keyed = {k: v for k, v in {**model_info, **cell_config}.items() if k not in UNKEYED_FIELDS}
+    return config_key(keyed)
+
+
+def summarize(
+    clean: PassResult, adv: PassResult, tasks: Mapping[str, Task], seconds: float
+) -> dict[str, Any]:
+    """The results part of a row (see the store's schema): metrics, losses and relative changes."""
+    directions = {t: task.higher_is_better for t, task in tasks.items()}
+    change = compare(clean.metrics, adv.metrics, directions, clean.losses, adv.losses)
+    return {
+        "clean": clean.metrics,
+        "adv": adv.metrics,
+        "clean_loss": clean.losses,
+        "adv_loss": adv.losses,
+        "higher_is_better": directions,
+        "rel": change.per_metric,
+        "rel_task": change.per_task,
+        "rel_avg": change.average,
+        "rel_loss": change.loss_per_task,
+        "rel_loss_avg": change.loss_average,
+        "num_samples": adv.num_samples,
+        "seconds": seconds,
+    }
+
+
+def save_example(
+    path: Path, model: nn.Module, adv: PassResult, count: int, device: torch.device
+) -> str | None:
+    """A few images of the first batch, clean and adversarial, with both predictions (report grids)."""
+    if adv.example is None or count <= 0:
+        return None
+    x = adv.example["x"][:count]
+    x_adv = adv.example["x_eval"][:count]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        preds_clean = {t: p.cpu() for t, p in model(x.to(device)).items()}
+    model.train(was_training)
+    payload = {
+        "x": x,
+        "x_adv": x_adv,
+        "preds_clean": preds_clean,
+        "preds_adv": {t: p[:count] for t, p in adv.example["preds"].items()},
+        "targets": {t: v[:count] for t, v in adv.example["targets"].items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return str(path)
+
+
+def evaluate_cells(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    batches: Callable[[], Iterable[Batch]],
+    cells: Iterable[Cell],
+    store: ResultsStore,
+    model_info: Mapping[str, Any],
+    clean: PassResult,
+    device: torch.device,
+    progress: bool = True,
+    example_dir: Path | None = None,
+    example_count: int = 4,
+    continue_on_error: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every cell not already done; return the latest row of every cell (computed or reused)."""
+    rows = []
+    for cell in cells:
+        key = row_key(model_info, cell.config)
+        config = {**model_info, **cell.config}
+        previous = store.latest().get(key)
+        if previous is not None and previous.get("status") == "ok":
+            log.info(
+                "cell %s already done (%s %s eps=%.4g): skipped",
+                key,
+                cell.config.get("method"),
+                cell.config.get("direction"),
+                cell.config.get("eps", float("nan")),
+            )
+            rows.append(previous)
+            continue
+        start = time.perf_counter()
+        try:
+            desc = f"{cell.config.get('method')}-{cell.config.get('direction')}"
+            adv = run_pass(
+                model,
+                tasks,
+                batches(),
+                attack=cell.attack,
+                device=device,
+                progress=progress,
+                desc=desc,
+                keep_example=example_dir is not None and example_count > 0,
+            )
+            results = summarize(clean, adv, tasks, time.perf_counter() - start)
+            if example_dir is not None:
+                results["example"] = save_example(
+                    example_dir / f"{key}.pt", model, adv, example_count, device
+                )
+            rows.append(store.append(key, config, results))
+        except Exception as err:  # noqa: BLE001 - recorded in the store; the sweep goes on
+            error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
+            rows.append(store.append(key, config, {}, status="failed", error=error))
+            log.error("cell %s failed: %s", key, err)
+            if not continue_on_error:
+                raise
+    return rows
+
+
+def format_rows(rows: Iterable[Mapping[str, Any]], tasks: Iterable[str]) -> str:
+    """Per-task and average relative change (percent, negative = worse) of each cell, one line per cell."""
+    tasks = list(tasks)
+    head = f"{'method':<10} {'direction':<16} {'eps':>7} " + " ".join(f"{t:>9}" for t in tasks)
+    lines = [head + f" {'average':>9}", "-" * (len(head) + 10)]
+    for row in rows:
+        cfg, res = row["config"], row.get("results", {})
+        eps = f"{255 * cfg.get('eps', float('nan')):.1f}/255"
+        if row.get("status") != "ok":
+            lines.append(
+                f"{cfg.get('method', '?'):<10} {cfg.get('direction', '?'):<16} {eps:>7} FAILED: "
+                f"{row.get('error', '').splitlines()[0] if row.get('error') else ''}"
+            )
+            continue
+
+        def pct(v: Any) -> str:
+            return f"{100 * v:>9.2f}" if isinstance(v, int | float) else f"{'nan':>9}"
+
+        per_task = " ".join(pct(res["rel_task"].get(t)) for t in tasks)
+        lines.append(f"{cfg['method']:<10} {cfg['direction']:<16} {eps:>7} {per_task} {pct(res['rel_avg'])}")
+    return "\n".join(lines)

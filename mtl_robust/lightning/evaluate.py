@@ -1,0 +1,243 @@
+"""Attack a trained checkpoint from a Hydra config: load, check, clean pass (cached), attacks, rows."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
+from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
+from mtl_robust.evaluation.runner import Cell, evaluate_cells
+from mtl_robust.evaluation.store import ResultsStore, config_key
+from mtl_robust.lightning.datamodule import MultiTaskDataModule
+from mtl_robust.lightning.module import MultiTaskModule, defense_name
+from mtl_robust.lightning.training import configure_threads
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def file_id(path: Path) -> str:
+    """Content hash of a checkpoint: the same weights give the same id on any machine or path."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def load_module(ckpt: str | Path, device: torch.device) -> MultiTaskModule:
+    path = Path(ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} not found; pass ckpt=<path to a .ckpt written by python -m mtl_robust.train> "
+            "(training writes <run dir>/checkpoints/last.ckpt)"
+        )
+    module = MultiTaskModule.load_from_checkpoint(str(path), map_location=device)
+    return module.eval().to(device)
+
+
+def check_tasks_match(module: MultiTaskModule, datamodule: MultiTaskDataModule) -> None:
+    """A checkpoint only makes sense on data with its own tasks (and the same head sizes)."""
+    data_tasks = datamodule.build_tasks()
+    if set(data_tasks) != set(module.tasks):
+        raise ValueError(
+            f"the checkpoint was trained on tasks {sorted(module.tasks)} but data={datamodule.name} provides "
+            f"{sorted(data_tasks)}; pick the data config the checkpoint was trained on"
+        )
+    for name, task in data_tasks.items():
+        if task.out_channels != module.tasks[name].out_channels:
+            raise ValueError(
+                f"task {name!r}: the checkpoint predicts {module.tasks[name].out_channels} channels but "
+                f"data={datamodule.name} needs {task.out_channels} (another data set or class count?)"
+            )
+
+
+def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study: str) -> dict[str, Any]:
+    """Identity of the evaluated model: the part of a results row that does not depend on the attack."""
+    spec = module.hparams.model_spec
+    layout = module.model.layout
+    layout_spec = spec.get("layout")
+    return {
+        "study": study,
+        "checkpoint": str(ckpt),
+        "model_id": file_id(ckpt),
+        "data": data,
+        "split": split,
+        "tasks": list(module.model.tasks),
+        "backbone": spec["backbone"]["name"] if isinstance(spec["backbone"], Mapping) else spec["backbone"],
+        "layout": layout.describe(),
+        "layout_name": layout_spec if isinstance(layout_spec, str | int) else "explicit",
+        "sharing_score": layout.sharing_score(),
+        "shared_fraction": layout.shared_fraction,
+        "defense": defense_name(module.hparams.get("defense")),
+    }
+
+
+def batches_factory(datamodule: MultiTaskDataModule, split: str, batch_size: int, max_batches: int | None):
+    dataset = datamodule.dataset(split)
+
+    def batches() -> Iterable:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=datamodule.num_workers)
+        if max_batches:
+            return _Sized(itertools.islice(loader, max_batches), min(max_batches, len(loader)))
+        return loader
+
+    return batches
+
+
+class _Sized:
+    """An iterator with a length, so progress bars know the total."""
+
+    def __init__(self, it: Iterable, length: int) -> None:
+        self.it, self.length = it, length
+
+    def __iter__(self):
+        return iter(self.it)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def build_cells(
+    module: MultiTaskModule, attacks: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | str]]
+) -> list[Cell]:
+    """Every (attack config, direction) pair built, and so validated, before any model work starts."""
+    cells = []
+    for attack_cfg, direction_cfg in attacks:
+        config = normalized_attack_config(attack_cfg, direction_cfg)
+        attack = attack_from_config(attack_cfg, direction_cfg)
+        if config["direction"].startswith("single:"):
+            task = config["direction"].split(":", 1)[1]
+            if task not in module.tasks:
+                raise ValueError(
+                    f"direction single: unknown task {task!r}; the model's tasks are {list(module.tasks)}"
+                )
+        config["pixel_eps"] = config["eps"] * 255.0
+        cells.append(Cell(config=config, attack=attack.with_losses(module.tasks)))
+    return cells
+
+
+def evaluate_checkpoint(
+    cfg: DictConfig,
+    ckpt: str | Path,
+    attacks: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | str]],
+) -> tuple[list[dict[str, Any]], PassResult, MultiTaskModule]:
+    """Clean pass (cached per checkpoint and split), then every attack; returns the rows written."""
+    configure_threads(cfg.get("num_threads"))
+    for attack_cfg, direction_cfg in attacks:  # bad budgets or steps fail here, before anything is loaded
+        attack_from_config(attack_cfg, direction_cfg)
+    device = resolve_device(cfg.get("device", "auto"))
+    datamodule: MultiTaskDataModule = instantiate(cfg.data)
+    module = load_module(ckpt, device)
+    check_tasks_match(module, datamodule)
+    cells = build_cells(module, attacks)
+    split = cfg.get("split", "val")
+    info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
+    eval_cfg = cfg.get("eval", {})
+    batches = batches_factory(
+        datamodule,
+        split,
+        eval_cfg.get("batch_size") or datamodule.eval_batch_size,
+        eval_cfg.get("max_batches"),
+    )
+    progress = bool(eval_cfg.get("progress", True))
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    clean_key = config_key(
+        {
+            "model_id": info["model_id"],
+            "dataset": data_cfg["dataset"],
+            "split": data_cfg["splits"].get(split),
+            "max_batches": eval_cfg.get("max_batches"),
+        }
+    )
+    clean, hit = cached_pass(
+        Path(cfg.cache_dir) / f"clean_{clean_key}.json",
+        lambda: run_pass(
+            module.model, module.tasks, batches(), device=device, progress=progress, desc="clean"
+        ),
+    )
+    log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
+    store = ResultsStore(cfg.store)
+    examples = int(eval_cfg.get("examples", 0) or 0)
+    rows = evaluate_cells(
+        module.model,
+        module.tasks,
+        batches,
+        cells,
+        store,
+        info,
+        clean,
+        device,
+        progress=progress,
+        example_dir=Path(cfg.store).parent / "examples" if examples else None,
+        example_count=examples,
+        continue_on_error=bool(eval_cfg.get("continue_on_error", True)),
+    )
+    return rows, clean, module
+
+
+def log_rows(logger_cfg: DictConfig | None, rows: Sequence[Mapping[str, Any]], study: str) -> None:
+    """Send rows to the configured experiment logger (wandb: grouped by study, tagged with the axes)."""
+    if not logger_cfg or "_target_" not in logger_cfg:
+        return
+    for row in rows:
+        cfg = row["config"]
+        extra = {}
+        if "Wandb" in logger_cfg._target_:
+            tags = [
+                cfg.get("method"),
+                cfg.get("direction"),
+                f"layout={cfg.get('layout_name')}",
+                f"defense={cfg.get('defense')}",
+                f"eps={cfg.get('pixel_eps', 0):g}/255",
+                cfg.get("data"),
+            ]
+            extra = {
+                "group": study,
+                "tags": [str(t) for t in tags if t],
+                "reinit": True,
+                "name": f"{cfg.get('layout_name')}-{cfg.get('method')}-{cfg.get('direction')}"
+                f"-eps{cfg.get('pixel_eps', 0):g}",
+            }
+        logger = instantiate(logger_cfg, **extra)
+        logger.log_hyperparams(dict(cfg))
+        metrics = flat_metrics(row)
+        logger.log_metrics(metrics, step=0)
+        if "Wandb" in logger_cfg._target_:
+            logger.experiment.summary.update(metrics)
+            logger.experiment.finish()
+        else:
+            logger.finalize("success")
+
+
+def flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """`clean/<task>/<metric>`, `adv/<task>/<metric>`, `rel/<task>/<metric>`, `rel/<task>/mean`, `rel/avg`."""
+    res = row.get("results", {})
+    out: dict[str, float] = {}
+    for part in ("clean", "adv", "rel"):
+        for task, metrics in (res.get(part) or {}).items():
+            for name, value in metrics.items():
+                if value is not None:
+                    out[f"{part}/{task}/{name}"] = float(value)
+    for task, value in (res.get("rel_task") or {}).items():
+        if value is not None:
+            out[f"rel/{task}/mean"] = float(value)
+    for key in ("rel_avg", "rel_loss_avg"):
+        if res.get(key) is not None:
+            out[key.replace("_avg", "/avg")] = float(res[key])
+    return out

@@ -1,0 +1,83 @@
+"""Train-or-reuse, then attack with SINGLE per task, TOTAL and DGBA: the README's main command."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mtl_robust.evaluation.passes import PassResult
+from mtl_robust.evaluation.relative import RelativeChange
+from mtl_robust.evaluation.runner import format_rows
+from mtl_robust.evaluation.store import config_key
+from mtl_robust.evaluation.transfer import format_matrix, transfer_matrix
+from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows
+from mtl_robust.lightning.training import train
+
+log = logging.getLogger(__name__)
+
+
+def training_key(cfg: DictConfig) -> str:
+    """What determines the trained weights: data, model, recipe, defense and seed (not loggers or paths)."""
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
+    parts["seed"] = cfg.seed
+    parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
+    return config_key(parts)
+
+
+def trained_checkpoint(cfg: DictConfig) -> Path:
+    """The cached checkpoint of this training config, training it first when there is none."""
+    cached = Path(cfg.paths.log_dir) / "checkpoints" / f"{training_key(cfg)}.ckpt"
+    if cfg.pipeline.reuse_checkpoint and cached.exists():
+        log.info("reusing the checkpoint of this training config: %s", cached)
+        return cached
+    result = train(cfg)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.checkpoint, cached)
+    return cached
+
+
+def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any], str]]:
+    base = OmegaConf.to_container(cfg.attack, resolve=True)
+    directions: list[str] = []
+    for d in cfg.pipeline.directions:
+        directions.extend(f"single:{t}" for t in tasks) if d == "single" else directions.append(str(d))
+    return [({**base, "eps": eps}, d) for eps in cfg.pipeline.eps for d in directions]
+
+
+def format_clean(clean: PassResult, tasks: dict[str, Any]) -> str:
+    lines = [f"{'task':<8} {'metric':<14} {'clean':>10}"]
+    for t, task in tasks.items():
+        for name, higher in task.higher_is_better.items():
+            lines.append(
+                f"{t:<8} {name:<14} {clean.metrics[t][name]:>10.4f}  ({'higher' if higher else 'lower'}"
+                " is better)"
+            )
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
+    ckpt = trained_checkpoint(cfg)
+    tasks = list(cfg.data.tasks)
+    rows, clean, module = evaluate_checkpoint(cfg, ckpt, attack_list(cfg, tasks))
+    log_rows(cfg.get("logger"), rows, cfg.study)
+    print(f"\ncheckpoint: {ckpt}\nlayout: {module.model.layout.describe()}\n")
+    print(format_clean(clean, module.tasks))
+    print("\nrelative change under attack (%, negative = worse; per task: mean over its metrics)")
+    print(format_rows(rows, module.model.tasks))
+    for eps in sorted({r["config"]["eps"] for r in rows}):
+        singles = {
+            r["config"]["direction"].split(":", 1)[1]: RelativeChange(per_task=r["results"]["rel_task"])
+            for r in rows
+            if r["config"]["eps"] == eps
+            and r["config"]["direction"].startswith("single:")
+            and r["status"] == "ok"
+        }
+        if singles:
+            print(f"\ntransfer matrix at eps={255 * eps:g}/255 (%): SINGLE(attacked) -> evaluated task")
+            print(format_matrix(transfer_matrix(singles)))
+    print(f"\nresults: {cfg.store}")
+    return rows

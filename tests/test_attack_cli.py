@@ -1,0 +1,141 @@
+"""Attack evaluation from a checkpoint: rows, clean-pass cache, resume, bad input, the CLI and the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from mtl_robust.evaluation.store import ResultsStore
+from mtl_robust.lightning.evaluate import evaluate_checkpoint
+from mtl_robust.lightning.training import train
+from tests.conftest import REPO_ROOT, compose_config
+
+QUICK = ["experiment=smoke", "eval.progress=false", "attack.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    cfg = compose_config("train", ["experiment=smoke", "train.max_epochs=2"], out)
+    return train(cfg).checkpoint
+
+
+def attack_cfg(compose, checkpoint: Path, extra: list[str] | None = None):
+    return compose([f"ckpt={checkpoint}", *QUICK, *(extra or [])], config_name="attack")
+
+
+def pairs(cfg):
+    return [
+        (
+            OmegaConf.to_container(cfg.attack, resolve=True),
+            OmegaConf.to_container(cfg.direction, resolve=True),
+        )
+    ]
+
+
+def test_rows_have_every_measure_and_reruns_skip_done_cells(compose, checkpoint: Path) -> None:
+    cfg = attack_cfg(compose, checkpoint, ["direction=dgba"])
+    rows, clean, module = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    (row,) = rows
+    assert row["status"] == "ok"
+    res = row["results"]
+    for task, task_spec in module.tasks.items():
+        assert set(res["clean"][task]) == set(task_spec.higher_is_better) == set(res["rel"][task])
+        assert res["rel_task"][task] is not None
+    assert res["rel_avg"] == pytest.approx(sum(res["rel_task"].values()) / 3)
+    assert row["config"]["direction"] == "dgba" and row["config"]["eps"] == pytest.approx(8 / 255)
+    assert row["config"]["layout_name"] == "all_shared" and row["config"]["sharing_score"] == 15
+    assert Path(res["example"]).is_file()
+    assert list(Path(cfg.cache_dir).glob("clean_*.json")), "clean pass not cached"
+
+    rows_again, _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    assert rows_again[0]["key"] == row["key"]
+    assert len(ResultsStore(cfg.store).rows()) == 1, "a finished cell was recomputed"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("attack.eps=2", "eps"),
+        ("attack.eps=-0.1", "eps"),
+        ("attack.steps=0", "steps"),
+    ],
+)
+def test_bad_budgets_fail_before_loading_anything(
+    compose, tmp_path: Path, override: str, message: str
+) -> None:
+    cfg = attack_cfg(compose, tmp_path / "missing.ckpt", [override])
+    with pytest.raises(ValueError, match=message):
+        evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+
+
+def test_unknown_single_task_and_foreign_data_are_rejected(compose, checkpoint: Path) -> None:
+    cfg = attack_cfg(compose, checkpoint, ["direction=single", "direction.task=edges"])
+    with pytest.raises(ValueError, match="edges"):
+        evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    cfg = attack_cfg(compose, checkpoint, ["data=synthetic_taskonomy"])
+    with pytest.raises(ValueError, match="trained on tasks"):
+        evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    cfg = attack_cfg(compose, Path("/nonexistent/last.ckpt"))
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+
+
+def run_module(module: str, args: list[str], root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_multirun_over_directions_and_eps(checkpoint: Path, tmp_path: Path) -> None:
+    proc = run_module(
+        "mtl_robust.attack",
+        [
+            "-m",
+            f"ckpt={checkpoint}",
+            *QUICK,
+            "direction=total,dgba",
+            "attack.eps=4/255,8/255",
+            "eval.max_batches=1",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = ResultsStore(tmp_path / "logs" / "results" / "default.jsonl").latest()
+    cells = {(r["config"]["direction"], round(r["config"]["pixel_eps"])) for r in rows.values()}
+    assert cells == {("total", 4), ("total", 8), ("dgba", 4), ("dgba", 8)}
+    assert all(r["status"] == "ok" for r in rows.values())
+
+
+def test_pipeline_trains_once_then_reuses_everything(tmp_path: Path) -> None:
+    args = ["experiment=smoke", "eval.progress=false", "attack.steps=2", "eval.max_batches=1"]
+    first = run_module("mtl_robust.pipeline", args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for line in ("single:seg", "single:normal", "single:depth", "total", "dgba", "transfer matrix"):
+        assert line in first.stdout
+    store = tmp_path / "logs" / "results" / "pipeline.jsonl"
+    assert len(ResultsStore(store).rows()) == 5
+    second = run_module("mtl_robust.pipeline", args, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "reusing the checkpoint" in second.stdout + second.stderr
+    assert len(ResultsStore(store).rows()) == 5, "finished cells were recomputed"
+    assert not any(json.loads(line)["status"] != "ok" for line in store.read_text().splitlines())
+
+
+def test_compose_attack_config_defaults(compose) -> None:
+    cfg = compose(["ckpt=x.ckpt"], config_name="attack")
+    with open_dict(cfg):
+        assert cfg.attack.method == "pgd" and cfg.attack.eps == "8/255" and cfg.attack.random_start is False
+        assert cfg.direction.name == "dgba"

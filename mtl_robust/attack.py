@@ -6,11 +6,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mtl_robust.evaluation.runner import format_rows
-from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows
+from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows, run_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="attack")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg, attack_job)
+
+
+def attack_job(cfg: DictConfig) -> float:
     attack = OmegaConf.to_container(cfg.attack, resolve=True)
     direction = OmegaConf.to_container(cfg.direction, resolve=True)
     rows, _, module = evaluate_checkpoint(cfg, cfg.ckpt, [(attack, direction)])

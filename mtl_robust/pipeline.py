@@ -5,12 +5,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mtl_robust.lightning.evaluate import run_job
 from mtl_robust.lightning.pipeline import run_pipeline
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
 def main(cfg: DictConfig) -> None:
-    run_pipeline(cfg)
+    run_job(cfg, run_pipeline)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,41 @@ def test_every_group_has_options() -> None:
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiments_compose(compose, experiment: str) -> None:
-    cfg = compose([f"experiment={experiment}"])
-    resolve_job_config(cfg)
-    assert cfg.model.backbone.name and cfg.model.layout is not None
+    # Studies are multiruns of the pipeline; the other experiments also work with plain training.
+    for config_name in ("pipeline",) if experiment.startswith("study_") else ("train", "pipeline"):
+        cfg = compose([f"experiment={experiment}"], config_name=config_name)
+        resolve_job_config(cfg)
+        assert cfg.model.backbone.name and cfg.model.layout is not None
 
 
-@pytest.mark.parametrize("group", ["data", "backbone", "sharing", "train", "trainer", "logger"])
+@pytest.mark.parametrize("experiment", [e for e in options("experiment") if e.startswith("study_")])
+def test_study_attack_grids_build(compose, experiment: str) -> None:
+    from mtl_robust.attacks.config import attack_from_config
+    from mtl_robust.lightning.pipeline import attack_list
+
+    cfg = compose([f"experiment={experiment}"], config_name="pipeline")
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params, "a study is one multirun command"
+    cells = attack_list(cfg, list(cfg.data.tasks))
+    assert cells
+    for attack, direction in cells:
+        attack_from_config(attack, direction)
+
+
+@pytest.mark.parametrize("attack", options("attack"))
+@pytest.mark.parametrize("direction", options("direction"))
+def test_attack_and_direction_options_build(compose, attack: str, direction: str) -> None:
+    from mtl_robust.attacks.config import attack_from_config
+
+    cfg = compose(["ckpt=x.ckpt", f"attack={attack}", f"direction={direction}"], config_name="attack")
+    built = attack_from_config(
+        OmegaConf.to_container(cfg.attack, resolve=True), OmegaConf.to_container(cfg.direction, resolve=True)
+    )
+    assert built.eps == pytest.approx(8 / 255)
+
+
+@pytest.mark.parametrize(
+    "group", ["data", "backbone", "sharing", "train", "defense", "trainer", "logger", "launcher"]
+)
 def test_group_options_compose(compose, group: str) -> None:
     for option in options(group):
         cfg = compose([f"{group}={option}"])

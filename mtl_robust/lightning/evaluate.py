@@ -241,3 +241,39 @@ def flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
         if res.get(key) is not None:
             out[key.replace("_avg", "/avg")] = float(res[key])
     return out
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failure(cfg: DictConfig, err: BaseException) -> dict[str, Any]:
+    """A job that failed before it could write its own rows: one failed row keyed by the job's overrides,
+    so the report shows it and a resumed sweep retries it."""
+    import traceback
+
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    config = {
+        "study": cfg.get("study", "default"),
+        "checkpoint": str(cfg.get("ckpt", "")),
+        "overrides": overrides,
+    }
+    error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
+    return ResultsStore(cfg.store).append(config_key({"overrides": overrides}), config, {}, "failed", error)
+
+
+def run_job(cfg: DictConfig, job) -> Any:
+    """Run one job; in a multirun a failure is recorded in the store and the sweep goes on."""
+    try:
+        return job(cfg)
+    except Exception as err:
+        if not in_multirun() or not cfg.get("eval", {}).get("continue_on_error", True):
+            raise
+        record_failure(cfg, err)
+        log.exception("job failed; recorded in %s and the sweep goes on", cfg.store)
+        return None

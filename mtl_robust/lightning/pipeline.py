@@ -41,11 +41,23 @@ def trained_checkpoint(cfg: DictConfig) -> Path:
 
 
 def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any], str]]:
-    base = OmegaConf.to_container(cfg.attack, resolve=True)
+    """Every (attack, direction) cell of this job: methods x eps x directions, `single` expanded per task.
+
+    The methods are `pipeline.attacks` (a dict of attack configs, e.g. filled by a study through
+    `/attack@pipeline.attacks.<name>` defaults), or the one `attack` group choice.
+    """
+    methods = cfg.pipeline.get("attacks") or {"attack": cfg.attack}
     directions: list[str] = []
     for d in cfg.pipeline.directions:
-        directions.extend(f"single:{t}" for t in tasks) if d == "single" else directions.append(str(d))
-    return [({**base, "eps": eps}, d) for eps in cfg.pipeline.eps for d in directions]
+        if d == "single":
+            directions.extend(f"single:{t}" for t in tasks)
+        else:
+            directions.append(str(d))
+    cells = []
+    for attack in methods.values():
+        base = OmegaConf.to_container(attack, resolve=True)
+        cells.extend(({**base, "eps": eps}, d) for eps in cfg.pipeline.eps for d in directions)
+    return cells
 
 
 def format_clean(clean: PassResult, tasks: dict[str, Any]) -> str:

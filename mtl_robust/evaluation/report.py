@@ -1,0 +1,911 @@
+"""Report data: the latest row of every results-store cell, shaped into the paper's tables and plot inputs.
+
+Works on one or several stores (see notes/ROW_SCHEMA.md); every number is a percent (relative changes x 100).
+Real stores are messy: values may be null or NaN (markdown shows "n/a", CSV an empty cell), cells may have
+failed, a cell may have been written several times (the latest row wins, via `ResultsStore.latest()`), and
+two cells of different configs may land on the same table position (the latest wins and a note says which
+config fields differed). Notes are returned next to the results so the summary can show them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl_robust.evaluation.relative import RelativeChange, compare
+from mtl_robust.evaluation.store import ResultsStore
+from mtl_robust.evaluation.transfer import transfer_matrix
+
+TASK_ORDER = ("seg", "normal", "depth", "keypoints", "edges")
+METHOD_ORDER = ("fgsm", "pgd", "mim", "apgd", "apgd_paper")
+INDEPENDENT = "independent"
+Cell = str | int | float | None
+
+
+# ------------------------------------------------------------------------------------------------ values
+def parse_eps(text: str | float) -> float:
+    """`"8/255"` -> 8/255, `"0.03"` -> 0.03; the [0, 1] scale the store uses."""
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        try:
+            if "/" in s:
+                num, den = s.split("/", 1)
+                value = float(num) / float(den)
+            else:
+                value = float(s)
+        except (ValueError, ZeroDivisionError) as exc:
+            raise ValueError(f"eps must look like '8/255' or '0.0314', got {text!r}") from exc
+    if not math.isfinite(value) or value < 0 or value > 1:
+        raise ValueError(f"eps must be in [0, 1] (pixel budgets are written as '8/255'), got {text!r}")
+    return value
+
+
+def format_eps(eps: float) -> str:
+    """8/255 -> '8/255'; budgets that are not whole pixel steps keep their decimals ('0.5/255')."""
+    if not math.isfinite(eps):
+        return "?"
+    pixels = eps * 255
+    if abs(pixels - round(pixels)) < 1e-4:
+        return f"{round(pixels)}/255"
+    return f"{pixels:.3g}/255"
+
+
+def eps_slug(eps: float) -> str:
+    return "eps" + format_eps(eps).split("/")[0].replace(".", "p")
+
+
+def same_eps(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def num(value: Any) -> float:
+    """A stored number as float; null, strings and anything else non-numeric become NaN."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)  # "inf" / "-inf" as the store writes them
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def pct(value: Any) -> float:
+    return 100.0 * num(value)
+
+
+def format_number(value: float, spec: str = ".2f") -> str:
+    """`format()` without the "-0.00" that rounding a tiny negative value gives."""
+    text = format(value, spec)
+    if text.startswith("-") and not any(c in "123456789" for c in text.split("e")[0]):
+        text = text[1:]
+    return text
+
+
+def slug(*parts: str) -> str:
+    text = "_".join(p for p in parts if p)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "table"
+
+
+def task_sort_key(task: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(task), "") if task in TASK_ORDER else (len(TASK_ORDER), task)
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def defense_sort_key(defense: str) -> tuple[int, str]:
+    return (0 if defense == "none" else 1, defense)
+
+
+def direction_sort_key(direction: str, tasks: Sequence[str] = TASK_ORDER) -> tuple[int, int, str]:
+    """single:<task> in task order, then total, dgba, then any other direction by name."""
+    if direction.startswith("single:"):
+        task = direction.split(":", 1)[1]
+        return (0, list(tasks).index(task) if task in tasks else len(tasks), task)
+    if direction == "total":
+        return (1, 0, "")
+    if direction == "dgba":
+        return (2, 0, "")
+    return (3, 0, direction)
+
+
+def direction_label(direction: str) -> str:
+    if direction.startswith("single:"):
+        return f"SINGLE({direction.split(':', 1)[1]})"
+    return direction.upper() if direction in ("total", "dgba") else direction
+
+
+# ----------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Record:
+    """The latest row of one cell of one store, with typed access to the config fields the report uses."""
+
+    store: str
+    key: str
+    status: str
+    time: float
+    config: Mapping[str, Any]
+    results: Mapping[str, Any]
+    error: str
+    base_dir: Path
+
+    def text(self, name: str, default: str = "?") -> str:
+        value = self.config.get(name)
+        return default if value is None or value == "" else str(value)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def study(self) -> str:
+        return self.text("study")
+
+    @property
+    def data(self) -> str:
+        return self.text("data")
+
+    @property
+    def backbone(self) -> str:
+        return self.text("backbone")
+
+    @property
+    def defense(self) -> str:
+        return self.text("defense", "none")
+
+    @property
+    def method(self) -> str:
+        return self.text("method")
+
+    @property
+    def direction(self) -> str:
+        return self.text("direction")
+
+    @property
+    def layout_name(self) -> str:
+        """The layout's name; layouts given explicitly (name "explicit") are told apart by their structure."""
+        name = self.text("layout_name")
+        if name in ("explicit", "?") and self.config.get("layout"):
+            return str(self.config["layout"])
+        return name
+
+    @property
+    def eps(self) -> float:
+        return num(self.config.get("eps"))
+
+    @property
+    def sharing_score(self) -> float:
+        return num(self.config.get("sharing_score"))
+
+    @property
+    def is_attack(self) -> bool:
+        return self.method not in ("none", "?")
+
+    @property
+    def tasks(self) -> list[str]:
+        tasks = self.config.get("tasks")
+        if isinstance(tasks, list) and tasks:
+            return [str(t) for t in tasks]
+        return list(self.results.get("rel_task") or self.results.get("clean") or {})
+
+    def rel_task(self, task: str) -> float:
+        return pct((self.results.get("rel_task") or {}).get(task))
+
+    @property
+    def rel_avg(self) -> float:
+        return pct(self.results.get("rel_avg"))
+
+    def clean_metrics(self) -> dict[str, dict[str, float]]:
+        clean = self.results.get("clean") or {}
+        return {t: {m: num(v) for m, v in (ms or {}).items()} for t, ms in clean.items()}
+
+
+def store_labels(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Short unique names for the stores: the file stem, with the parent folder added where stems clash."""
+    stems = [Path(p).stem for p in paths]
+    labels = []
+    for path, stem in zip(paths, stems):
+        label = stem if stems.count(stem) == 1 else f"{Path(path).parent.name}/{stem}"
+        labels.append(label)
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return unique
+
+
+def load_records(paths: Sequence[str | os.PathLike], studies: Sequence[str] | None = None) -> list[Record]:
+    """Latest row of every cell of every store; `studies` keeps only rows whose config.study is listed."""
+    if not paths:
+        raise ValueError("no results store given: pass at least one --store PATH (a .jsonl file)")
+    records: list[Record] = []
+    for path, label in zip(paths, store_labels(paths)):
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"results store {str(p)!r} does not exist or is not a file; pass the .jsonl file written by "
+                "the attack evaluation (config `results_store`)"
+            )
+        for key, row in ResultsStore(p).latest().items():
+            config = row.get("config") if isinstance(row.get("config"), Mapping) else {}
+            results = row.get("results") if isinstance(row.get("results"), Mapping) else {}
+            record = Record(
+                store=label,
+                key=str(key),
+                status=str(row.get("status", "ok")),
+                time=num(row.get("time")),
+                config=config,
+                results=results,
+                error=str(row.get("error") or ""),
+                base_dir=p.resolve().parent,
+            )
+            if studies and record.study not in studies:
+                continue
+            records.append(record)
+    return records
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Which identity columns a report needs: `store` with several stores, `study` with several studies."""
+
+    show_store: bool
+    show_study: bool
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> Sources:
+        return cls(len({r.store for r in records}) > 1, len({r.study for r in records}) > 1)
+
+    @property
+    def columns(self) -> list[str]:
+        return (["store"] if self.show_store else []) + (["study"] if self.show_study else [])
+
+    def values(self, record: Record) -> list[str]:
+        return ([record.store] if self.show_store else []) + ([record.study] if self.show_study else [])
+
+    def label(self, record: Record) -> str:
+        return " · ".join(self.values(record))
+
+
+def _ordered_tasks(records: Iterable[Record]) -> list[str]:
+    tasks: set[str] = set()
+    for r in records:
+        tasks.update(r.tasks)
+    return sorted(tasks, key=task_sort_key)
+
+
+def _latest_of(candidates: Sequence[Record], where: str, notes: list[str]) -> Record:
+    """The latest row among several that land on the same table position; notes what distinguished them."""
+    best = max(candidates, key=lambda r: num(r.time) if math.isfinite(num(r.time)) else -math.inf)
+    if len(candidates) > 1:
+        names = sorted({k for r in candidates for k in r.config})
+        differing = [
+            k
+            for k in names
+            if len({repr(r.config.get(k)) for r in candidates}) > 1 and k not in ("checkpoint",)
+        ]
+        notes.append(
+            f"{where}: {len(candidates)} rows for the same position (they differ in "
+            f"{', '.join(differing) or 'nothing but the key'}); the latest (key {best.key}) is shown"
+        )
+    return best
+
+
+def _layout_order(records: Iterable[Record]) -> list[tuple[str, float]]:
+    """Layouts by decreasing sharing (all shared first, independent last); ties by name."""
+    scores: dict[str, float] = {}
+    for r in records:
+        score = r.sharing_score
+        if r.layout_name not in scores or (math.isnan(scores[r.layout_name]) and not math.isnan(score)):
+            scores[r.layout_name] = score
+    return sorted(scores.items(), key=lambda kv: (-(kv[1] if math.isfinite(kv[1]) else -1), kv[0]))
+
+
+# ------------------------------------------------------------------------------------------------ tables
+@dataclass
+class Table:
+    """A titled table that renders as markdown and CSV; `formats` maps a column to its float format."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]]
+    formats: dict[str, str] = field(default_factory=dict)
+    default_format: str = ".2f"
+    description: str = ""
+
+    def column(self, name: str) -> list[Cell]:
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+    def _md_cell(self, column: str, value: Cell) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, float):
+            return (
+                "n/a"
+                if math.isnan(value)
+                else format_number(value, self.formats.get(column, self.default_format))
+            )
+        return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+    def to_markdown(self) -> str:
+        numeric = [
+            all(isinstance(row[i], int | float) or row[i] is None for row in self.rows) and bool(self.rows)
+            for i in range(len(self.columns))
+        ]
+        lines = [
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+        ]
+        for row in self.rows:
+            lines.append("| " + " | ".join(self._md_cell(c, v) for c, v in zip(self.columns, row)) + " |")
+        return "\n".join(lines)
+
+    def write(self, folder: str | os.PathLike) -> tuple[Path, Path]:
+        """`<name>.md` (title, description, table) and `<name>.csv` (full precision, empty = missing)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        md = folder / f"{self.name}.md"
+        text = f"### {self.title}\n\n"
+        if self.description:
+            text += self.description + "\n\n"
+        md.write_text(text + self.to_markdown() + "\n", encoding="utf-8")
+        path_csv = folder / f"{self.name}.csv"
+        with path_csv.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self.columns)
+            for row in self.rows:
+                writer.writerow([_csv_cell(v) for v in row])
+        return md, path_csv
+
+
+def _csv_cell(value: Cell) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(round(value, 6))
+    return str(value)
+
+
+def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
+    """One table per (data, backbone, defense, method, eps): rows (layout, direction), columns rel_task %."""
+    notes: list[str] = []
+    sources = Sources.of(records)
+    groups: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.ok and r.is_attack:
+            groups[(r.data, r.backbone, r.defense, r.method, round(r.eps * 255, 4))].append(r)
+    ordered = sorted(
+        groups,
+        key=lambda g: (g[0], g[1], defense_sort_key(g[2]), method_sort_key(g[3]), g[4]),
+    )
+    tables = []
+    for gkey in ordered:
+        data, backbone, defense, method, _ = gkey
+        rows_in = groups[gkey]
+        eps = rows_in[0].eps
+        tasks = _ordered_tasks(rows_in)
+        columns = (
+            sources.columns + ["layout", "sharing", "direction"] + [f"{t} (%)" for t in tasks] + ["avg (%)"]
+        )
+        title = f"{data} · {backbone} · defense {defense} · {method.upper()} ε={format_eps(eps)}"
+        cells: dict[tuple, list[Record]] = defaultdict(list)
+        for r in rows_in:
+            cells[(tuple(sources.values(r)), r.layout_name, r.direction)].append(r)
+        layout_rank = {name: i for i, (name, _s) in enumerate(_layout_order(rows_in))}
+        rows = []
+        for cell in sorted(
+            cells,
+            key=lambda c: (c[0], layout_rank[c[1]], direction_sort_key(c[2], tasks)),
+        ):
+            r = _latest_of(cells[cell], f"{title}, {cell[1]} / {cell[2]}", notes)
+            score = r.sharing_score
+            rows.append(
+                list(cell[0])
+                + [r.layout_name, int(score) if math.isfinite(score) else None, direction_label(r.direction)]
+                + [r.rel_task(t) for t in tasks]
+                + [r.rel_avg]
+            )
+        tables.append(
+            Table(
+                name=slug("rel", data, backbone, defense, method, eps_slug(eps)),
+                title=title,
+                columns=columns,
+                rows=rows,
+                description=(
+                    "Relative change of each task's metrics under attack, in percent (negative = worse; "
+                    "mean over the task's metrics); `avg` is the mean over tasks (the paper's measure)."
+                ),
+            )
+        )
+    return tables, notes
+
+
+ModelKey = tuple[str, str, str, str, str, str]  # store, study, data, backbone, defense, layout_name
+
+
+def clean_rows(records: Sequence[Record], notes: list[str] | None = None) -> dict[ModelKey, Record]:
+    """The row whose clean metrics stand for each model; clean-only rows (method 'none') are preferred."""
+    notes = [] if notes is None else notes
+    candidates: dict[ModelKey, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.ok and r.clean_metrics():
+            candidates[(r.store, r.study, r.data, r.backbone, r.defense, r.layout_name)].append(r)
+    chosen = {}
+    for key, rows in candidates.items():
+        clean_only = [r for r in rows if not r.is_attack]
+        pool = clean_only or rows
+        best = max(pool, key=lambda r: num(r.time) if math.isfinite(num(r.time)) else -math.inf)
+        models = {r.text("model_id") for r in rows}
+        if len(models) > 1:
+            notes.append(
+                f"layout {key[5]} ({key[2]}, {key[3]}, defense {key[4]}) has rows of {len(models)} different "
+                f"checkpoints ({', '.join(sorted(models))}); clean metrics of "
+                f"{best.text('model_id')} are used"
+            )
+        chosen[key] = best
+    return chosen
+
+
+def _clean_change(base: Record, value: Record) -> RelativeChange:
+    """compare() with base = the independent model's clean metrics; tasks or metrics missing on either side
+    are left out (their change would be meaningless) rather than failing the whole report."""
+    hib_raw = value.results.get("higher_is_better") or base.results.get("higher_is_better") or {}
+    base_clean, value_clean = base.clean_metrics(), value.clean_metrics()
+    hib = {
+        t: {m: bool(h) for m, h in ms.items() if m in base_clean.get(t, {}) and m in value_clean.get(t, {})}
+        for t, ms in hib_raw.items()
+        if t in base_clean and t in value_clean
+    }
+    hib = {t: ms for t, ms in hib.items() if ms}
+    return compare(base_clean, value_clean, hib)
+
+
+def clean_gains(
+    records: Sequence[Record], notes: list[str] | None = None
+) -> dict[ModelKey, RelativeChange | None]:
+    """Clean accuracy gain of every model over the independent model of the same data, backbone, defense.
+
+    The independent model is looked up in the same store and study first, then in any store given. None
+    where no independent model exists.
+    """
+    notes = [] if notes is None else notes
+    chosen = clean_rows(records, notes)
+    gains: dict[ModelKey, RelativeChange | None] = {}
+    missing: set[tuple[str, str, str]] = set()
+    for key, row in chosen.items():
+        store, study, data, backbone, defense, _ = key
+        base = chosen.get((store, study, data, backbone, defense, INDEPENDENT))
+        if base is None:
+            others = [r for k, r in chosen.items() if k[2:] == (data, backbone, defense, INDEPENDENT)]
+            base = max(others, key=lambda r: num(r.time)) if others else None
+            if base is not None and (base.store, base.study) != (store, study):
+                notes.append(
+                    f"clean gain of {key[5]} ({store or '-'}/{study}): independent model taken from "
+                    f"{base.store or '-'}/{base.study}"
+                )
+        if base is None:
+            missing.add((data, backbone, defense))
+            gains[key] = None
+            continue
+        gains[key] = _clean_change(base, row)
+    for data, backbone, defense in sorted(missing):
+        notes.append(
+            f"no '{INDEPENDENT}' layout with clean metrics for {data} / {backbone} / defense {defense}: "
+            "clean gains (and the trade-off plot) are not available there"
+        )
+    return gains
+
+
+def clean_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
+    """Clean metrics per layout for each (data, backbone, defense), plus the clean gain over independent."""
+    notes: list[str] = []
+    sources = Sources.of(records)
+    chosen = clean_rows(records, notes)
+    gains = clean_gains(records, [])  # its notes also come from clean_rows: they are in `notes` already
+    groups: dict[tuple[str, str, str], list[ModelKey]] = defaultdict(list)
+    for key in chosen:
+        groups[key[2:5]].append(key)
+    tables = []
+    for data, backbone, defense in sorted(groups, key=lambda g: (g[0], g[1], defense_sort_key(g[2]))):
+        keys = groups[(data, backbone, defense)]
+        rows_in = [chosen[k] for k in keys]
+        tasks = _ordered_tasks(rows_in)
+        metric_cols: list[tuple[str, str]] = []
+        for t in tasks:
+            for r in rows_in:
+                for m in r.clean_metrics().get(t, {}):
+                    if (t, m) not in metric_cols:
+                        metric_cols.append((t, m))
+        gain_cols = [f"gain {t} (%)" for t in tasks] + ["gain avg (%)"]
+        columns = (
+            sources.columns
+            + ["layout", "sharing", "model_id", "structure"]
+            + [f"{t}/{m}" for t, m in metric_cols]
+            + gain_cols
+        )
+        rank = {name: i for i, (name, _s) in enumerate(_layout_order(rows_in))}
+        rows = []
+        for key in sorted(keys, key=lambda k: (tuple(sources.values(chosen[k])), rank[k[5]])):
+            r = chosen[key]
+            clean = r.clean_metrics()
+            gain = gains.get(key)
+            score = r.sharing_score
+            rows.append(
+                sources.values(r)
+                + [
+                    r.layout_name,
+                    int(score) if math.isfinite(score) else None,
+                    r.text("model_id", ""),
+                    r.text("layout", ""),
+                ]
+                + [clean.get(t, {}).get(m, math.nan) for t, m in metric_cols]
+                + [100 * gain.per_task.get(t, math.nan) if gain else math.nan for t in tasks]
+                + [100 * gain.average if gain else math.nan]
+            )
+        tables.append(
+            Table(
+                name=slug("clean", data, backbone, defense),
+                title=f"Clean metrics · {data} · {backbone} · defense {defense}",
+                columns=columns,
+                rows=rows,
+                formats={f"{t}/{m}": ".4g" for t, m in metric_cols},
+                description=(
+                    "Clean metrics of each layout; `gain` = relative change of the clean metrics over the "
+                    f"`{INDEPENDENT}` layout, in percent (positive = sharing helped)."
+                ),
+            )
+        )
+    return tables, notes
+
+
+def failed_table(records: Sequence[Record], max_error_chars: int = 300) -> Table:
+    """Every cell whose latest row failed, with enough of its config to find and rerun it."""
+    sources = Sources.of(records)
+    failed = sorted((r for r in records if not r.ok), key=lambda r: (r.store, num(r.time)))
+    rows = []
+    for r in failed:
+        summary = (
+            f"{r.data}/{r.backbone} · layout {r.layout_name} · defense {r.defense} · {r.method} "
+            f"{r.direction} ε={format_eps(r.eps)}"
+        )
+        error = " ".join(r.error.split()) or f"(status {r.status!r}, no error message)"
+        if len(error) > max_error_chars:
+            error = error[: max_error_chars - 1] + "…"
+        rows.append(sources.values(r) + [r.key, summary, error])
+    return Table(
+        name="failed",
+        title="Failed cells",
+        columns=sources.columns + ["key", "config", "error"],
+        rows=rows,
+        description="Cells whose latest row has status `failed` (rerunning the sweep retries them).",
+    )
+
+
+# -------------------------------------------------------------------------------------------- plot inputs
+@dataclass
+class EpsCurves:
+    """Relative change (%) against eps for every direction of one model and method."""
+
+    source: str
+    data: str
+    backbone: str
+    defense: str
+    method: str
+    layout_name: str
+    tasks: list[str]
+    # direction -> [(eps, {task: %}, avg %)] sorted by eps
+    series: dict[str, list[tuple[float, dict[str, float], float]]]
+
+    @property
+    def name(self) -> str:
+        return slug("eps", self.source, self.data, self.backbone, self.defense, self.method, self.layout_name)
+
+
+def eps_curves(records: Sequence[Record], method: str | None = None) -> tuple[list[EpsCurves], list[str]]:
+    notes: list[str] = []
+    sources = Sources.of(records)
+    groups: dict[tuple, dict[tuple[str, float], list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.ok and r.is_attack and (method is None or r.method == method) and math.isfinite(r.eps):
+            gkey = (sources.label(r), r.data, r.backbone, r.defense, r.method, r.layout_name)
+            groups[gkey][(r.direction, round(r.eps * 255, 4))].append(r)
+    rank = {name: i for i, (name, _s) in enumerate(_layout_order(records))}
+    out = []
+    for gkey in sorted(
+        groups, key=lambda g: (g[0], g[1], g[2], defense_sort_key(g[3]), method_sort_key(g[4]), rank[g[5]])
+    ):
+        cells = groups[gkey]
+        rows_in = [r for rs in cells.values() for r in rs]
+        tasks = _ordered_tasks(rows_in)
+        series: dict[str, list] = defaultdict(list)
+        for (direction, _), rs in cells.items():
+            r = _latest_of(rs, f"ε curves {' · '.join(g for g in gkey if g)} / {direction}", notes)
+            series[direction].append((r.eps, {t: r.rel_task(t) for t in tasks}, r.rel_avg))
+        ordered = {
+            d: sorted(series[d], key=lambda p: p[0])
+            for d in sorted(series, key=lambda d: direction_sort_key(d, tasks))
+        }
+        out.append(EpsCurves(*gkey, tasks=tasks, series=ordered))
+    return out, notes
+
+
+@dataclass
+class TransferSet:
+    """Transfer matrix (%) of the SINGLE attacks on one model: matrix[attacked][evaluated]."""
+
+    source: str
+    data: str
+    backbone: str
+    defense: str
+    method: str
+    eps: float
+    layout_name: str
+    matrix: dict[str, dict[str, float]]
+
+    @property
+    def name(self) -> str:
+        return slug(
+            "transfer",
+            self.source,
+            self.data,
+            self.backbone,
+            self.defense,
+            self.method,
+            eps_slug(self.eps),
+            self.layout_name,
+        )
+
+    def table(self) -> Table:
+        evaluated = sorted({t for row in self.matrix.values() for t in row}, key=task_sort_key)
+        return Table(
+            name=self.name,
+            title=(
+                f"Transfer matrix · {self.layout_name} · {self.method.upper()} ε={format_eps(self.eps)} · "
+                f"defense {self.defense} · {self.data}/{self.backbone}"
+            ),
+            columns=["attacked \\ evaluated"] + [f"{t} (%)" for t in evaluated],
+            rows=[
+                [direction_label(f"single:{a}")] + [self.matrix[a].get(t, math.nan) for t in evaluated]
+                for a in self.matrix
+            ],
+        )
+
+
+def transfer_sets(
+    records: Sequence[Record], method: str | None = None, eps: float | None = None
+) -> tuple[list[TransferSet], list[str]]:
+    """One transfer matrix per (model, method, eps) that has SINGLE rows; `method`/`eps` narrow the choice."""
+    notes: list[str] = []
+    sources = Sources.of(records)
+    groups: dict[tuple, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if not (r.ok and r.direction.startswith("single:") and math.isfinite(r.eps)):
+            continue
+        if (method is not None and r.method != method) or (eps is not None and not same_eps(r.eps, eps)):
+            continue
+        gkey = (
+            sources.label(r),
+            r.data,
+            r.backbone,
+            r.defense,
+            r.method,
+            round(r.eps * 255, 4),
+            r.layout_name,
+        )
+        groups[gkey][r.direction.split(":", 1)[1]].append(r)
+    rank = {name: i for i, (name, _s) in enumerate(_layout_order(records))}
+    out = []
+    for gkey in sorted(
+        groups,
+        key=lambda g: (g[0], g[1], g[2], defense_sort_key(g[3]), method_sort_key(g[4]), g[5], rank[g[6]]),
+    ):
+        by_task = groups[gkey]
+        rows_in = [r for rs in by_task.values() for r in rs]
+        tasks = _ordered_tasks(rows_in)
+        changes = {}
+        for attacked in sorted(by_task, key=task_sort_key):
+            r = _latest_of(
+                by_task[attacked], f"transfer {' · '.join(str(g) for g in gkey if g)} / {attacked}", notes
+            )
+            changes[attacked] = RelativeChange(
+                per_task={t: r.rel_task(t) / 100 for t in tasks}, average=r.rel_avg / 100
+            )
+        matrix = {a: {t: 100 * v for t, v in row.items()} for a, row in transfer_matrix(changes).items()}
+        source, data, backbone, defense, meth, _, layout = gkey
+        out.append(TransferSet(source, data, backbone, defense, meth, rows_in[0].eps, layout, matrix))
+    return out, notes
+
+
+@dataclass
+class TradeoffPoint:
+    source: str
+    defense: str
+    layout_name: str
+    sharing_score: float
+    clean_gain: float  # % over the independent model (mean over tasks)
+    dgba_change: float  # rel_avg under DGBA, %
+
+
+@dataclass
+class TradeoffSet:
+    """Sharing-vs-robustness points of one (data, backbone) at one method and eps."""
+
+    data: str
+    backbone: str
+    method: str
+    eps: float
+    points: list[TradeoffPoint]
+
+    @property
+    def name(self) -> str:
+        return slug("tradeoff", self.data, self.backbone, self.method, eps_slug(self.eps))
+
+    def table(self) -> Table:
+        show_source = any(p.source for p in self.points)
+        return Table(
+            name=self.name,
+            title=(
+                f"Sharing vs robustness · {self.data} · {self.backbone} · DGBA {self.method.upper()} "
+                f"ε={format_eps(self.eps)}"
+            ),
+            columns=(["source"] if show_source else [])
+            + ["defense", "layout", "sharing", "clean gain (%)", "DGBA avg (%)"],
+            rows=[
+                ([p.source] if show_source else [])
+                + [
+                    p.defense,
+                    p.layout_name,
+                    int(p.sharing_score) if math.isfinite(p.sharing_score) else None,
+                    p.clean_gain,
+                    p.dgba_change,
+                ]
+                for p in self.points
+            ],
+            description=(
+                f"x = clean accuracy gain over the `{INDEPENDENT}` layout (same data, backbone, "
+                "defense; mean over tasks); y = relative change under DGBA (mean over tasks); "
+                "both in percent."
+            ),
+        )
+
+
+def tradeoff_sets(
+    records: Sequence[Record], method: str | None = None, eps: float | None = None
+) -> tuple[list[TradeoffSet], list[str]]:
+    """Points for the sharing-vs-robustness scatter of each (data, backbone).
+
+    Method defaults to pgd when it has DGBA rows (else the first method that has); eps defaults to the
+    largest eps with DGBA rows for that method.
+    """
+    notes: list[str] = []
+    sources = Sources.of(records)
+    gains = clean_gains(records, notes)
+    dgba: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r.ok and r.direction == "dgba" and math.isfinite(r.eps):
+            dgba[(r.data, r.backbone)].append(r)
+    out = []
+    for data, backbone in sorted(dgba):
+        rows = dgba[(data, backbone)]
+        methods = sorted({r.method for r in rows}, key=method_sort_key)
+        chosen_method = method or ("pgd" if "pgd" in methods else methods[0])
+        with_method = [r for r in rows if r.method == chosen_method]
+        if not with_method:
+            notes.append(f"trade-off {data}/{backbone}: no DGBA rows with method {chosen_method}; skipped")
+            continue
+        chosen_eps = eps if eps is not None else max(r.eps for r in with_method)
+        selected = [r for r in with_method if same_eps(r.eps, chosen_eps)]
+        if not selected:
+            notes.append(
+                f"trade-off {data}/{backbone}: no DGBA {chosen_method} rows at "
+                f"ε={format_eps(chosen_eps)}; skipped"
+            )
+            continue
+        cells: dict[ModelKey, list[Record]] = defaultdict(list)
+        for r in selected:
+            cells[(r.store, r.study, r.data, r.backbone, r.defense, r.layout_name)].append(r)
+        points = []
+        for key, rs in cells.items():
+            r = _latest_of(rs, f"trade-off {data}/{backbone} {key[5]} defense {key[4]}", notes)
+            gain = gains.get(key)
+            if gain is None:
+                continue  # clean_gains() already noted the missing independent model
+            points.append(
+                TradeoffPoint(
+                    sources.label(r), r.defense, r.layout_name, r.sharing_score, 100 * gain.average, r.rel_avg
+                )
+            )
+        if not points:
+            notes.append(
+                f"trade-off {data}/{backbone}: no layout has both a DGBA row and a clean gain over "
+                f"'{INDEPENDENT}'; scatter skipped"
+            )
+            continue
+        points.sort(
+            key=lambda p: (p.source, defense_sort_key(p.defense), -num(p.sharing_score), p.layout_name)
+        )
+        out.append(TradeoffSet(data, backbone, chosen_method, chosen_eps, points))
+    return out, notes
+
+
+@dataclass
+class ExampleRef:
+    record: Record
+    path: Path
+    title: str
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        r = self.record
+        return slug(
+            "example",
+            self.source,
+            r.data,
+            r.backbone,
+            r.defense,
+            r.layout_name,
+            r.method,
+            r.direction,
+            eps_slug(r.eps),
+            r.key[:8],
+        )
+
+
+def example_refs(
+    records: Sequence[Record], method: str | None = None, eps: float | None = None
+) -> tuple[list[ExampleRef], list[str]]:
+    """Rows that saved an example batch (the example file is looked for next to the store too)."""
+    notes: list[str] = []
+    sources = Sources.of(records)
+    refs = []
+    for r in records:
+        example = r.results.get("example") if r.ok else None
+        if not example:
+            continue
+        if (method is not None and r.method != method) or (eps is not None and not same_eps(r.eps, eps)):
+            continue
+        given = Path(str(example))
+        # the path as written, then as if relative to the store, then the store's examples/ folder (a
+        # report folder that was moved or copied together with its store)
+        candidates = [
+            given,
+            r.base_dir / given,
+            r.base_dir / "examples" / given.name,
+            r.base_dir / given.name,
+        ]
+        path = next((c for c in candidates if c.is_file()), given)
+        if not path.is_file():
+            notes.append(f"example file {example!r} of cell {r.key} not found")
+            continue
+        prefix = sources.label(r)
+        title = (
+            f"{prefix + ' · ' if prefix else ''}{r.layout_name} · {r.method.upper()} "
+            f"{direction_label(r.direction)} ε={format_eps(r.eps)} · defense {r.defense}"
+        )
+        refs.append(ExampleRef(r, path, title, prefix))
+    refs.sort(
+        key=lambda e: (
+            e.record.store,
+            defense_sort_key(e.record.defense),
+            e.record.layout_name,
+            method_sort_key(e.record.method),
+            direction_sort_key(e.record.direction),
+            e.record.eps,
+        )
+    )
+    return refs, notes

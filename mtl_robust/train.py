@@ -11,6 +11,8 @@ from mtl_robust.lightning.training import format_metrics, train
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     result = train(cfg)
+    if not result.is_global_zero:  # under DDP every rank runs this; one report is enough
+        return result.metrics.get("val/loss", float("nan"))
     print(f"\nlayout: {result.module.model.layout.describe()}")
     print(format_metrics(result.metrics, result.module.tasks))
     print(f"checkpoint: {result.checkpoint}")

@@ -1,4 +1,4 @@
-"""Attack evaluation from a checkpoint: rows, clean-pass cache, resume, bad input, the CLI and the pipeline."""
+"""Attack evaluation from a checkpoint: rows, clean-pass cache, resume, bad input, CLI and pipeline."""
 
 from __future__ import annotations
 

@@ -93,3 +93,21 @@ def test_cli_multirun_over_layouts(tmp_path: Path) -> None:
     layouts = {line for line in proc.stdout.splitlines() if line.startswith("layout:")}
     assert len(layouts) == 3, proc.stdout[-2000:]
     assert proc.stdout.count("miou") == 3
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
+    proc = run_cli(
+        [
+            "experiment=smoke",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.sync_batchnorm=false",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr, "two processes did not join"
+    assert proc.stdout.count("checkpoint:") == 1, "only rank zero reports"
+    (metrics,) = (tmp_path / "logs").rglob("metrics.json")
+    assert "val/seg/miou" in json.loads(metrics.read_text())["val"]

@@ -24,6 +24,7 @@ class TrainingResult:
     checkpoint: Path
     metrics: dict[str, float]
     module: MultiTaskModule
+    is_global_zero: bool = True
 
 
 def configure_threads(num_threads: int | None) -> None:
@@ -74,7 +75,7 @@ def train(cfg: DictConfig) -> TrainingResult:
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir) / "metrics.json"
         out.write_text(json.dumps({"checkpoint": str(checkpoint), "val": metrics}, indent=2))
-    return TrainingResult(checkpoint=checkpoint, metrics=metrics, module=module)
+    return TrainingResult(checkpoint, metrics, module, trainer.is_global_zero)
 
 
 def format_metrics(metrics: dict[str, float], tasks: dict[str, Any]) -> str:

@@ -139,3 +139,24 @@ def test_compose_attack_config_defaults(compose) -> None:
     with open_dict(cfg):
         assert cfg.attack.method == "pgd" and cfg.attack.eps == "8/255" and cfg.attack.random_start is False
         assert cfg.direction.name == "dgba"
+
+
+def test_wandb_offline_run_per_cell_with_summary_table_and_image(
+    compose, checkpoint: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    from mtl_robust.lightning.evaluate import log_rows
+
+    cfg = attack_cfg(
+        compose, checkpoint, ["logger=wandb", "logger.offline=true", "study=demo", "eval.max_batches=1"]
+    )
+    rows, _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    log_rows(cfg.logger, rows, "demo")
+    (run,) = list(tmp_path.rglob("offline-run-*"))
+    assert list(run.rglob("per_task_*.table.json")), "per-task table not logged"
+    assert list(run.rglob("example_*.png")), "example grid not logged"
+    records = next(run.glob("*.wandb")).read_bytes()
+    for needle in (b"rel/avg", b"demo", b"dgba", b"layout=all_shared"):  # summary, group, tags
+        assert needle in records, needle

@@ -192,37 +192,93 @@ def evaluate_checkpoint(
 
 
 def log_rows(logger_cfg: DictConfig | None, rows: Sequence[Mapping[str, Any]], study: str) -> None:
-    """Send rows to the configured experiment logger (wandb: grouped by study, tagged with the axes)."""
+    """Send rows to the configured experiment logger, one run per cell.
+
+    wandb: runs grouped by study and tagged with their axes; metrics as summaries; a per-task table and the
+    example grid (image, perturbation, predictions) logged too. Offline mode works and syncs later.
+    """
     if not logger_cfg or "_target_" not in logger_cfg:
         return
+    is_wandb = "Wandb" in logger_cfg._target_
     for row in rows:
         cfg = row["config"]
         extra = {}
-        if "Wandb" in logger_cfg._target_:
-            tags = [
-                cfg.get("method"),
-                cfg.get("direction"),
-                f"layout={cfg.get('layout_name')}",
-                f"defense={cfg.get('defense')}",
-                f"eps={cfg.get('pixel_eps', 0):g}/255",
-                cfg.get("data"),
-            ]
+        if is_wandb:
             extra = {
                 "group": study,
-                "tags": [str(t) for t in tags if t],
-                "reinit": True,
-                "name": f"{cfg.get('layout_name')}-{cfg.get('method')}-{cfg.get('direction')}"
-                f"-eps{cfg.get('pixel_eps', 0):g}",
+                "tags": run_tags(cfg),
+                "reinit": "finish_previous",
+                "name": run_name(cfg),
+                "job_type": "attack",
             }
         logger = instantiate(logger_cfg, **extra)
         logger.log_hyperparams(dict(cfg))
         metrics = flat_metrics(row)
-        logger.log_metrics(metrics, step=0)
-        if "Wandb" in logger_cfg._target_:
-            logger.experiment.summary.update(metrics)
-            logger.experiment.finish()
+        if metrics:
+            logger.log_metrics(metrics, step=0)
+        if is_wandb:
+            run = logger.experiment
+            run.summary.update({**metrics, "status": row.get("status"), "error": row.get("error", "")})
+            if row.get("status") == "ok":
+                columns, data = per_task_table(row)
+                logger.log_table(key="per_task", columns=columns, data=data)
+                image = example_image(row)
+                if image is not None:
+                    logger.log_image(key="example", images=[str(image)])
+            run.finish()
         else:
             logger.finalize("success")
+
+
+def run_tags(cfg: Mapping[str, Any]) -> list[str]:
+    tags = [
+        cfg.get("method"),
+        cfg.get("direction"),
+        f"layout={cfg.get('layout_name')}",
+        f"defense={cfg.get('defense')}",
+        f"eps={cfg.get('pixel_eps', 0):g}/255",
+        cfg.get("data"),
+        cfg.get("backbone"),
+    ]
+    return [str(t) for t in tags if t]
+
+
+def run_name(cfg: Mapping[str, Any]) -> str:
+    return (
+        f"{cfg.get('layout_name')}-{cfg.get('defense')}-{cfg.get('method')}-{cfg.get('direction')}"
+        f"-eps{cfg.get('pixel_eps', 0):g}"
+    )
+
+
+def per_task_table(row: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    res = row["results"]
+    data = []
+    for task, metrics in res["clean"].items():
+        for name, clean in metrics.items():
+            data.append([task, name, clean, res["adv"][task][name], res["rel"][task][name]])
+    return ["task", "metric", "clean", "adversarial", "relative change"], data
+
+
+def example_image(row: Mapping[str, Any]) -> Path | None:
+    """The row's example grid as a PNG next to its .pt file (drawn by the report's plotting code)."""
+    example = row.get("results", {}).get("example")
+    if not example or not Path(example).is_file():
+        return None
+    from mtl_robust.evaluation.plots import plot_example_grid
+    from mtl_robust.evaluation.report import ExampleRef, Record
+
+    record = Record(
+        store="",
+        key=row["key"],
+        status=row["status"],
+        time=row.get("time", 0.0),
+        config=row["config"],
+        results=row["results"],
+        error="",
+        base_dir=Path(example).parent,
+    )
+    ref = ExampleRef(record=record, path=Path(example), title=run_name(row["config"]))
+    return plot_example_grid(ref, Path(example).with_suffix(".png"))
 
 
 def flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:

@@ -193,3 +193,15 @@ def test_callback_argument_errors():
         LPCrossCheck(attack=PGD(EPS), direction="dgba")
     with pytest.raises(ValueError, match="every_n_batches"):
         LPCrossCheck(every_n_batches=0)
+
+
+def test_lp_check_config_runs_during_validation_of_a_trained_model(tmp_path) -> None:
+    from mtl_robust.lightning.training import train
+    from tests.conftest import compose_config
+
+    cfg = compose_config(
+        "train", ["experiment=smoke", "lp_check=enabled", "callbacks.lp_check.max_coords=500"], tmp_path
+    )
+    result = train(cfg)
+    assert result.metrics["lp/max_gap"] <= 1e-6
+    assert result.metrics["lp/coords_checked"] > 0

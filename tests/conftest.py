@@ -46,3 +46,20 @@ def compose(tmp_path: Path) -> Iterator:
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
+
+
+def run_entry_point(module: str, args: list[str], root: Path, timeout: int = 600):
+    """Run `python -m <module> <args>` as a user would, with logs and data under `root`."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

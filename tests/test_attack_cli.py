@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from omegaconf import OmegaConf, open_dict
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.lightning.evaluate import evaluate_checkpoint
 from mtl_robust.lightning.training import train
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import compose_config, run_entry_point
 
 QUICK = ["experiment=smoke", "eval.progress=false", "attack.steps=2"]
 
@@ -87,20 +84,8 @@ def test_unknown_single_task_and_foreign_data_are_rejected(compose, checkpoint: 
         evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
 
 
-def run_module(module: str, args: list[str], root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_cli_multirun_over_directions_and_eps(checkpoint: Path, tmp_path: Path) -> None:
-    proc = run_module(
+    proc = run_entry_point(
         "mtl_robust.attack",
         [
             "-m",
@@ -121,13 +106,13 @@ def test_cli_multirun_over_directions_and_eps(checkpoint: Path, tmp_path: Path) 
 
 def test_pipeline_trains_once_then_reuses_everything(tmp_path: Path) -> None:
     args = ["experiment=smoke", "eval.progress=false", "attack.steps=2", "eval.max_batches=1"]
-    first = run_module("mtl_robust.pipeline", args, tmp_path)
+    first = run_entry_point("mtl_robust.pipeline", args, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     for line in ("single:seg", "single:normal", "single:depth", "total", "dgba", "transfer matrix"):
         assert line in first.stdout
     store = tmp_path / "logs" / "results" / "pipeline.jsonl"
     assert len(ResultsStore(store).rows()) == 5
-    second = run_module("mtl_robust.pipeline", args, tmp_path)
+    second = run_entry_point("mtl_robust.pipeline", args, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "reusing the checkpoint" in second.stdout + second.stderr
     assert len(ResultsStore(store).rows()) == 5, "finished cells were recomputed"

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.lightning.training import train
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import compose_config, run_entry_point
 
 QUICK = ["experiment=smoke", "eval.progress=false", "attack.steps=1", "eval.max_batches=1"]
 
@@ -22,25 +19,13 @@ def checkpoint(tmp_path_factory) -> Path:
     return train(compose_config("train", ["experiment=smoke"], out)).checkpoint
 
 
-def run_module(module: str, args: list[str], root: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def cells(root: Path, study: str = "default") -> dict[str, dict]:
     return ResultsStore(root / "logs" / "results" / f"{study}.jsonl").latest()
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_run_attack_sweeps(checkpoint: Path, tmp_path: Path, launcher: str) -> None:
-    proc = run_module(
+    proc = run_entry_point(
         "mtl_robust.attack",
         ["-m", f"launcher={launcher}", f"ckpt={checkpoint}", *QUICK, "direction=total,dgba"],
         tmp_path,
@@ -52,7 +37,7 @@ def test_launchers_run_attack_sweeps(checkpoint: Path, tmp_path: Path, launcher:
 
 
 def test_a_failing_job_is_recorded_and_the_others_finish(checkpoint: Path, tmp_path: Path) -> None:
-    proc = run_module(
+    proc = run_entry_point(
         "mtl_robust.attack",
         ["-m", f"ckpt={checkpoint}", *QUICK, "direction=single", "direction.task=seg,edges,depth"],
         tmp_path,
@@ -65,7 +50,7 @@ def test_a_failing_job_is_recorded_and_the_others_finish(checkpoint: Path, tmp_p
     assert len(failed) == 1 and "edges" in failed[0]["error"]
     assert "direction.task=edges" in failed[0]["config"]["overrides"]
 
-    report = run_module(
+    report = run_entry_point(
         "mtl_robust.report",
         ["--store", str(tmp_path / "logs/results/default.jsonl"), "--out", str(tmp_path / "report")],
         tmp_path,
@@ -75,13 +60,13 @@ def test_a_failing_job_is_recorded_and_the_others_finish(checkpoint: Path, tmp_p
 
 
 def test_a_resumed_sweep_recomputes_no_finished_cell(checkpoint: Path, tmp_path: Path) -> None:
-    first = run_module(
+    first = run_entry_point(
         "mtl_robust.attack", ["-m", f"ckpt={checkpoint}", *QUICK, "attack.eps=2/255,4/255"], tmp_path
     )
     assert first.returncode == 0, first.stderr[-3000:]
     store = ResultsStore(tmp_path / "logs" / "results" / "default.jsonl")
     done_before = {r["key"]: r["time"] for r in store.rows()}
-    second = run_module(
+    second = run_entry_point(
         "mtl_robust.attack",
         ["-m", f"ckpt={checkpoint}", *QUICK, "attack.eps=2/255,4/255,6/255,8/255"],
         tmp_path,
@@ -98,7 +83,7 @@ STUDIES = ["study_transfer_smoke", "study_tradeoff_smoke", "study_directions_smo
 @pytest.mark.slow
 @pytest.mark.parametrize("study", STUDIES)
 def test_study_smoke_commands_as_written(tmp_path: Path, study: str) -> None:
-    proc = run_module("mtl_robust.pipeline", [f"experiment={study}"], tmp_path, timeout=3000)
+    proc = run_entry_point("mtl_robust.pipeline", [f"experiment={study}"], tmp_path, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     name = study.removeprefix("study_")
     rows = cells(tmp_path, name)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import torch
 
 from mtl_robust.lightning.module import MultiTaskModule, load_checkpoint
 from mtl_robust.lightning.training import train
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_entry_point
 
 NYU_METRICS = {
     "seg": {"miou", "pixel_acc"},
@@ -73,16 +70,8 @@ def test_wandb_logger_offline_without_account(compose, tmp_path: Path, monkeypat
     assert "val/seg/miou" in result.metrics
 
 
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MTL_ROBUST_ROOT": str(cwd), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "mtl_robust.train", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_cli(args: list[str], root: Path):
+    return run_entry_point("mtl_robust.train", args, root)
 
 
 def test_cli_multirun_over_layouts(tmp_path: Path) -> None:

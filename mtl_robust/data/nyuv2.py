@@ -59,6 +59,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mtl_robust.data.common import select_tasks
+
 from .errors import NYUV2_ADASHARE_SOURCE, NYUV2_MTAN_SOURCE, DataFormatError, DataRootError
 
 __all__ = [
@@ -214,7 +216,7 @@ class NYUv2(Dataset):
     ) -> None:
         self.root = Path(root).expanduser()
         self.format = format
-        self.tasks = _check_tasks(tasks)
+        self.tasks = select_tasks(tasks, NYUV2_TASKS, "NYUv2")
         self.transform = transform
         if normal_invalid not in ("any_255", "white"):
             raise ValueError(f"normal_invalid must be 'any_255' or 'white', got {normal_invalid!r}")
@@ -440,13 +442,3 @@ class NYUv2(Dataset):
             f"NYUv2(root={str(self.root)!r}, split={self.split!r}, format={self.format!r}, "
             f"tasks={self.tasks}, n={len(self)})"
         )
-
-
-def _check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(tasks, str):
-        tasks = (tasks,)
-    out = tuple(dict.fromkeys(tasks))
-    unknown = [t for t in out if t not in NYUV2_TASKS]
-    if unknown:
-        raise ValueError(f"NYUv2 has tasks {NYUV2_TASKS}; unknown: {unknown}")
-    return out

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mtl_robust.data.common import select_tasks
+
 TASKS: tuple[str, ...] = ("seg", "normal", "depth", "keypoints", "edges")
 CLASS_NAMES: tuple[str, ...] = ("floor", "wall", "ceiling", "box", "sphere", "cylinder", "picture", "rug")
 FLOOR, WALL, CEILING, BOX, SPHERE, CYLINDER, PICTURE, RUG = range(8)
@@ -121,22 +123,6 @@ def _check_size(height: int, width: int) -> None:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(tasks, str):
-        raise ValueError(
-            f"tasks must be a sequence of task names, not the string {tasks!r}; e.g. ({tasks!r},)"
-        )
-    tasks = tuple(tasks)
-    if not tasks:
-        raise ValueError(f"tasks must name at least one of {TASKS}")
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown task name(s) {unknown}; the synthetic scenes provide {TASKS}")
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"tasks contains duplicates: {tasks}")
-    return tasks
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -632,7 +618,7 @@ def render_scenes(
     ``keypoints``/``edges`` float32 [B,1,H,W]); conventions in the module docstring.
     """
     _check_size(height, width)
-    tasks = _check_tasks(tasks)
+    tasks = select_tasks(tasks, TASKS, "the synthetic scenes")
     if not noise_std >= 0.0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     fx, fy, cx, cy = camera_intrinsics(height, width, fov_deg)
@@ -714,7 +700,7 @@ class SyntheticScenes(Dataset):
         if not noise_std >= 0.0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         camera_intrinsics(height, width, fov_deg)
-        self.tasks: tuple[str, ...] = _check_tasks(tasks)
+        self.tasks: tuple[str, ...] = select_tasks(tasks, TASKS, "the synthetic scenes")
         self.num_classes: int = len(CLASS_NAMES)
         self.class_names: tuple[str, ...] = CLASS_NAMES
         self.num_images, self.height, self.width = int(num_images), int(height), int(width)

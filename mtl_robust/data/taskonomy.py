@@ -49,6 +49,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mtl_robust.data.common import select_tasks
+
 from .errors import TASKONOMY_SOURCE, DataFormatError, DataRootError
 from .transforms import TASKONOMY_SIZE, paper_transform, resize
 
@@ -202,7 +204,7 @@ class Taskonomy(Dataset):
     ) -> None:
         self.root = Path(root).expanduser()
         self.split = split
-        self.tasks = _check_tasks(tasks)
+        self.tasks = select_tasks(tasks, TASKONOMY_TASKS, "Taskonomy")
         if train_transform is not None:
             if transform is not None:
                 raise ValueError("pass either transform or train_transform, not both")
@@ -344,13 +346,3 @@ class Taskonomy(Dataset):
 
     def __repr__(self) -> str:
         return f"Taskonomy(root={str(self.root)!r}, split={self.split!r}, tasks={self.tasks}, n={len(self)})"
-
-
-def _check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(tasks, str):
-        tasks = (tasks,)
-    out = tuple(dict.fromkeys(tasks))
-    unknown = [t for t in out if t not in TASKONOMY_TASKS]
-    if unknown:
-        raise ValueError(f"Taskonomy has tasks {TASKONOMY_TASKS}; unknown: {unknown}")
-    return out

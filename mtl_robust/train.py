@@ -5,11 +5,16 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mtl_robust.lightning.evaluate import run_job
 from mtl_robust.lightning.training import format_metrics, train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg, train_job)
+
+
+def train_job(cfg: DictConfig) -> float:
     result = train(cfg)
     if not result.is_global_zero:  # under DDP every rank runs this; one report is enough
         return result.metrics.get("val/loss", float("nan"))

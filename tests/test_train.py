@@ -100,3 +100,10 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
     assert proc.stdout.count("checkpoint:") == 1, "only rank zero reports"
     (metrics,) = (tmp_path / "logs").rglob("metrics.json")
     assert "val/seg/miou" in json.loads(metrics.read_text())["val"]
+
+
+def test_missing_data_root_is_one_clear_message(tmp_path: Path) -> None:
+    proc = run_cli(["data=nyuv2", f"data.root={tmp_path / 'nowhere'}"], tmp_path)
+    assert proc.returncode != 0
+    assert "where to get it" in proc.stderr and "data.root=" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -324,12 +324,19 @@ def record_failure(cfg: DictConfig, err: BaseException) -> dict[str, Any]:
 
 
 def run_job(cfg: DictConfig, job) -> Any:
-    """Run one job; in a multirun a failure is recorded in the store and the sweep goes on."""
+    """Run one job of an entry point.
+
+    In a multirun a failure is recorded in the results store (where the config has one) and the sweep goes
+    on. A single run that misses its data or checkpoint ends with that one message, not a traceback.
+    """
     try:
         return job(cfg)
     except Exception as err:
-        if not in_multirun() or not cfg.get("eval", {}).get("continue_on_error", True):
-            raise
-        record_failure(cfg, err)
-        log.exception("job failed; recorded in %s and the sweep goes on", cfg.store)
-        return None
+        if in_multirun() and cfg.get("eval", {}).get("continue_on_error", True):
+            if cfg.get("store"):
+                record_failure(cfg, err)
+            log.exception("job failed; the sweep goes on")
+            return None
+        if isinstance(err, FileNotFoundError):  # DataRootError included: the message says what to do
+            raise SystemExit(f"error: {err}") from None
+        raise

@@ -63,8 +63,15 @@ def run_pass(
     example = None
     try:
         total = len(batches) if hasattr(batches, "__len__") else None
-        for batch in tqdm(batches, desc=desc, total=total, disable=not progress, leave=False):
+        for index, batch in enumerate(
+            tqdm(batches, desc=desc, total=total, disable=not progress, leave=False)
+        ):
             x, targets = _to_device(batch, device)
+            if not torch.isfinite(x).all():
+                raise ValueError(
+                    f"batch {index} of the evaluation data holds NaN or inf pixels; fix the data "
+                    "(inputs must be finite RGB in [0, 1])"
+                )
             x_eval = attack(model, x, targets) if attack is not None else x
             with torch.no_grad():
                 preds = model(x_eval)

@@ -6,8 +6,6 @@ Measures, on one model and one batch, with repeats interleaved across variants a
   * one attack step (objective + input gradient + sign step + projection) vs a bare forward + input-gradient
     backward of the summed task losses (target <= 1.10), and a whole PGD call per step vs the same bare pass.
 
-Uses `mtl_robust.models.build_model` / `mtl_robust.tasks.build_task` when importable, else small stand-ins.
-
     python experiments/benchmarks/bench_attacks.py --batch 8 --size 64 --repeats 30
 """
 
@@ -24,71 +22,20 @@ from torch import Tensor, nn
 
 from mtl_robust.attacks import PGD, project
 from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.models import build_model
+from mtl_robust.tasks import build_task
 
 TASK_CHANNELS = {"seg": 6, "normal": 3, "depth": 1}
 
 
-class _StubModel(nn.Module):
-    """Fallback tree model: shared conv trunk, one conv head per task."""
-
-    tasks = tuple(TASK_CHANNELS)
-
-    def __init__(self, width: int = 32) -> None:
-        super().__init__()
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-        )
-        self.heads = nn.ModuleDict({t: nn.Conv2d(width, c, 1) for t, c in TASK_CHANNELS.items()})
-
-    def forward(self, x: Tensor, tasks=None) -> dict[str, Tensor]:
-        h = self.trunk(x)
-        return {t: self.heads[t](h) for t in (tasks or self.tasks)}
-
-
-def _stub_losses() -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
-    def seg(p: Tensor, t: Tensor) -> Tensor:
-        valid = t != 255
-        ce = F.cross_entropy(p, torch.where(valid, t, 0), reduction="none") * valid
-        return ce.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
-
-    def normal(p: Tensor, t: Tensor) -> Tensor:
-        valid = (t != 0).any(1)
-        cos = (F.normalize(p, dim=1) * t).sum(1)
-        return ((1 - cos) * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
-
-    def depth(p: Tensor, t: Tensor) -> Tensor:
-        valid = t[:, 0] > 0
-        return ((p - t).abs()[:, 0] * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
-
-    return {"seg": seg, "normal": normal, "depth": depth}
-
-
 def build(device: torch.device) -> tuple[nn.Module, dict, str]:
-    try:
-        from mtl_robust.models import build_model
-
-        model = build_model(backbone="small_resnet", tasks=dict(TASK_CHANNELS), layout="all_shared")
-        name = "build_model(small_resnet, all_shared)"
-    except Exception as err:  # the models layer may not exist yet
-        model, name = _StubModel(), f"stub model (build_model unavailable: {type(err).__name__})"
-    try:
-        from mtl_robust.tasks import build_task
-
-        losses = {
-            "seg": build_task("seg", num_classes=TASK_CHANNELS["seg"]),
-            "normal": build_task("normal"),
-            "depth": build_task("depth"),
-        }
-        name += " + mtl_robust.tasks"
-    except Exception as err:
-        losses = _stub_losses()
-        name += f" + stub losses ({type(err).__name__})"
-    return model.to(device), losses, name
+    tasks = {
+        "seg": build_task("seg", num_classes=TASK_CHANNELS["seg"]),
+        "normal": build_task("normal"),
+        "depth": build_task("depth"),
+    }
+    model = build_model(backbone="small_resnet", tasks=dict(TASK_CHANNELS), layout="all_shared", seed=0)
+    return model.to(device), tasks, "small_resnet all_shared (light heads), tasks seg/normal/depth"
 
 
 def make_batch(n: int, size: int, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
@@ -100,10 +47,6 @@ def make_batch(n: int, size: int, device: torch.device) -> tuple[Tensor, dict[st
     depth = torch.rand(n, 1, size, size, generator=gen) + 0.5
     targets = {"seg": seg, "normal": normal, "depth": depth}
     return x.to(device), {k: v.to(device) for k, v in targets.items()}
-
-
-def _loss_fn(obj):
-    return obj.loss if callable(getattr(obj, "loss", None)) else obj
 
 
 def main() -> None:
@@ -145,7 +88,7 @@ def main() -> None:
     def bare() -> None:
         xg = x.detach().requires_grad_(True)
         preds = model(xg)
-        total = sum(_loss_fn(losses[t])(preds[t], targets[t]).sum() for t in targets)
+        total = sum(losses[t].loss(preds[t], targets[t]).sum() for t in targets)
         torch.autograd.grad(total, xg)
 
     def whole_pgd(direction: str) -> Callable[[], None]:

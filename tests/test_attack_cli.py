@@ -145,3 +145,12 @@ def test_wandb_offline_run_per_cell_with_summary_table_and_image(
     records = next(run.glob("*.wandb")).read_bytes()
     for needle in (b"rel/avg", b"demo", b"dgba", b"layout=all_shared"):  # summary, group, tags
         assert needle in records, needle
+
+
+def test_evaluating_other_images_is_another_cell(compose, checkpoint: Path) -> None:
+    cfg = attack_cfg(compose, checkpoint, ["eval.max_batches=1", "eval.batch_size=4"])
+    (first,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    cfg = attack_cfg(compose, checkpoint, ["eval.max_batches=2", "eval.batch_size=4"])
+    (second,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    assert first["key"] != second["key"]
+    assert (first["results"]["num_samples"], second["results"]["num_samples"]) == (4, 8)

@@ -102,10 +102,11 @@ def evaluate_cells(
 ) -> list[dict[str, Any]]:
     """Run every cell not already done; return the latest row of every cell (computed or reused)."""
     rows = []
+    finished = store.latest()  # read once: a job's own cells are not written by anyone else meanwhile
     for cell in cells:
         key = row_key(model_info, cell.config)
         config = {**model_info, **cell.config}
-        previous = store.latest().get(key)
+        previous = finished.get(key)
         if previous is not None and previous.get("status") == "ok":
             log.info(
                 "cell %s already done (%s %s eps=%.4g): skipped",

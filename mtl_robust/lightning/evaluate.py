@@ -149,6 +149,15 @@ def evaluate_checkpoint(
     split = cfg.get("split", "val")
     info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
     eval_cfg = cfg.get("eval", {})
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    # Which images are evaluated is part of every key: another split size or batch limit is another cell.
+    info["data_id"] = config_key(
+        {
+            "dataset": data_cfg["dataset"],
+            "split": data_cfg["splits"].get(split),
+            "max_batches": eval_cfg.get("max_batches"),
+        }
+    )
     batches = batches_factory(
         datamodule,
         split,
@@ -156,15 +165,7 @@ def evaluate_checkpoint(
         eval_cfg.get("max_batches"),
     )
     progress = bool(eval_cfg.get("progress", True))
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    clean_key = config_key(
-        {
-            "model_id": info["model_id"],
-            "dataset": data_cfg["dataset"],
-            "split": data_cfg["splits"].get(split),
-            "max_batches": eval_cfg.get("max_batches"),
-        }
-    )
+    clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"]})
     clean, hit = cached_pass(
         Path(cfg.cache_dir) / f"clean_{clean_key}.json",
         lambda: run_pass(

@@ -84,7 +84,9 @@ def test_cli_multirun_over_layouts(tmp_path: Path) -> None:
     assert proc.stdout.count("miou") == 3
 
 
-def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("defense", ["none", "adv_train"])
+def test_ddp_on_cpu_with_two_processes(tmp_path: Path, defense: str) -> None:
+    # Adversarial training takes two optimiser steps per batch (manual optimisation) under DDP too.
     proc = run_cli(
         [
             "experiment=smoke",
@@ -92,6 +94,8 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
             "trainer.accelerator=cpu",
             "trainer.devices=2",
             "trainer.sync_batchnorm=false",
+            f"defense={defense}",
+            *(["defense.attack.steps=1"] if defense == "adv_train" else []),
         ],
         tmp_path,
     )

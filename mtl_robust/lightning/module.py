@@ -159,7 +159,8 @@ class MultiTaskModule(pl.LightningModule):
     def _log_metrics(self, split: str, metrics: nn.ModuleDict) -> None:
         for t in self.tasks:
             for name, value in metrics[t].compute().items():
-                self.log(f"{split}/{t}/{name}", value, sync_dist=False)
+                # Already synced by torchmetrics; sync_dist only keeps Lightning from warning under DDP.
+                self.log(f"{split}/{t}/{name}", value, sync_dist=True)
             metrics[t].reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

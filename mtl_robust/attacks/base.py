@@ -8,7 +8,8 @@ gets its per-submodule modes back; parameters are never changed and get no `.gra
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,13 +203,9 @@ class Attack:
         valid: Mapping[str, Tensor] | None = None,
         record: bool = False,
     ) -> AttackResult:
-        with torch.inference_mode(False):
-            objective = self.bind(model, x, targets, losses, valid=valid)
-            with eval_mode(model):
-                x0 = x.detach().clamp(0.0, 1.0)
-                objective.init_state(x0)
-                recorder = Recorder(record, objective.valid)
-                x_adv = self._perturb(objective, x0, recorder)
+        with self._crafting(model, x, targets, losses, valid) as (objective, x0):
+            recorder = Recorder(record, objective.valid)
+            x_adv = self._perturb(objective, x0, recorder)
         return AttackResult(x_adv.detach(), recorder.history)
 
     def linear_objective(
@@ -222,14 +219,28 @@ class Attack:
     ) -> tuple[Tensor, Tensor]:
         """(x0, c): the clean point and the direction whose sign the first step from x0 follows, i.e. the
         linear objective c . delta of that step (for the LP cross-check). Same mode/gradient guarantees."""
+        with self._crafting(model, x, targets, losses, valid) as (objective, x0):
+            grad = objective(x0, 0).grad
+        assert grad is not None
+        return x0, grad
+
+    @contextmanager
+    def _crafting(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        losses: Mapping[str, Any],
+        valid: Mapping[str, Tensor] | None,
+    ) -> Iterator[tuple[MultiTaskObjective, Tensor]]:
+        """The objective bound to this batch and the clean point, with autograd on and the model in eval
+        mode (its previous per-module modes come back on exit)."""
         with torch.inference_mode(False):
             objective = self.bind(model, x, targets, losses, valid=valid)
             with eval_mode(model):
                 x0 = x.detach().clamp(0.0, 1.0)
                 objective.init_state(x0)
-                grad = objective(x0, 0).grad
-        assert grad is not None
-        return x0, grad
+                yield objective, x0
 
     def _perturb(self, objective: MultiTaskObjective, x0: Tensor, recorder: Recorder) -> Tensor:
         raise NotImplementedError

@@ -16,15 +16,14 @@ import torch
 from mtl_robust.attacks import PGD
 from mtl_robust.attacks.lp import crosscheck
 from mtl_robust.data.synthetic import SyntheticScenes
-from mtl_robust.lightning.module import MultiTaskModule
+from mtl_robust.lightning.module import load_checkpoint
 from mtl_robust.models import build_model
 from mtl_robust.tasks import build_task
 
 
 def load(ckpt: str | None):
     if ckpt:
-        module = MultiTaskModule.load_from_checkpoint(ckpt, map_location="cpu")
-        return module.model.eval(), module.tasks
+        return load_checkpoint(ckpt)
     tasks = {
         "seg": build_task("seg", num_classes=8),
         "normal": build_task("normal"),

@@ -19,7 +19,7 @@ from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
-from mtl_robust.lightning.module import MultiTaskModule, defense_name
+from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
 from mtl_robust.lightning.training import configure_threads
 
 log = logging.getLogger(__name__)
@@ -38,17 +38,6 @@ def file_id(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:12]
-
-
-def load_module(ckpt: str | Path, device: torch.device) -> MultiTaskModule:
-    path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} not found; pass ckpt=<path to a .ckpt written by python -m mtl_robust.train> "
-            "(training writes <run dir>/checkpoints/last.ckpt)"
-        )
-    module = MultiTaskModule.load_from_checkpoint(str(path), map_location=device)
-    return module.eval().to(device)
 
 
 def check_tasks_match(module: MultiTaskModule, datamodule: MultiTaskDataModule) -> None:
@@ -143,7 +132,7 @@ def evaluate_checkpoint(
         attack_from_config(attack_cfg, direction_cfg)
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
-    module = load_module(ckpt, device)
+    module = load_module(ckpt, device).to(device)
     check_tasks_match(module, datamodule)
     cells = build_cells(module, attacks)
     split = cfg.get("split", "val")

@@ -7,6 +7,7 @@ rebuilds the model and its tasks without the Hydra config that trained it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -186,8 +187,20 @@ class MultiTaskModule(pl.LightningModule):
         }
 
 
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Task]]:
-    """Model (eval mode) and task specs from a checkpoint alone, without the config that trained it."""
-    module = MultiTaskModule.load_from_checkpoint(path, map_location=map_location)
-    model = module.model.eval()
-    return model, module.tasks
+def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskModule:
+    """The trained module (eval mode) from a checkpoint alone, without the config that trained it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} not found; pass ckpt=<path to a .ckpt written by python -m mtl_robust.train> "
+            "(training writes <run dir>/checkpoints/last.ckpt)"
+        )
+    return MultiTaskModule.load_from_checkpoint(str(path), map_location=map_location).eval()
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Task]]:
+    """Model (eval mode) and task specs from a checkpoint: what an attack needs, e.g. in a notebook."""
+    module = load_module(path, map_location)
+    return module.model, module.tasks

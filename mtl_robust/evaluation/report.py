@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtl_robust.attacks.config import parse_budget
 from mtl_robust.evaluation.relative import RelativeChange, compare
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.evaluation.transfer import transfer_matrix
@@ -32,18 +33,7 @@ Cell = str | int | float | None
 # ------------------------------------------------------------------------------------------------ values
 def parse_eps(text: str | float) -> float:
     """`"8/255"` -> 8/255, `"0.03"` -> 0.03; the [0, 1] scale the store uses."""
-    if isinstance(text, int | float):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        try:
-            if "/" in s:
-                num, den = s.split("/", 1)
-                value = float(num) / float(den)
-            else:
-                value = float(s)
-        except (ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"eps must look like '8/255' or '0.0314', got {text!r}") from exc
+    value = parse_budget(text, "eps")
     if not math.isfinite(value) or value < 0 or value > 1:
         raise ValueError(f"eps must be in [0, 1] (pixel budgets are written as '8/255'), got {text!r}")
     return value

@@ -19,18 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl_robust.evaluation.records import Record, format_eps, load_records, parse_eps, store_labels
 from mtl_robust.evaluation.report import (
-    Record,
     Table,
     clean_tables,
     eps_curves,
     example_refs,
     failed_table,
-    format_eps,
-    load_records,
-    parse_eps,
     relative_tables,
-    store_labels,
     tradeoff_sets,
     transfer_sets,
 )

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mtl_robust.evaluation.report import format_eps, load_records, parse_eps, transfer_sets
+from mtl_robust.evaluation.records import format_eps, load_records, parse_eps
+from mtl_robust.evaluation.report import transfer_sets
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.report import main
 

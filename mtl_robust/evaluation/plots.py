@@ -22,16 +22,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from mtl_robust.evaluation.report import (  # noqa: E402
-    EpsCurves,
-    ExampleRef,
-    TradeoffSet,
-    TransferSet,
-    direction_label,
-    format_eps,
-    format_number,
-    task_sort_key,
-)
+from mtl_robust.evaluation.records import direction_label, format_eps, format_number, task_sort_key
+from mtl_robust.evaluation.report import EpsCurves, ExampleRef, TradeoffSet, TransferSet
 
 DPI = 150
 TASK_COLORS = {

@@ -255,7 +255,8 @@ def example_image(row: Mapping[str, Any]) -> Path | None:
     if not example or not Path(example).is_file():
         return None
     from mtl_robust.evaluation.plots import plot_example_grid
-    from mtl_robust.evaluation.report import ExampleRef, Record
+    from mtl_robust.evaluation.records import Record
+    from mtl_robust.evaluation.report import ExampleRef
 
     record = Record(
         store="",

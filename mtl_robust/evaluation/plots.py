@@ -367,7 +367,7 @@ def load_example(path: str | os.PathLike) -> dict:
     if missing:
         raise ValueError(
             f"example file {str(path)!r} lacks {missing}; expected keys x, x_adv, preds_clean, preds_adv, "
-            "targets (see ROW_SCHEMA.md)"
+            "targets (docs/results_schema.md)"
         )
     return data
 

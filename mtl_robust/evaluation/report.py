@@ -1,6 +1,6 @@
 """Report data: the latest row of every results-store cell, shaped into the paper's tables and plot inputs.
 
-Works on one or several stores (see notes/ROW_SCHEMA.md); every number is a percent (relative changes x 100).
+Works on one or several stores (docs/results_schema.md); every number is a percent (relative changes x 100).
 Real stores are messy: values may be null or NaN (markdown shows "n/a", CSV an empty cell), cells may have
 failed, a cell may have been written several times (the latest row wins, via `ResultsStore.latest()`), and
 two cells of different configs may land on the same table position (the latest wins and a note says which

@@ -3,6 +3,7 @@
 Appends take an exclusive file lock and write one line with one `write` call followed by fsync, so parallel
 jobs never interleave and a crash can at worst leave a truncated last line, which readers skip. A sweep
 that restarts asks `done(key)` and skips finished cells; failed cells are recorded but retried.
+The rows' fields are described in docs/results_schema.md.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
+from mtl_robust.lightning.job_failures import full_error_requested, mark_job, one_line_error
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
 from mtl_robust.lightning.training import configure_threads
 
@@ -297,14 +298,18 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def job_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def record_failure(cfg: DictConfig, err: BaseException) -> dict[str, Any]:
     """A job that failed before it could write its own rows: one failed row keyed by the job's overrides,
     so the report shows it and a resumed sweep retries it."""
     import traceback
 
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = job_overrides()
     config = {
         "study": cfg.get("study", "default"),
         "checkpoint": str(cfg.get("ckpt", "")),
@@ -318,16 +323,27 @@ def run_job(cfg: DictConfig, job) -> Any:
     """Run one job of an entry point.
 
     In a multirun a failure is recorded in the results store (where the config has one) and the sweep goes
-    on. A single run that misses its data or checkpoint ends with that one message, not a traceback.
+    on; a later success of the same job withdraws that failure. A single run that fails ends with one
+    message, not a traceback (`HYDRA_FULL_ERROR=1` shows it).
     """
     try:
-        return job(cfg)
+        result = job(cfg)
     except Exception as err:
-        if in_multirun() and cfg.get("eval", {}).get("continue_on_error", True):
+        if in_multirun():
+            mark_job("failed", f"{' '.join(job_overrides())}\n{type(err).__name__}: {err}")
+            if not cfg.get("eval", {}).get("continue_on_error", True):
+                raise
             if cfg.get("store"):
                 record_failure(cfg, err)
             log.exception("job failed; the sweep goes on")
             return None
-        if isinstance(err, FileNotFoundError):  # DataRootError included: the message says what to do
-            raise SystemExit(f"error: {err}") from None
-        raise
+        if full_error_requested():
+            raise
+        raise one_line_error(err) from None
+    if in_multirun():
+        if cfg.get("store"):
+            ResultsStore(cfg.store).resolve_failure(
+                config_key({"overrides": job_overrides()}), {"study": cfg.get("study", "default")}
+            )
+        mark_job("ok")
+    return result

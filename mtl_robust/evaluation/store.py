@@ -127,7 +127,7 @@ class ResultsStore:
         return row
 
     def resolve_failure(self, key: str, config: Mapping[str, Any]) -> bool:
-        """Withdraw the failed row of `key` (a job that failed before and has now succeeded); True if one was."""
+        """Withdraw the failed row of `key` (its job has now succeeded); True if there was one."""
         row = self.latest().get(key)
         if row is None or row["status"] != "failed":
             return False

@@ -16,12 +16,13 @@ from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
+from mtl_robust.evaluation.progress import interactive
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.job_failures import full_error_requested, mark_job, one_line_error
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
-from mtl_robust.lightning.training import configure_threads
+from mtl_robust.lightning.training import configure_threads, finish_wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def evaluate_checkpoint(
         eval_cfg.get("batch_size") or datamodule.eval_batch_size,
         eval_cfg.get("max_batches"),
     )
-    progress = bool(eval_cfg.get("progress", True))
+    progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
     clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"]})
     clean, hit = cached_pass(
         Path(cfg.cache_dir) / f"clean_{clean_key}.json",
@@ -191,6 +192,8 @@ def log_rows(logger_cfg: DictConfig | None, rows: Sequence[Mapping[str, Any]], s
     if not logger_cfg or "_target_" not in logger_cfg:
         return
     is_wandb = "Wandb" in logger_cfg._target_
+    if is_wandb:
+        finish_wandb_run()  # e.g. the training run of this pipeline: each cell gets its own run
     for row in rows:
         cfg = row["config"]
         extra = {}

@@ -36,6 +36,8 @@ def full_error_requested() -> bool:
 def one_line_error(err: BaseException) -> SystemExit:
     """The SystemExit a single run ends with: the message alone (type name where it adds information)."""
     message = str(err) or type(err).__name__
+    if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line is the error
+        message = [line for line in message.splitlines() if line.strip()][-1]
     if not isinstance(err, OSError | ValueError | KeyError) or not str(err):
         message = f"{type(err).__name__}: {message}"
     return SystemExit(f"error: {message}\n(set HYDRA_FULL_ERROR=1 for the full traceback)")

@@ -58,7 +58,8 @@ def test_a_failing_job_is_recorded_and_the_others_finish(checkpoint: Path, tmp_p
         tmp_path,
     )
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "edges" in (tmp_path / "report" / "summary.md").read_text()
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "edges" in summary and "job direction=single direction.task=edges" in summary.replace("`", "")
 
 
 def test_failed_jobs_are_withdrawn_when_their_retry_succeeds(checkpoint: Path, tmp_path: Path) -> None:
@@ -107,6 +108,20 @@ def test_a_resumed_sweep_recomputes_no_finished_cell(checkpoint: Path, tmp_path:
 
 
 STUDIES = ["study_transfer_smoke", "study_tradeoff_smoke", "study_directions_smoke"]
+# What the README promises each study's report holds: file-name prefix -> how many (plots/, tables/).
+PROMISED_PLOTS = {
+    # RQ1: a transfer heatmap per layout and eps (4 x 2), eps curves per layout, example grids
+    "study_transfer_smoke": {"transfer_": 8, "eps_": 4, "example_": 1},
+    # RQ3: the sharing-vs-robustness scatter over all six layouts
+    "study_tradeoff_smoke": {"tradeoff_": 1, "example_": 1},
+    # RQ2: eps curves per method (4) x layout (3) x defense (2), heatmaps, examples
+    "study_directions_smoke": {"eps_": 24, "transfer_": 1, "example_": 1},
+}
+PROMISED_TABLES = {
+    "study_transfer_smoke": {"transfer_": 8, "rel_": 2, "clean_": 1},
+    "study_tradeoff_smoke": {"tradeoff_": 1, "rel_": 1, "clean_": 1},
+    "study_directions_smoke": {"rel_": 16, "clean_": 2},
+}
 
 
 @pytest.mark.slow
@@ -118,5 +133,14 @@ def test_study_smoke_commands_as_written(tmp_path: Path, study: str) -> None:
     rows = cells(tmp_path, name)
     assert rows and all(r["status"] == "ok" for r in rows.values())
     report = tmp_path / "logs" / "reports" / name
-    assert (report / "summary.md").is_file()
-    assert list((report / "plots").glob("*.png")) and list((report / "tables").glob("*.csv"))
+    summary = (report / "summary.md").read_text()
+    for folder, promised, suffix in (("plots", PROMISED_PLOTS, "png"), ("tables", PROMISED_TABLES, "csv")):
+        names = [p.name for p in (report / folder).glob(f"*.{suffix}")]
+        for prefix, count in promised[study].items():
+            found = sum(n.startswith(prefix) for n in names)
+            assert found >= count, f"{folder}/{prefix}*.{suffix}: {found} < {count} promised"
+    if study == "study_tradeoff_smoke":  # every layout gets a clean gain: the baseline "2" is independent
+        (table,) = (report / "tables").glob("tradeoff_*.csv")
+        assert len(table.read_text().strip().splitlines()) == 1 + 6
+        assert "scatter skipped" not in summary
+    assert "cell " in proc.stderr and "ETA" in proc.stderr and "\r" not in proc.stdout

@@ -309,6 +309,9 @@ def failed_table(records: Sequence[Record], max_error_chars: int = 300) -> Table
             f"{r.data}/{r.backbone} · layout {r.layout_name} · defense {r.defense} · {r.method} "
             f"{r.direction} ε={format_eps(r.eps)}"
         )
+        if isinstance(r.config.get("overrides"), list) and "method" not in r.config:
+            # a whole job failed before it wrote cells: its overrides are what identifies it
+            summary = "job " + (" ".join(map(str, r.config["overrides"])) or "(no overrides)")
         error = " ".join(r.error.split()) or f"(status {r.status!r}, no error message)"
         if len(error) > max_error_chars:
             error = error[: max_error_chars - 1] + "…"

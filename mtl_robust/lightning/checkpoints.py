@@ -39,19 +39,21 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with torch.serialization.safe_globals(safe_globals()):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        global_line = _line_with(str(err), "GLOBAL")
+        if global_line:  # the weights-only unpickler met a Python object it will not construct
             raise CheckpointError(
-                f"checkpoint {path} was refused: it contains pickled Python objects beyond tensors and plain "
-                f"containers, which could run code when loaded ({first}); expected {EXPECTED}"
+                f"checkpoint {path} was refused: it contains pickled Python objects beyond tensors and "
+                f"plain containers, which could run code when loaded ({global_line}); expected {EXPECTED}"
             ) from err
+        reason = _line_with(str(err), "WeightsUnpickler").split("WeightsUnpickler error:")[-1].strip()
+        reason = f"unpickling stopped: {reason}" if reason else _first_sentence(str(err))
         raise CheckpointError(
-            f"checkpoint {path} is not a torch file ({first}); expected {EXPECTED}"
+            f"checkpoint {path} is not a torch checkpoint ({reason}); expected {EXPECTED}"
         ) from err
     except Exception as err:  # noqa: BLE001 - a damaged file fails in many ways (IndexError, KeyError, ...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated or not a torch file? {reason}); expected {EXPECTED}"
+            f"checkpoint {path} cannot be read (truncated or not a torch file? {_first_sentence(str(err))}); "
+            f"expected {EXPECTED}"
         ) from err
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(checkpoint):
         found = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
@@ -60,3 +62,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"expected {EXPECTED}"
         )
     return checkpoint
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text.split(". ")[0] if text else "no message"
+
+
+def _line_with(text: str, word: str) -> str:
+    """The informative line of torch's multi-line unpickling errors (with the next one if it is a label)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if word in line:
+            if line.endswith(":") and i + 1 < len(lines):
+                return f"{line} {lines[i + 1]}"
+            return line
+    return ""

@@ -92,7 +92,9 @@ def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
     """Validate a fast-AT defense config: one clear error for a bad name, budget, step or replay count."""
     method = defense.get("name")
     if method not in FAST_AT_METHODS:
-        raise ValueError(f"unknown fast adversarial training method {method!r}; choose one of {FAST_AT_METHODS}")
+        raise ValueError(
+            f"unknown fast adversarial training method {method!r}; choose one of {FAST_AT_METHODS}"
+        )
     unknown = sorted(set(defense) - ALLOWED_KEYS[method])
     if unknown:
         raise ValueError(

@@ -11,7 +11,8 @@ meaningful between runs measured on the same machine, ideally in one process.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn
@@ -48,6 +49,17 @@ class TrainingCost:
     def begin_iteration(self) -> None:
         self._active = True
         self._started = time.perf_counter()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave out work that is not training (the overfitting watch's checks), passes and time alike."""
+        active, paused_at = self._active, time.perf_counter()
+        self._active = False
+        try:
+            yield
+        finally:
+            self._active = active
+            self._started += time.perf_counter() - paused_at
 
     def end_iteration(self, optimizer_steps: int = 1) -> None:
         if not self._active:

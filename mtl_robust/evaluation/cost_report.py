@@ -147,6 +147,13 @@ def _ratio(value: float, base: float) -> float:
     return value / base if math.isfinite(value) and math.isfinite(base) and base > 0 else math.nan
 
 
+def _relative_difference(value: float, reference: float) -> float:
+    """value / reference - 1, in %; both are (negative) average changes, so positive = a larger drop."""
+    if not (math.isfinite(value) and math.isfinite(reference)) or reference == 0:
+        return math.nan
+    return 100 * (value / reference - 1)
+
+
 def _clean_change(base: Record, value: Record) -> float:
     hib = value.results.get("higher_is_better") or {}
     base_clean, value_clean = base.clean_metrics(), value.clean_metrics()
@@ -228,9 +235,7 @@ def cost_sets(
                     clean_change=_clean_change(base, any_row) if base is not None else math.nan,
                     total=cells["total"].rel_avg if "total" in cells else math.nan,
                     dgba=dgba,
-                    dgba_vs_paper_at=100 * (_ratio(dgba, paper.rel_avg) - 1)
-                    if paper is not None
-                    else math.nan,
+                    dgba_vs_paper_at=_relative_difference(dgba, paper.rel_avg if paper else math.nan),
                     watch=watch_verdict(any_row),
                 )
             )

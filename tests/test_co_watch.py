@@ -22,6 +22,13 @@ def test_collapse_means_pgd_falls_while_fgsm_stays_up() -> None:
     assert not both.update(0.3, 0.2), "both attacks got stronger: the model got worse, not overfit to FGSM"
 
 
+def test_a_model_learning_to_use_its_input_is_no_collapse() -> None:
+    # An undefended model of the fast-AT study (checks every 16 steps): both robustness values fall together.
+    learning = [(0.999, 0.999), (0.952, 0.948), (0.859, 0.832), (0.822, 0.774), (0.645, 0.536), (0.704, 0.65)]
+    detector = CollapseDetector(drop=0.3)
+    assert not any(detector.update(fgsm, pgd) for fgsm, pgd in learning)
+
+
 def test_bad_watch_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match="on_collapse"):
         CatastrophicOverfittingWatch(on_collapse="panic")
@@ -77,7 +84,9 @@ def test_a_collapse_warns_and_restore_brings_back_the_best_weights(compose, monk
             "train.max_epochs=1",
         ]
     )
-    with pytest.warns(UserWarning, match="catastrophic overfitting at step 3"):
+    with pytest.warns(
+        UserWarning, match="catastrophic overfitting at step 3: PGD robustness fell from 0.800 to 0.200"
+    ):
         result = train(cfg)
     restored = load_module(result.checkpoint)
     summary = restored.co_watch_summary

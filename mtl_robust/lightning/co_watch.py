@@ -5,9 +5,11 @@ robust to the single-step attack it trains on while multi-step PGD robustness co
 on the same images every check, each attack's robustness `r = L(x) / L(x_adv)` (the training loss on clean
 over adversarial images: 1 = the attack does nothing, near 0 = it wrecks every task) and logs
 `co_watch/fgsm_robustness`, `co_watch/pgd_robustness` and their gap. A collapse is PGD robustness falling
-below (1 - drop) of its best so far while FGSM robustness stays within (1 - drop) of its own best; then the
-watch warns and, with `on_collapse=stop` or `restore`, stops training (`restore` first puts back the weights
-of the check with the best PGD robustness). Its verdict lands in the checkpoint and in every results row.
+by more than `drop` (relative) from its best check while FGSM robustness, measured against the same check,
+fell less than a third as much. (Both fall together while a model learns to use its input, which is no
+collapse.) Then the watch warns and, with `on_collapse=stop` or `restore`, stops training (`restore` first
+puts back the weights of the check with the best PGD robustness). Its verdict lands in the checkpoint and
+in every results row.
 
 The attacks use the defense's own eps and direction (TOTAL and 8/255 for undefended models) and a fixed
 random-start seed, so the watch neither consumes nor shifts the training's random numbers.
@@ -36,25 +38,29 @@ log = logging.getLogger(__name__)
 ACTIONS = ("warn", "stop", "restore")
 
 
+# A collapse needs FGSM robustness to fall less than this share of PGD robustness's fall.
+FGSM_SHARE = 1 / 3
+
+
 @dataclass
 class CollapseDetector:
     """The collapse rule on a stream of (FGSM, PGD) robustness values, one pair per check."""
 
     drop: float
-    best_fgsm: float = -math.inf
     best_pgd: float = -math.inf
+    fgsm_at_best: float = math.nan  # FGSM robustness at the check with the best PGD robustness
     history: list[tuple[float, float]] = field(default_factory=list)
 
     def update(self, fgsm: float, pgd: float) -> bool:
-        """True when this check shows a collapse (judged against the bests of the earlier checks)."""
-        collapsed = (
-            bool(self.history)
-            and pgd < (1.0 - self.drop) * self.best_pgd
-            and fgsm >= (1.0 - self.drop) * self.best_fgsm
-        )
+        """True when this check shows a collapse (judged against the best earlier check)."""
+        collapsed = False
+        if self.history and self.best_pgd > 0 and self.fgsm_at_best > 0:
+            pgd_fall = 1.0 - pgd / self.best_pgd
+            fgsm_fall = 1.0 - fgsm / self.fgsm_at_best
+            collapsed = pgd_fall > self.drop and fgsm_fall < FGSM_SHARE * pgd_fall
         self.history.append((fgsm, pgd))
-        self.best_fgsm = max(self.best_fgsm, fgsm)
-        self.best_pgd = max(self.best_pgd, pgd)
+        if pgd > self.best_pgd:
+            self.best_pgd, self.fgsm_at_best = pgd, fgsm
         return collapsed
 
 
@@ -183,9 +189,9 @@ class CatastrophicOverfittingWatch(pl.Callback):
             if self.collapse_at is None:
                 self.collapse_at = when
             rank_zero_warn(
-                f"catastrophic overfitting at {when}: PGD robustness {pgd:.3f} fell below "
-                f"{1 - self.detector.drop:.0%} of its best {self.detector.best_pgd:.3f} while FGSM "
-                f"robustness is {fgsm:.3f} (co_watch.on_collapse={self.on_collapse})"
+                f"catastrophic overfitting at {when}: PGD robustness fell from {self.detector.best_pgd:.3f} "
+                f"to {pgd:.3f} while FGSM robustness went from {self.detector.fgsm_at_best:.3f} to "
+                f"{fgsm:.3f} (co_watch.on_collapse={self.on_collapse})"
             )
             if self.on_collapse == "restore" and self.best_state is not None:
                 pl_module.model.load_state_dict(self.best_state)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtl_robust.evaluation.progress import interactive
 from mtl_robust.files import atomic_write_text
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
+from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,14 @@ def train(cfg: DictConfig) -> TrainingResult:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     # Lightning's bar redraws with carriage returns on stdout: only on a terminal, never into a log file.
     no_bar = {} if interactive(sys.stdout) else {"enable_progress_bar": False}
+    # Free AT replays each batch: fewer epochs for the same number of optimiser steps (fast_at.py).
+    epochs = training_epochs(module.defense, cfg.trainer.get("max_epochs"))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=build_logger(cfg.get("logger"), cfg), callbacks=callbacks, **no_bar
+        cfg.trainer,
+        logger=build_logger(cfg.get("logger"), cfg),
+        callbacks=callbacks,
+        max_epochs=epochs,
+        **no_bar,
     )
     trainer.fit(module, datamodule=datamodule)
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"

@@ -40,6 +40,30 @@ def file_id(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def weights_id(module: MultiTaskModule) -> str:
+    """Hash of the model spec, the task configs and every state_dict tensor (name, dtype, shape, bytes).
+
+    Unlike a hash of the checkpoint file (which also holds the run directory, optimiser state and
+    timestamps), bit-identical retrains get the same id, and so the same cache and row keys.
+    """
+    digest = hashlib.sha256()
+    spec = {"model_spec": module.hparams.model_spec, "task_configs": module.hparams.task_configs}
+    digest.update(config_key(spec).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()[:12]
+
+
+def evaluation_deterministic(module: MultiTaskModule, device: torch.device) -> bool:
+    """Whether rerunning reproduces this model's rows bit for bit: its training was (see `runtime_info`)
+    and evaluation runs on CPU or with deterministic algorithms enforced on the GPU."""
+    trained = bool((module.hparams.get("meta") or {}).get("runtime", {}).get("deterministic", False))
+    evaluated = device.type == "cpu" or torch.are_deterministic_algorithms_enabled()
+    return trained and evaluated
+
+
 def check_tasks_match(module: MultiTaskModule, datamodule: MultiTaskDataModule) -> None:
     """A checkpoint only makes sense on data with its own tasks (and the same head sizes)."""
     data_tasks = datamodule.build_tasks()
@@ -64,7 +88,7 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
     return {
         "study": study,
         "checkpoint": str(ckpt),
-        "model_id": file_id(ckpt),
+        "model_id": weights_id(module),
         "data": data,
         "split": split,
         "tasks": list(module.model.tasks),
@@ -74,6 +98,7 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
         "sharing_score": layout.sharing_score(),
         "shared_fraction": layout.shared_fraction,
         "defense": defense_name(module.hparams.get("defense")),
+        "train_seed": (module.hparams.get("meta") or {}).get("seed"),
     }
 
 
@@ -137,6 +162,7 @@ def evaluate_checkpoint(
     cells = build_cells(module, attacks)
     split = cfg.get("split", "val")
     info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
+    info["deterministic"] = evaluation_deterministic(module, device)
     eval_cfg = cfg.get("eval", {})
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     # Which images are evaluated is part of every key: another split size or batch limit is another cell.

@@ -15,16 +15,18 @@ from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.evaluation.store import config_key
 from mtl_robust.evaluation.transfer import format_matrix, transfer_matrix
 from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows
-from mtl_robust.lightning.training import train
+from mtl_robust.lightning.training import runtime_info, train
 
 log = logging.getLogger(__name__)
 
 
 def training_key(cfg: DictConfig) -> str:
-    """What determines the trained weights: data, model, recipe, defense and seed (not loggers or paths)."""
+    """What determines the trained weights: data, model, recipe, defense and seed (not loggers or paths),
+    plus the runtime that still changes them (training thread count, torch build, accelerator)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
     parts["seed"] = cfg.seed
     parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
+    parts["runtime"] = runtime_info(cfg)
     return config_key(parts)
 
 

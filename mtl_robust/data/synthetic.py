@@ -677,7 +677,11 @@ def render_scenes(
         if invalid_regions:
             shape = (nb, height, width)
             _apply_invalid_regions(
-                out, mask_rngs, tr["label"].reshape(shape), tr["slot"].reshape(shape), tr["face"].reshape(shape)
+                out,
+                mask_rngs,
+                tr["label"].reshape(shape),
+                tr["slot"].reshape(shape),
+                tr["face"].reshape(shape),
             )
         for key, value in out.items():
             parts.setdefault(key, []).append(np.ascontiguousarray(value))
@@ -696,7 +700,9 @@ def _band(key: np.ndarray) -> np.ndarray:
     return band
 
 
-def _ellipses(rng: np.random.Generator, count: int, radius: tuple[float, float], h: int, w: int) -> np.ndarray:
+def _ellipses(
+    rng: np.random.Generator, count: int, radius: tuple[float, float], h: int, w: int
+) -> np.ndarray:
     """Bool [H,W]: union of `count` axis-aligned ellipses placed in normalised image coordinates."""
     yy, xx = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
     out = np.zeros((h, w), dtype=bool)

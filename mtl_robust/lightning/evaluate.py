@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
+from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
@@ -52,7 +53,7 @@ def weights_id(module: MultiTaskModule) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()[:12]
 
 
@@ -181,12 +182,24 @@ def evaluate_checkpoint(
     )
     progress = bool(eval_cfg.get("progress", True))
     clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"]})
-    clean, hit = cached_pass(
-        Path(cfg.cache_dir) / f"clean_{clean_key}.json",
-        lambda: run_pass(
-            module.model, module.tasks, batches(), device=device, progress=progress, desc="clean"
-        ),
-    )
+    per_image = bool(eval_cfg.get("per_image", False))
+    clean_file = Path(cfg.store).parent / "per_image" / f"clean_{clean_key}.npz" if per_image else None
+
+    def clean_pass() -> PassResult:
+        return run_pass(
+            module.model,
+            module.tasks,
+            batches(),
+            device=device,
+            progress=progress,
+            desc="clean",
+            per_image=per_image,
+        )
+
+    clean, hit = cached_pass(Path(cfg.cache_dir) / f"clean_{clean_key}.json", clean_pass)
+    if clean_file is not None and (clean.per_image is not None or not clean_file.is_file()):
+        # A cached clean pass keeps no per-image statistics: recompute it once when its file is missing.
+        save_stats(clean_file, (clean.per_image or clean_pass().per_image), module.tasks)
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
     store = ResultsStore(cfg.store)
     examples = int(eval_cfg.get("examples", 0) or 0)
@@ -203,6 +216,7 @@ def evaluate_checkpoint(
         example_dir=Path(cfg.store).parent / "examples" if examples else None,
         example_count=examples,
         continue_on_error=bool(eval_cfg.get("continue_on_error", True)),
+        clean_per_image=clean_file,
     )
     return rows, clean, module
 

@@ -43,7 +43,9 @@ def training_threads(cfg: DictConfig) -> int:
     if value is None:
         return torch.get_num_threads()
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"train_num_threads must be a positive int (or null: torch's default), got {value!r}")
+        raise ValueError(
+            f"train_num_threads must be a positive int (or null: torch's default), got {value!r}"
+        )
     return value
 
 
@@ -63,7 +65,7 @@ def runtime_info(cfg: DictConfig) -> dict[str, Any]:
     fixed_threads = cfg.get("train_num_threads") is not None
     return {
         "train_num_threads": training_threads(cfg),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # TorchVersion would not load with weights_only
         "accelerator": accelerator,
         "deterministic": (accelerator == "cpu" and fixed_threads) or enforced,
     }

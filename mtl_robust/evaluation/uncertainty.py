@@ -455,7 +455,7 @@ def uncertainty_sections(
         if max(len(v) for v in series.values()) < 2:
             continue  # one budget: nothing to draw a curve through
         store, data, backbone, defense, layout, method = key
-        name = slug("eps_bands", store, data, backbone, defense, layout, method)
+        name = slug("ci_bands", store, data, backbone, defense, layout, method)
         title = f"{method.upper()} on {layout} · defense {defense} · {data}/{backbone}"
         part.append(summary.image(plot_eps_bands(series, title, plots_dir / f"{name}.png"), title))
     comp = ["## Paired comparisons", ""]

@@ -121,3 +121,20 @@ def test_synthetic_scenes_carry_nyuv2_like_invalid_regions() -> None:
     assert np.array_equal(masked["x"], plain["x"])  # the masks come from their own stream: same scenes
     keep = masked["seg"] != 255
     assert np.array_equal(masked["seg"][keep], plain["seg"][keep])
+
+
+def test_rows_of_one_trained_model_count_as_one_seed(two_runs, tmp_path: Path) -> None:
+    """Two runs that ended up with the same model (same train_seed) must not pass for two seeds."""
+    a, _ = two_runs
+    lines = a.read_text().splitlines()
+    copies = []
+    for line in lines:
+        row = json.loads(line)
+        row["key"] += "-copy"
+        row["config"]["seed"] = 7  # another run seed, but the model was trained with seed 0
+        copies.append(json.dumps(row))
+    store = a.parent / "duplicated.jsonl"
+    store.write_text("\n".join(lines + copies) + "\n")
+    assert report_main(["--store", str(store), "--out", str(tmp_path / "dup")]) == 0
+    text = (tmp_path / "dup" / "summary.md").read_text()
+    assert "| all_shared | DGBA | 1 |" in text and "several rows for seed 0 of the same cell" in text

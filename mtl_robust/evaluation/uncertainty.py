@@ -106,7 +106,15 @@ def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
             grouped[group_key(r)].append(r)
     groups, without = [], 0
     for rows in grouped.values():
-        rows = sorted(rows, key=row_seed)
+        by_seed: dict[int, Record] = {}
+        for r in sorted(rows, key=lambda r: r.time):  # one row per seed: the latest
+            if row_seed(r) in by_seed:
+                notes.append(
+                    f"cell {r.key}: several rows for seed {row_seed(r)} of the same cell (models "
+                    f"{by_seed[row_seed(r)].text('model_id')} and {r.text('model_id')}); the latest counts"
+                )
+            by_seed[row_seed(r)] = r
+        rows = [by_seed[seed] for seed in sorted(by_seed)]
         cells, tasks = [], None
         for r in rows:
             loaded = loader.cell(r)

@@ -27,6 +27,9 @@ def training_key(cfg: DictConfig) -> str:
     parts["seed"] = cfg.seed
     parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
     parts["runtime"] = runtime_info(cfg)
+    watch = (cfg.get("callbacks") or {}).get("co_watch")
+    if watch:  # only when enabled, so the keys of existing cached checkpoints stay the same
+        parts["co_watch"] = OmegaConf.to_container(watch, resolve=True)
     return config_key(parts)
 
 

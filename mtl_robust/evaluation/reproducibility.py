@@ -20,6 +20,12 @@ VOLATILE_CONFIG = ("checkpoint",)
 def comparable_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row without its timings and paths (per-image file names are content keys, so they stay)."""
     config = {k: v for k, v in row.get("config", {}).items() if k not in VOLATILE_CONFIG}
+    cost = (config.get("training") or {}).get("cost")
+    if cost:  # training wall-clock times
+        config["training"] = {
+            **config["training"],
+            "cost": {k: v for k, v in cost.items() if "seconds" not in k},
+        }
     results = {k: v for k, v in row.get("results", {}).items() if k not in VOLATILE_RESULTS}
     return {"key": row["key"], "status": row.get("status"), "config": config, "results": results}
 

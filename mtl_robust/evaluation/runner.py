@@ -25,8 +25,9 @@ from mtl_robust.tasks import Task
 
 log = logging.getLogger(__name__)
 
-# Fields that say where things are, not what was computed: they stay out of the row key.
-UNKEYED_FIELDS = ("checkpoint", "study")
+# Fields that say where things are, not what was computed: they stay out of the row key. `training` (the
+# model's training cost, with wall-clock times) describes a model that `model_id` already identifies.
+UNKEYED_FIELDS = ("checkpoint", "study", "training")
 
 
 @dataclass

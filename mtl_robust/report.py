@@ -31,6 +31,7 @@ from mtl_robust.evaluation.report import (
     tradeoff_sets,
     transfer_sets,
 )
+from mtl_robust.evaluation.uncertainty import uncertainty_sections
 
 
 @dataclass
@@ -113,6 +114,7 @@ def write_report(
     part = ["## Relative change under attack", ""]
     part += [s.table(t, tables_dir) for t in rel] or ["No successful attack rows.\n"]
     s.sections.append("\n".join(part))
+    s.sections += uncertainty_sections(records, s, tables_dir, plots_dir)
 
     clean, notes = clean_tables(records)
     s.notes += notes

@@ -18,9 +18,9 @@ pixels: ``f = (W / 2) / tan(fov / 2)``, principal point ``(cx, cy) = (W / 2, H /
 Targets (as the dataset returns them):
 
 * ``seg``: int64 ``[H, W]``, classes :data:`CLASS_NAMES` (0 floor, 1 wall, 2 ceiling, 3 box, 4 sphere,
-  5 cylinder, 6 picture, 7 rug). No pixel is ignored (255 never occurs).
+  5 cylinder, 6 picture, 7 rug); 255 marks unlabelled pixels (see invalid regions below).
 * ``depth``: float32 ``[1, H, W]``, z-depth in metres along the optical axis (like NYUv2), ``d = -Z``;
-  always valid (> 0). :func:`backproject_depth` inverts it to camera-frame points.
+  0 marks missing depth. :func:`backproject_depth` inverts it to camera-frame points.
 * ``normal``: float32 ``[3, H, W]``, unit surface normals in the camera frame above, oriented towards the
   camera (``n . P < 0`` for the surface point ``P``), i.e. the normal of the back-projected depth surface.
 * ``keypoints``: float32 ``[1, H, W]`` in [0, 1]: Gaussian blobs (sigma ~ 2% of the image size) at the
@@ -33,6 +33,14 @@ Targets (as the dataset returns them):
   plain ceiling, box 3-D checker, sphere bands, cylinder stripes, picture noise, rug stripes), smooth noise,
   Lambertian shading from a point light near the ceiling plus ambient and a weak headlight (no shadows),
   then Gaussian pixel noise, clipped.
+
+Invalid regions (``invalid_regions=True``, the data set's default): like real NYUv2 frames, which carry
+10-21 % unlabelled seg pixels and 23-40 % invalid normals, each image gets unlabelled seg pixels (a thin
+band on surface boundaries plus 1-3 "clutter" ellipses), missing depth (pictures that act as mirrors,
+half the time, and 1-3 windows cut into the walls) and invalid normals (missing depth, a band on every
+boundary and crease, and blocky dropout patches). Their layout is drawn from its own random stream, so the
+scene itself is the same with or without them. :func:`render_scenes` leaves them off by default (exact
+geometry); :func:`invalid_fractions` measures the rates.
 
 Determinism: image ``i`` of a dataset is rendered from ``numpy.random.SeedSequence((seed, split_id, i))``
 alone, so it never depends on access order, batch composition or the other items; the scene does not depend
@@ -609,6 +617,7 @@ def render_scenes(
     tasks: Sequence[str] = TASKS,
     noise_std: float = 0.02,
     fov_deg: float = 60.0,
+    invalid_regions: bool = False,
 ) -> dict[str, np.ndarray]:
     """Render one image per seed, vectorised over the batch.
 
@@ -631,11 +640,13 @@ def render_scenes(
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(seeds), _CHUNK):
         chunk = seeds[start : start + _CHUNK]
-        scenes, noise_rngs = [], []
+        scenes, noise_rngs, mask_rngs = [], [], []
         for s in chunk:
-            scene_ss, noise_ss = np.random.SeedSequence(s).spawn(2)
+            # Children are keyed by index: the scene and noise streams are those of a two-way spawn.
+            scene_ss, noise_ss, mask_ss = np.random.SeedSequence(s).spawn(3)
             scenes.append(_sample_scene(np.random.default_rng(scene_ss), fov_deg))
             noise_rngs.append(np.random.default_rng(noise_ss))
+            mask_rngs.append(np.random.default_rng(mask_ss))
         nb = len(scenes)
         tr = _trace(scenes, dirs_cam)
         rgb = _shade(scenes, tr).reshape(nb, height, width, 3).transpose(0, 3, 1, 2).astype(np.float32)
@@ -663,9 +674,91 @@ def render_scenes(
             out["edges"] = _edges(tr["slot"].reshape(shape), tr["face"].reshape(shape))[:, None].astype(
                 np.float32
             )
+        if invalid_regions:
+            shape = (nb, height, width)
+            _apply_invalid_regions(
+                out,
+                mask_rngs,
+                tr["label"].reshape(shape),
+                tr["slot"].reshape(shape),
+                tr["face"].reshape(shape),
+            )
         for key, value in out.items():
             parts.setdefault(key, []).append(np.ascontiguousarray(value))
     return {key: np.concatenate(value) if len(value) > 1 else value[0] for key, value in parts.items()}
+
+
+def _band(key: np.ndarray) -> np.ndarray:
+    """Bool [H,W]: pixels whose key differs from a 4-neighbour's (both sides of every boundary)."""
+    band = np.zeros(key.shape, dtype=bool)
+    vertical = key[1:] != key[:-1]
+    horizontal = key[:, 1:] != key[:, :-1]
+    band[1:] |= vertical
+    band[:-1] |= vertical
+    band[:, 1:] |= horizontal
+    band[:, :-1] |= horizontal
+    return band
+
+
+def _ellipses(
+    rng: np.random.Generator, count: int, radius: tuple[float, float], h: int, w: int
+) -> np.ndarray:
+    """Bool [H,W]: union of `count` axis-aligned ellipses placed in normalised image coordinates."""
+    yy, xx = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+    out = np.zeros((h, w), dtype=bool)
+    for _ in range(count):
+        cy, cx = rng.uniform(0.0, 1.0, 2)
+        ry, rx = rng.uniform(*radius, 2)
+        out |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
+    return out
+
+
+def _invalid_masks(
+    rng: np.random.Generator, label: np.ndarray, slot: np.ndarray, face: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seg unlabelled, depth missing, normal invalid) bool [H,W] masks of one image."""
+    h, w = label.shape
+    boundary = _band(slot)
+    seg_ignore = boundary | _ellipses(rng, int(rng.integers(1, 4)), (0.05, 0.13), h, w)
+    depth_missing = np.zeros((h, w), dtype=bool)
+    if rng.random() < 0.5:
+        depth_missing |= label == PICTURE  # mirrors: the sensor sees no surface there
+    depth_missing |= _ellipses(rng, int(rng.integers(1, 4)), (0.08, 0.2), h, w) & (label == WALL)
+    # Dropout patches on a fixed 8x8 grid of the image (resolution independent), nearest-upsampled.
+    coarse = rng.random((8, 8)) < 0.15
+    patches = coarse[(np.arange(h) * 8) // h][:, (np.arange(w) * 8) // w]
+    normal_invalid = depth_missing | _band(slot * _FACES_PER_SLOT + face) | patches
+    return seg_ignore, depth_missing, normal_invalid
+
+
+def _apply_invalid_regions(
+    out: dict[str, np.ndarray],
+    rngs: list[np.random.Generator],
+    label: np.ndarray,
+    slot: np.ndarray,
+    face: np.ndarray,
+) -> None:
+    """Mark invalid pixels in place: seg 255, depth 0, normals all-zero (the data contract's markers)."""
+    for b, rng in enumerate(rngs):
+        seg_ignore, depth_missing, normal_invalid = _invalid_masks(rng, label[b], slot[b], face[b])
+        if "seg" in out:
+            out["seg"][b][seg_ignore] = 255
+        if "depth" in out:
+            out["depth"][b, 0][depth_missing] = 0.0
+        if "normal" in out:
+            out["normal"][b][:, normal_invalid] = 0.0
+
+
+def invalid_fractions(data: dict[str, np.ndarray]) -> dict[str, float]:
+    """Fraction of invalid pixels per task in rendered arrays (seg 255, depth 0, all-zero normals)."""
+    out = {}
+    if "seg" in data:
+        out["seg"] = float((data["seg"] == 255).mean())
+    if "depth" in data:
+        out["depth"] = float((data["depth"] <= 0).mean())
+    if "normal" in data:
+        out["normal"] = float((data["normal"] == 0).all(axis=1).mean())
+    return out
 
 
 class SyntheticScenes(Dataset):
@@ -689,6 +782,7 @@ class SyntheticScenes(Dataset):
         noise_std: float = 0.02,
         cache: bool = True,
         fov_deg: float = 60.0,
+        invalid_regions: bool = True,
     ) -> None:
         if isinstance(num_images, bool) or not isinstance(num_images, int | np.integer) or num_images <= 0:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
@@ -711,13 +805,16 @@ class SyntheticScenes(Dataset):
             float(fov_deg),
         )
         self.intrinsics: tuple[float, float, float, float] = camera_intrinsics(height, width, fov_deg)
+        self.invalid_regions = bool(invalid_regions)
         self._cache: dict[str, torch.Tensor] | None = None
         if cache:
             self._cache = {k: torch.from_numpy(v) for k, v in self._render(range(self.num_images)).items()}
 
     def _render(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
         seeds = [(self.seed, SPLITS[self.split], int(i)) for i in indices]
-        return render_scenes(seeds, self.height, self.width, self.tasks, self.noise_std, self.fov_deg)
+        return render_scenes(
+            seeds, self.height, self.width, self.tasks, self.noise_std, self.fov_deg, self.invalid_regions
+        )
 
     def __len__(self) -> int:
         return self.num_images

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mtl_robust.evaluation.per_image import Stats, concat_stats, per_image_stats
 from mtl_robust.tasks import Task
 
 Batch = tuple[Tensor, dict[str, Tensor]]
@@ -24,9 +25,10 @@ class PassResult:
     losses: dict[str, float]
     num_samples: int
     example: dict[str, Any] | None = field(default=None, repr=False)
+    per_image: Stats | None = field(default=None, repr=False)  # see evaluation/per_image.py
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "example"}
+        return {k: v for k, v in asdict(self).items() if k not in ("example", "per_image")}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PassResult:
@@ -47,11 +49,13 @@ def run_pass(
     progress: bool = True,
     desc: str = "clean",
     keep_example: bool = False,
+    per_image: bool = False,
 ) -> PassResult:
     """Metrics of every task on clean inputs, or on `attack(model, x, targets)` when an attack is given.
 
     A task's loss is the mean over samples of the per-sample loss, counting only samples that have at least
-    one valid pixel for that task.
+    one valid pixel for that task. With `per_image`, the result also holds every image's metric statistics
+    (in data order), from which the metrics of any subset of images can be recomputed.
     """
     device = torch.device(device)
     was_training = model.training
@@ -61,6 +65,7 @@ def run_pass(
     loss_count = {t: 0 for t in tasks}
     num_samples = 0
     example = None
+    stats_parts: list[Stats] = []
     try:
         total = len(batches) if hasattr(batches, "__len__") else None
         for index, batch in enumerate(
@@ -81,6 +86,10 @@ def run_pass(
                     loss_sum[t] += float(per_sample[has_valid].sum())
                     loss_count[t] += int(has_valid.sum())
                     metrics[t].update(preds[t], targets[t])
+                if per_image:
+                    stats_parts.append(
+                        {t: per_image_stats(task, preds[t], targets[t]) for t, task in tasks.items()}
+                    )
             if keep_example and example is None:
                 example = {
                     "x": x.cpu(),
@@ -93,7 +102,10 @@ def run_pass(
         model.train(was_training)
     values = {t: {k: float(v) for k, v in m.compute().items()} for t, m in metrics.items()}
     losses = {t: loss_sum[t] / loss_count[t] if loss_count[t] else float("nan") for t in tasks}
-    return PassResult(metrics=values, losses=losses, num_samples=num_samples, example=example)
+    stats = concat_stats(stats_parts) if per_image else None
+    return PassResult(
+        metrics=values, losses=losses, num_samples=num_samples, example=example, per_image=stats
+    )
 
 
 def cached_pass(cache_file: Path, compute: Callable[[], PassResult]) -> tuple[PassResult, bool]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from mtl_robust.evaluation.claims import claim, try_claim
 from mtl_robust.evaluation.passes import AttackFn, Batch, PassResult, run_pass
+from mtl_robust.evaluation.per_image import FORMAT_VERSION, save_stats
 from mtl_robust.evaluation.progress import CellProgress
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.evaluation.store import ResultsStore, config_key
@@ -28,8 +29,9 @@ from mtl_robust.tasks import Task
 
 log = logging.getLogger(__name__)
 
-# Fields that say where things are, not what was computed: they stay out of the row key.
-UNKEYED_FIELDS = ("checkpoint", "study")
+# Fields that say where things are, not what was computed: they stay out of the row key. `training` (the
+# model's training cost, with wall-clock times) describes a model that `model_id` already identifies.
+UNKEYED_FIELDS = ("checkpoint", "study", "training")
 
 
 @dataclass
@@ -103,12 +105,17 @@ def evaluate_cells(
     example_dir: Path | None = None,
     example_count: int = 4,
     continue_on_error: bool = True,
+    clean_per_image: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell not already done; return the latest row of every cell (computed or reused).
 
     Each cell is claimed before it is computed (see claims.py), so concurrent jobs on one store never
     compute the same cell: a cell another process holds is put back in the queue, and waited for once
     nothing else is left; its row is then read from the store (or the cell computed, if that process failed).
+
+    With `clean_per_image` (the clean pass's per-image statistics file, in a `per_image/` folder next to
+    the store), each cell also writes its adversarial per-image statistics there and its row references
+    both files, relative to the store's folder.
     """
     cells = list(cells)
     rows: dict[int, dict[str, Any]] = {}
@@ -160,8 +167,20 @@ def evaluate_cells(
                 progress=progress,
                 desc=desc,
                 keep_example=example_dir is not None and example_count > 0,
+                per_image=clean_per_image is not None,
             )
+            if clean_per_image is not None and adv.per_image is not None:
+                adv_file = save_stats(clean_per_image.parent / f"{key}.npz", adv.per_image, tasks)
+                side = {"format": FORMAT_VERSION}
+                side.update(
+                    {
+                        k: f"{p.parent.name}/{p.name}"
+                        for k, p in (("clean", clean_per_image), ("adv", adv_file))
+                    }
+                )
             results = summarize(clean, adv, tasks, time.perf_counter() - start)
+            if clean_per_image is not None:
+                results["per_image"] = side
             if example_dir is not None:
                 results["example"] = save_example(
                     example_dir / f"{key}.pt", model, adv, example_count, device

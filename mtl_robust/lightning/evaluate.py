@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
+from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
 from mtl_robust.evaluation.store import ResultsStore, config_key
@@ -42,6 +43,30 @@ def file_id(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def weights_id(module: MultiTaskModule) -> str:
+    """Hash of the model spec, the task configs and every state_dict tensor (name, dtype, shape, bytes).
+
+    Unlike a hash of the checkpoint file (which also holds the run directory, optimiser state and
+    timestamps), bit-identical retrains get the same id, and so the same cache and row keys.
+    """
+    digest = hashlib.sha256()
+    spec = {"model_spec": module.hparams.model_spec, "task_configs": module.hparams.task_configs}
+    digest.update(config_key(spec).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()[:12]
+
+
+def evaluation_deterministic(module: MultiTaskModule, device: torch.device) -> bool:
+    """Whether rerunning reproduces this model's rows bit for bit: its training was (see `runtime_info`)
+    and evaluation runs on CPU or with deterministic algorithms enforced on the GPU."""
+    trained = bool((module.hparams.get("meta") or {}).get("runtime", {}).get("deterministic", False))
+    evaluated = device.type == "cpu" or torch.are_deterministic_algorithms_enabled()
+    return trained and evaluated
+
+
 def check_tasks_match(module: MultiTaskModule, datamodule: MultiTaskDataModule) -> None:
     """A checkpoint only makes sense on data with its own tasks (and the same head sizes)."""
     data_tasks = datamodule.build_tasks()
@@ -66,7 +91,7 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
     return {
         "study": study,
         "checkpoint": str(ckpt),
-        "model_id": file_id(ckpt),
+        "model_id": weights_id(module),
         "data": data,
         "split": split,
         "tasks": list(module.model.tasks),
@@ -76,6 +101,7 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
         "sharing_score": layout.sharing_score(),
         "shared_fraction": layout.shared_fraction,
         "defense": defense_name(module.hparams.get("defense")),
+        "train_seed": (module.hparams.get("meta") or {}).get("seed"),
     } | training_fields(module)
 
 
@@ -146,6 +172,7 @@ def evaluate_checkpoint(
     cells = build_cells(module, attacks)
     split = cfg.get("split", "val")
     info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
+    info["deterministic"] = evaluation_deterministic(module, device)
     eval_cfg = cfg.get("eval", {})
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     # Which images are evaluated is part of every key: another split size or batch limit is another cell.
@@ -164,12 +191,24 @@ def evaluate_checkpoint(
     )
     progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
     clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"]})
-    clean, hit = cached_pass(
-        Path(cfg.cache_dir) / f"clean_{clean_key}.json",
-        lambda: run_pass(
-            module.model, module.tasks, batches(), device=device, progress=progress, desc="clean"
-        ),
-    )
+    per_image = bool(eval_cfg.get("per_image", False))
+    clean_file = Path(cfg.store).parent / "per_image" / f"clean_{clean_key}.npz" if per_image else None
+
+    def clean_pass() -> PassResult:
+        return run_pass(
+            module.model,
+            module.tasks,
+            batches(),
+            device=device,
+            progress=progress,
+            desc="clean",
+            per_image=per_image,
+        )
+
+    clean, hit = cached_pass(Path(cfg.cache_dir) / f"clean_{clean_key}.json", clean_pass)
+    if clean_file is not None and (clean.per_image is not None or not clean_file.is_file()):
+        # A cached clean pass keeps no per-image statistics: recompute it once when its file is missing.
+        save_stats(clean_file, (clean.per_image or clean_pass().per_image), module.tasks)
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
     store = ResultsStore(cfg.store)
     examples = int(eval_cfg.get("examples", 0) or 0)
@@ -186,6 +225,7 @@ def evaluate_checkpoint(
         example_dir=Path(cfg.store).parent / "examples" if examples else None,
         example_count=examples,
         continue_on_error=bool(eval_cfg.get("continue_on_error", True)),
+        clean_per_image=clean_file,
     )
     return rows, clean, module
 

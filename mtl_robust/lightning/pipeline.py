@@ -19,16 +19,18 @@ from mtl_robust.evaluation.transfer import format_matrix, transfer_matrix
 from mtl_robust.files import atomic_copy
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
 from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows
-from mtl_robust.lightning.training import train
+from mtl_robust.lightning.training import runtime_info, train
 
 log = logging.getLogger(__name__)
 
 
 def training_key(cfg: DictConfig) -> str:
-    """What determines the trained weights: data, model, recipe, defense and seed (not loggers or paths)."""
+    """What determines the trained weights: data, model, recipe, defense and seed (not loggers or paths),
+    plus the runtime that still changes them (training thread count, torch build, accelerator)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
     parts["seed"] = cfg.seed
     parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
+    parts["runtime"] = runtime_info(cfg)
     watch = (cfg.get("callbacks") or {}).get("co_watch")
     if watch:  # only when enabled, so the keys of existing cached checkpoints stay the same
         parts["co_watch"] = OmegaConf.to_container(watch, resolve=True)

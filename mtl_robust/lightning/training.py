@@ -38,6 +38,22 @@ def configure_threads(num_threads: int | None) -> None:
         torch.set_num_threads(int(num_threads))
 
 
+def training_threads(cfg: DictConfig) -> int:
+    """The intra-op thread count training runs with: `train_num_threads`, fixed by default.
+
+    CPU kernels split their reductions by thread count, so the trained weights (unlike attack evaluation)
+    change with it; fixing it makes a run reproducible on any machine and under any launcher.
+    """
+    value = cfg.get("train_num_threads")
+    if value is None:
+        return torch.get_num_threads()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"train_num_threads must be a positive int (or null: torch's default), got {value!r}"
+        )
+    return value
+
+
 def build_logger(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> Any:
     """The experiment logger; a wandb run is a `train` job tagged with what was trained."""
     if not cfg or "_target_" not in cfg:
@@ -69,6 +85,22 @@ def finish_wandb_run() -> None:
         wandb.finish()
 
 
+def runtime_info(cfg: DictConfig) -> dict[str, Any]:
+    """What, besides the config, changes the trained weights: thread count, torch build, accelerator and
+    whether deterministic algorithms were enforced (GPU kernels such as atomic-add reductions are not)."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu")) if cfg.get("trainer") else "cpu"
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    enforced = cfg.get("trainer") is not None and cfg.trainer.get("deterministic") is True
+    fixed_threads = cfg.get("train_num_threads") is not None
+    return {
+        "train_num_threads": training_threads(cfg),
+        "torch": str(torch.__version__),  # TorchVersion would not load with weights_only
+        "accelerator": accelerator,
+        "deterministic": (accelerator == "cpu" and fixed_threads) or enforced,
+    }
+
+
 def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskModule:
     tasks = datamodule.build_tasks()
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -82,12 +114,17 @@ def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskM
         scheduler=train_cfg.get("scheduler"),
         scheduler_interval=train_cfg.get("scheduler_interval", "step"),
         defense=OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else None,
-        meta={"data": datamodule.name, "task_name": cfg.get("task_name")},
+        meta={
+            "data": datamodule.name,
+            "task_name": cfg.get("task_name"),
+            "seed": cfg.get("seed"),
+            "runtime": runtime_info(cfg),
+        },
     )
 
 
 def train(cfg: DictConfig) -> TrainingResult:
-    configure_threads(cfg.get("num_threads"))
+    configure_threads(training_threads(cfg))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: MultiTaskDataModule = instantiate(cfg.data, _recursive_=True)
     module = build_module(cfg, datamodule)

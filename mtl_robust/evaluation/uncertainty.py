@@ -1,0 +1,471 @@
+"""Report sections with uncertainty: seeds aggregated (mean ± std, 95 % CI), paired comparisons, eps bands.
+
+Cells that differ only by seed form one group. Its CI combines the spread over seeds with a bootstrap
+over the evaluated images (`evaluation/stats.py`, docs/statistics.md), from the per-image statistics files
+the rows reference. The paired comparisons are the paper's: DGBA vs TOTAL, DGBA vs the strongest SINGLE,
+each layout vs the reference layout, adversarially trained vs clean model; a difference is called
+significant only when its CI excludes 0. Rows without per-image files (older stores) still get mean ± std;
+their CIs are "n/a" and a note says why; a missing or damaged file is named in a note.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl_robust.evaluation.per_image import PerImageError, Stats, header_tasks, load_stats
+from mtl_robust.evaluation.records import (
+    INDEPENDENT,
+    Record,
+    defense_sort_key,
+    direction_label,
+    direction_sort_key,
+    eps_slug,
+    format_eps,
+    layout_order,
+    method_sort_key,
+    slug,
+)
+from mtl_robust.evaluation.stats import Bootstrap, Estimate, SeedCell
+from mtl_robust.tasks import Task
+
+# Config fields that differ between the seeds of one cell (or say where things are): not part of a group.
+SEED_FIELDS = ("seed", "train_seed", "model_id", "checkpoint", "deterministic")
+
+
+@dataclass
+class Group:
+    """The rows of one cell over seeds, with the per-image statistics of those that have them."""
+
+    records: list[Record]
+    cells: list[SeedCell]
+    tasks: dict[str, Task] | None
+
+    @property
+    def first(self) -> Record:
+        return self.records[0]
+
+    def rel_avgs(self) -> list[float]:
+        return [float(r.results["rel_avg"]) for r in self.records if _finite(r.results.get("rel_avg"))]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def row_seed(record: Record) -> int:
+    """The seed a row stands for: its model's training seed (the run seed) where recorded."""
+    value = record.config.get("train_seed", record.config.get("seed"))
+    return int(value) if isinstance(value, int) else 0
+
+
+def group_key(record: Record) -> tuple:
+    config = {k: v for k, v in record.config.items() if k not in SEED_FIELDS}
+    return (record.store, repr(sorted(config.items(), key=lambda kv: kv[0])))
+
+
+class StatsLoader:
+    """Loads side files once each; failures become notes naming the file."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+        self._cache: dict[Path, tuple[Stats, dict] | None] = {}
+
+    def load(self, path: Path) -> tuple[Stats, dict] | None:
+        if path not in self._cache:
+            try:
+                self._cache[path] = load_stats(path)
+            except PerImageError as err:
+                self.notes.append(f"{err}; its cells have no confidence interval")
+                self._cache[path] = None
+        return self._cache[path]
+
+    def cell(self, record: Record) -> tuple[SeedCell, dict[str, Task]] | None:
+        side = record.results.get("per_image") or {}
+        if not side.get("clean") or not side.get("adv"):
+            return None
+        clean = self.load(record.base_dir / side["clean"])
+        adv = self.load(record.base_dir / side["adv"])
+        if clean is None or adv is None:
+            return None
+        return SeedCell(row_seed(record), clean[0], adv[0]), header_tasks(adv[1])
+
+
+def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
+    """Successful attack rows grouped over seeds, each with its per-image statistics where available."""
+    loader = StatsLoader(notes)
+    grouped: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.ok and r.is_attack:
+            grouped[group_key(r)].append(r)
+    groups, without = [], 0
+    for rows in grouped.values():
+        by_seed: dict[int, Record] = {}
+        for r in sorted(rows, key=lambda r: r.time):  # one row per seed: the latest
+            if row_seed(r) in by_seed:
+                notes.append(
+                    f"cell {r.key}: several rows for seed {row_seed(r)} of the same cell (models "
+                    f"{by_seed[row_seed(r)].text('model_id')} and {r.text('model_id')}); the latest counts"
+                )
+            by_seed[row_seed(r)] = r
+        rows = [by_seed[seed] for seed in sorted(by_seed)]
+        cells, tasks = [], None
+        for r in rows:
+            loaded = loader.cell(r)
+            if loaded is None:
+                without += 1
+                continue
+            cells.append(loaded[0])
+            tasks = loaded[1]
+        groups.append(Group(rows, cells, tasks))
+    if without:
+        notes.append(
+            f"{without} attack rows have no readable per-image statistics (stores written before per-image "
+            "files existed, or files missing): their groups show mean ± std over seeds without CIs"
+        )
+    return groups
+
+
+def estimate(group: Group, bootstrap: Bootstrap) -> Estimate:
+    """Mean ± std over the rows' own measures; the CI from the bootstrap where statistics exist."""
+    values = group.rel_avgs()
+    mean = float(np.mean(values)) if values else math.nan
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    if group.cells and group.tasks is not None:
+        boot = bootstrap.estimate(group.cells, group.tasks)
+        return replace(boot, mean=mean, std=std, num_seeds=len(group.records))
+    return Estimate(mean, std, math.nan, math.nan, len(group.records), 0)
+
+
+# ------------------------------------------------------------------------------------------ tables
+def pm(est: Estimate) -> str:
+    """ "-56.4 ± 2.1" in percent (std over seeds; just the mean with one seed)."""
+    if not math.isfinite(est.mean):
+        return "n/a"
+    if not math.isfinite(est.std):
+        return f"{100 * est.mean:.2f}"
+    return f"{100 * est.mean:.2f} ± {100 * est.std:.2f}"
+
+
+def ci(est: Estimate) -> str:
+    if not (math.isfinite(est.low) and math.isfinite(est.high)):
+        return "n/a"
+    return f"[{100 * est.low:.2f}, {100 * est.high:.2f}]"
+
+
+@dataclass
+class Comparison:
+    kind: str  # "DGBA vs TOTAL", ...
+    a: str
+    b: str
+    context: dict[str, Any]  # data, backbone, defense, layout, method, eps
+    estimate: Estimate
+    better: str  # what a negative difference means: "stronger" (attacks) or "less robust" (models)
+
+    def verdict(self) -> str:
+        est = self.estimate
+        if not (math.isfinite(est.low) and math.isfinite(est.high)):
+            return "no CI (no per-image statistics)"
+        if not est.significant:
+            return "no significant difference"
+        if self.better == "stronger":
+            return f"{self.a} stronger" if est.high < 0 else f"{self.b} stronger"
+        return f"{self.a} more robust" if est.low > 0 else f"{self.b} more robust"
+
+
+def _index(groups: Sequence[Group]) -> dict[tuple, Group]:
+    """(store, data, backbone, defense, layout, method, eps, direction) -> group."""
+    out = {}
+    for g in groups:
+        r = g.first
+        out[
+            (
+                r.store,
+                r.data,
+                r.backbone,
+                r.defense,
+                r.layout_name,
+                r.method,
+                round(r.eps * 255, 4),
+                r.direction,
+            )
+        ] = g
+    return out
+
+
+def comparisons(groups: Sequence[Group], bootstrap: Bootstrap) -> list[Comparison]:
+    """The paper's paired comparisons among the groups present."""
+    index = _index(groups)
+    out: list[Comparison] = []
+
+    def add(kind: str, a: Group, b: Group, a_name: str, b_name: str, context: dict, better: str) -> None:
+        if not (a.cells and b.cells and a.tasks is not None):
+            est = Estimate(_mean(a) - _mean(b), math.nan, math.nan, math.nan, 0, 0)
+        else:
+            shared = {c.seed for c in a.cells} & {c.seed for c in b.cells}
+            if not shared:
+                return
+            est = bootstrap.paired(a.cells, b.cells, a.tasks)
+        out.append(Comparison(kind, a_name, b_name, context, est, better))
+
+    for key, g in index.items():
+        store, data, backbone, defense, layout, method, eps, direction = key
+        context = {
+            "data": data,
+            "backbone": backbone,
+            "defense": defense,
+            "layout": layout,
+            "method": method,
+            "eps": g.first.eps,
+        }
+        if direction == "dgba":
+            total = index.get((*key[:-1], "total"))
+            if total is not None:
+                add("DGBA vs TOTAL", g, total, "DGBA", "TOTAL", context, "stronger")
+            singles = [
+                (k[-1], v) for k, v in index.items() if k[:-1] == key[:-1] and k[-1].startswith("single:")
+            ]
+            if singles:
+                name, best = min(singles, key=lambda kv: _mean(kv[1]))
+                add("DGBA vs best SINGLE", g, best, "DGBA", direction_label(name), context, "stronger")
+        if defense != "none":
+            plain = index.get((store, data, backbone, "none", layout, method, eps, direction))
+            if plain is not None:
+                ctx = {**context, "direction": direction_label(direction)}
+                add("AT vs clean model", g, plain, defense, "none", ctx, "robust")
+    # Layouts: each against the reference (independent where present, else the first in sharing order).
+    by_cell: dict[tuple, dict[str, Group]] = defaultdict(dict)
+    for key, g in index.items():
+        store, data, backbone, defense, layout, method, eps, direction = key
+        by_cell[(store, data, backbone, defense, method, eps, direction)][layout] = g
+    for cell, layouts in by_cell.items():
+        if len(layouts) < 2:
+            continue
+        order = [name for name, _ in layout_order([g.first for g in layouts.values()])]
+        reference = INDEPENDENT if INDEPENDENT in layouts else order[0]
+        for name in order:
+            if name == reference:
+                continue
+            g = layouts[name]
+            context = {
+                "data": cell[1],
+                "backbone": cell[2],
+                "defense": cell[3],
+                "layout": f"{name} vs {reference}",
+                "method": cell[4],
+                "eps": g.first.eps,
+                "direction": direction_label(cell[6]),
+            }
+            add("layout vs layout", g, layouts[reference], name, reference, context, "robust")
+    return out
+
+
+def _mean(g: Group) -> float:
+    values = g.rel_avgs()
+    return float(np.mean(values)) if values else math.nan
+
+
+@dataclass
+class Analysis:
+    """Seed groups of a set of records with their estimates, computed once for tables and plots."""
+
+    groups: list[Group]
+    estimates: list[Estimate]
+    bootstrap: Bootstrap
+    notes: list[str]
+
+    @classmethod
+    def of(cls, records: Sequence[Record], replicates: int = 1000) -> Analysis:
+        notes: list[str] = []
+        groups = seed_groups(records, notes)
+        bootstrap = Bootstrap(replicates)
+        return cls(groups, [estimate(g, bootstrap) for g in groups], bootstrap, notes)
+
+
+def uncertainty_tables(analysis: Analysis) -> tuple[list, list]:
+    """(seed tables, comparison tables) as report `Table`s."""
+    from mtl_robust.evaluation.report import Table  # the report's table type; imported late (no cycle)
+
+    groups, bootstrap = analysis.groups, analysis.bootstrap
+    estimates = {id(g): e for g, e in zip(analysis.groups, analysis.estimates)}
+    by_table: dict[tuple, list[Group]] = defaultdict(list)
+    for g in groups:
+        r = g.first
+        by_table[(r.store, r.data, r.backbone, r.defense, r.method, round(r.eps * 255, 4))].append(g)
+    seed_tables = []
+    for key in sorted(
+        by_table, key=lambda k: (k[0], k[1], k[2], defense_sort_key(k[3]), method_sort_key(k[4]), k[5])
+    ):
+        store, data, backbone, defense, method, _ = key
+        rows_in = by_table[key]
+        eps = rows_in[0].first.eps
+        rank = {name: i for i, (name, _s) in enumerate(layout_order([g.first for g in rows_in]))}
+        rows = []
+        for g in sorted(
+            rows_in, key=lambda g: (rank[g.first.layout_name], direction_sort_key(g.first.direction))
+        ):
+            est = estimates[id(g)]
+            rows.append(
+                [g.first.layout_name, direction_label(g.first.direction), len(g.records), pm(est), ci(est)]
+            )
+        seed_tables.append(
+            Table(
+                name=slug("seeds", data, backbone, defense, method, eps_slug(eps)),
+                title=f"{data} · {backbone} · defense {defense} · {method.upper()} ε={format_eps(eps)}",
+                columns=["layout", "direction", "seeds", "avg (%) mean ± std", "95 % CI (%)"],
+                rows=rows,
+                description=(
+                    "The paper's measure (mean over tasks of the relative change, %) averaged over seeds; "
+                    "± is the standard deviation over seeds; the 95 % CI combines the seed spread with a "
+                    "bootstrap over the evaluated images (docs/statistics.md)."
+                ),
+            )
+        )
+    comps = comparisons(groups, bootstrap)
+    by_kind: dict[str, list[Comparison]] = defaultdict(list)
+    for c in comps:
+        by_kind[c.kind].append(c)
+    comp_tables = []
+    for kind in ("DGBA vs TOTAL", "DGBA vs best SINGLE", "layout vs layout", "AT vs clean model"):
+        items = by_kind.get(kind)
+        if not items:
+            continue
+        items.sort(key=_comparison_order)
+        rows = []
+        for c in items:
+            ctx = c.context
+            rows.append(
+                [
+                    ctx["data"],
+                    ctx["defense"],
+                    ctx["layout"],
+                    ctx["method"],
+                    format_eps(ctx["eps"]),
+                    ctx.get("direction", ""),
+                    f"{c.a} − {c.b}",
+                    c.estimate.num_seeds,
+                    100 * c.estimate.mean,
+                    ci(c.estimate),
+                    c.verdict(),
+                ]
+            )
+        comp_tables.append(
+            Table(
+                name=slug("paired", kind),
+                title=f"Paired comparison: {kind}",
+                columns=[
+                    "data",
+                    "defense",
+                    "layout",
+                    "method",
+                    "ε",
+                    "direction",
+                    "difference",
+                    "seeds",
+                    "Δ avg (pp)",
+                    "95 % CI (pp)",
+                    "verdict",
+                ],
+                rows=rows,
+                description=_COMPARISON_TEXT[kind],
+            )
+        )
+    return seed_tables, comp_tables
+
+
+_COMPARISON_TEXT = {
+    "DGBA vs TOTAL": (
+        "Difference of the paper's measure (percentage points) on the same images and seeds; negative = DGBA "
+        "hurts more. A difference is significant when its paired 95 % CI excludes 0."
+    ),
+    "DGBA vs best SINGLE": (
+        "DGBA against the SINGLE attack with the lowest mean measure of that cell (chosen on the same data, "
+        "so slightly favouring SINGLE); negative = DGBA hurts more."
+    ),
+    "layout vs layout": (
+        "Each layout against the reference (independent, else the most shared); positive = the first layout "
+        "loses less under the same attack. Different models, same images and seed numbers."
+    ),
+    "AT vs clean model": (
+        "Adversarially trained against clean model of the same layout under the same attack (each against "
+        "its own clean metrics); positive = the trained model loses less."
+    ),
+}
+
+
+def _comparison_order(c: Comparison) -> tuple:
+    ctx = c.context
+    return (
+        ctx["data"],
+        defense_sort_key(ctx["defense"]),
+        str(ctx["layout"]),
+        method_sort_key(ctx["method"]),
+        ctx["eps"],
+        str(ctx.get("direction", "")),
+    )
+
+
+# ----------------------------------------------------------------------------------------- eps bands
+def eps_band_series(analysis: Analysis) -> dict[tuple, dict[str, list]]:
+    """{(store, data, backbone, defense, layout, method): {direction: [(eps, mean, low, high), ...]}}."""
+    out: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for g, est in zip(analysis.groups, analysis.estimates):
+        r = g.first
+        out[(r.store, r.data, r.backbone, r.defense, r.layout_name, r.method)][r.direction].append(
+            (r.eps, est.mean, est.low, est.high)
+        )
+    return {k: {d: sorted(v) for d, v in series.items()} for k, series in out.items()}
+
+
+def plot_eps_bands(series: Mapping[str, list], title: str, path: Path) -> Path:
+    """Average measure vs eps, one line per direction with its 95 % CI as a shaded band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
+    for direction in sorted(series, key=direction_sort_key):
+        pts = series[direction]
+        xs = [255 * p[0] for p in pts]
+        line = ax.plot(xs, [100 * p[1] for p in pts], marker="o", label=direction_label(direction))[0]
+        lows, highs = [100 * p[2] for p in pts], [100 * p[3] for p in pts]
+        if all(math.isfinite(v) for v in lows + highs):
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.18, linewidth=0)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("ε (pixel units, /255)")
+    ax.set_ylabel("average relative change (%)\nmean over seeds, 95 % CI band")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def uncertainty_sections(
+    records: Sequence[Record], summary: Any, tables_dir: Path, plots_dir: Path
+) -> list[str]:
+    """The report's seed and comparison sections (markdown), written through the summary's helpers."""
+    analysis = Analysis.of(records)
+    seed_tables, comp_tables = uncertainty_tables(analysis)
+    summary.notes += analysis.notes
+    part = ["## Over seeds: mean ± std and 95 % CI", ""]
+    part += [summary.table(t, tables_dir) for t in seed_tables] or ["No successful attack rows.\n"]
+    for key, series in eps_band_series(analysis).items():
+        if max(len(v) for v in series.values()) < 2:
+            continue  # one budget: nothing to draw a curve through
+        store, data, backbone, defense, layout, method = key
+        name = slug("ci_bands", store, data, backbone, defense, layout, method)
+        title = f"{method.upper()} on {layout} · defense {defense} · {data}/{backbone}"
+        part.append(summary.image(plot_eps_bands(series, title, plots_dir / f"{name}.png"), title))
+    comp = ["## Paired comparisons", ""]
+    comp += [summary.table(t, tables_dir) for t in comp_tables] or ["No comparable cells.\n"]
+    return ["\n".join(part), "\n".join(comp)]

@@ -35,7 +35,8 @@ def run_once(root: Path, device: str, enforce: bool, joblib: bool) -> subprocess
         args += ["device=cuda", "trainer=gpu"] + (["trainer.deterministic=true"] if enforce else [])
     if joblib:
         args = ["-m", "launcher=joblib", "hydra.launcher.n_jobs=1", *args]
-    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "WANDB_MODE": "disabled", "PYTHONPATH": pythonpath}
     if device == "cuda" and enforce:
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # cuBLAS needs it for deterministic GEMMs
     return subprocess.run(

@@ -131,6 +131,9 @@ def evaluate_cells(
                 keep_example=example_dir is not None and example_count > 0,
             )
             results = summarize(clean, adv, tasks, time.perf_counter() - start)
+            extra = getattr(cell.attack, "row_results", None)  # an ensemble cell: its rules and members
+            if extra is not None:
+                results.update(extra(clean))
             if example_dir is not None:
                 results["example"] = save_example(
                     example_dir / f"{key}.pt", model, adv, example_count, device

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
+from mtl_robust.evaluation.ensemble_cell import ensemble_cell
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
 from mtl_robust.evaluation.store import ResultsStore, config_key
@@ -108,6 +109,9 @@ def build_cells(
     """Every (attack config, direction) pair built, and so validated, before any model work starts."""
     cells = []
     for attack_cfg, direction_cfg in attacks:
+        if attack_cfg.get("method") == "ensemble":  # one cell, one row for all its rules and members
+            cells.append(ensemble_cell(attack_cfg, module.tasks))
+            continue
         config = normalized_attack_config(attack_cfg, direction_cfg)
         attack = attack_from_config(attack_cfg, direction_cfg)
         if config["direction"].startswith("single:"):

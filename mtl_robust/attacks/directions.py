@@ -231,7 +231,8 @@ DIRECTIONS: dict[str, type[Direction]] = {
 
 def build_direction(spec: str | Direction, **kwargs: Any) -> Direction:
     """A direction from a string: "total", "dgba", "dgba_reference", "sign_sum", "static_relative",
-    "minmax", "single:<task>"; a Direction instance is returned unchanged. `kwargs` go to the constructor (e.g. tau).
+    "minmax", "single:<task>"; a Direction instance is returned unchanged. `kwargs` go to the constructor
+    (e.g. tau).
     """
     if isinstance(spec, Direction):
         if kwargs:

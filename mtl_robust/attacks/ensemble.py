@@ -30,7 +30,7 @@ MemberHook = Callable[[str, Tensor, dict[str, Tensor]], None]  # (member name, x
 
 
 def parse_rule(rule: str) -> str | None:
-    """"joint" -> None; "task:<t>" -> t; anything else is an error."""
+    """ "joint" -> None; "task:<t>" -> t; anything else is an error."""
     if rule == JOINT:
         return None
     kind, _, task = str(rule).partition(":")
@@ -83,11 +83,15 @@ class Ensemble:
         for rule in self.rules:
             task = parse_rule(rule)
             if task is not None and task not in tasks:
-                raise ValueError(f"ensemble selection rule {rule!r}: unknown task {task!r}; tasks are {tasks}")
+                raise ValueError(
+                    f"ensemble selection rule {rule!r}: unknown task {task!r}; tasks are {tasks}"
+                )
         for name, attack in self.members.items():
             direction = attack.direction
             if isinstance(direction, Single) and direction.task not in tasks:
-                raise ValueError(f"ensemble member {name!r} attacks unknown task {direction.task!r}; tasks are {tasks}")
+                raise ValueError(
+                    f"ensemble member {name!r} attacks unknown task {direction.task!r}; tasks are {tasks}"
+                )
             unknown = sorted(set(attack.attack_losses) - set(tasks))
             if unknown:
                 raise ValueError(f"ensemble member {name!r} sets attack losses of unknown tasks {unknown}")

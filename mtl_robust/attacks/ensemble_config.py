@@ -26,7 +26,7 @@ ENSEMBLE_METHOD = "ensemble"
 
 
 def member_configs(members: Mapping[str, Any], tasks: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    """name -> member config (with its direction as a string), SINGLE expanded per task when tasks are known."""
+    """name -> member config (direction as a string); SINGLE expanded per task when tasks are known."""
     if not isinstance(members, Mapping) or not members:
         raise ValueError("attack=ensemble needs at least one member under attack.members")
     out: dict[str, dict[str, Any]] = {}

@@ -64,7 +64,7 @@ def _check_problem(a: np.ndarray, s: float) -> np.ndarray:
 
 
 def _master(cuts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """min_{lambda in simplex} max_k cuts[k] . lambda -> (lambda, value, mu) with mu the cuts' dual weights."""
+    """min_{lambda in simplex} max_k cuts[k] . lambda -> (lambda, value, mu); mu: the cuts' dual weights."""
     k, t = cuts.shape
     c = np.zeros(t + 1)
     c[-1] = 1.0
@@ -97,7 +97,8 @@ def solve_minmax(
     upper, best_lambda = np.inf, lambdas[0]
     iterations = 0
     mu = np.ones(1)
-    for iterations in range(1, max_iterations + 1):
+    while iterations < max_iterations:
+        iterations += 1
         for lam in lambdas:
             sigma = np.sign(lam @ a_n)
             cut = a_n @ sigma
@@ -178,8 +179,12 @@ def task_matrices(
         weight = 1.0 / loss.detach().clamp_min(tau)
         per_task.append((grad.detach().flatten(1).double() * weight.double()[:, None]).cpu().numpy())
     flags = torch.stack([valid[t].reshape(-1) for t in tasks]).cpu().numpy()  # [T, N]
-    return [np.stack([per_task[k][n] for k in range(len(tasks)) if flags[k, n]]) if flags[:, n].any()
-            else np.zeros((0, per_task[0].shape[1])) for n in range(x.shape[0])]
+    return [
+        np.stack([per_task[k][n] for k in range(len(tasks)) if flags[k, n]])
+        if flags[:, n].any()
+        else np.zeros((0, per_task[0].shape[1]))
+        for n in range(x.shape[0])
+    ]
 
 
 class MinMax(Direction):
@@ -214,8 +219,10 @@ class MinMax(Direction):
     def gradient(
         self, x: Tensor, losses: Mapping[str, Tensor], valid: Mapping[str, Tensor], state: Any
     ) -> Tensor | None:
-        steps = [solve_minmax(a, 1.0).delta if a.shape[0] else np.zeros(a.shape[1])
-                 for a in task_matrices(x, losses, valid, self.tau)]
+        steps = [
+            solve_minmax(a, 1.0).delta if a.shape[0] else np.zeros(a.shape[1])
+            for a in task_matrices(x, losses, valid, self.tau)
+        ]
         return torch.from_numpy(np.stack(steps)).to(x.device, x.dtype).view_as(x)
 
     def step(self, grad: Tensor) -> Tensor:
@@ -241,4 +248,3 @@ def minmax_problems(
             x_leaf = x0.detach().requires_grad_(True)
             task_losses = objective._forward_losses(x_leaf, 0)
             return task_matrices(x_leaf, task_losses, objective.valid, direction.tau)
-

@@ -113,9 +113,7 @@ class MultiTaskObjective:
         preds = forward_tasks(self.model, x, self.tasks)
         missing = [t for t in self.tasks if t not in preds]
         if missing:
-            raise ValueError(
-                f"the model returned no prediction for {missing} (it returned {sorted(preds)})"
-            )
+            raise ValueError(f"the model returned no prediction for {missing} (it returned {sorted(preds)})")
         return {t: self._loss(t, preds[t], step) for t in self.tasks}
 
     def init_state(self, x_clean: Tensor) -> None:

@@ -20,8 +20,9 @@ from torch import Tensor
 PerImage = dict[str, dict[str, Tensor]]  # task -> metric -> [N]
 
 
-def per_image_metrics(tasks: Mapping[str, object], preds: Mapping[str, Tensor], targets: Mapping[str, Tensor]
-                      ) -> PerImage:
+def per_image_metrics(
+    tasks: Mapping[str, object], preds: Mapping[str, Tensor], targets: Mapping[str, Tensor]
+) -> PerImage:
     """task -> metric -> Tensor[N] (float64, CPU), each image scored by the task's own metric alone."""
     out: PerImage = {}
     for name, task in tasks.items():
@@ -37,8 +38,9 @@ def per_image_metrics(tasks: Mapping[str, object], preds: Mapping[str, Tensor], 
     return out
 
 
-def per_image_change(clean: PerImage, adv: PerImage, higher_is_better: Mapping[str, Mapping[str, bool]]
-                     ) -> dict[str, Tensor]:
+def per_image_change(
+    clean: PerImage, adv: PerImage, higher_is_better: Mapping[str, Mapping[str, bool]]
+) -> dict[str, Tensor]:
     """task -> Tensor[N]: mean over the task's defined metrics of the signed relative change."""
     out = {}
     for task, directions in higher_is_better.items():

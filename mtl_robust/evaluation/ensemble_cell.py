@@ -48,14 +48,21 @@ class _Accumulator:
 
     def result(self) -> PassResult:
         metrics = {t: {k: float(v) for k, v in m.compute().items()} for t, m in self.metrics.items()}
-        losses = {t: self.loss_sum[t] / self.loss_count[t] if self.loss_count[t] else float("nan")
-                  for t in self.tasks}
+        losses = {
+            t: self.loss_sum[t] / self.loss_count[t] if self.loss_count[t] else float("nan")
+            for t in self.tasks
+        }
         return PassResult(metrics=metrics, losses=losses, num_samples=self.samples)
 
 
 def _summary(clean: PassResult, adv: PassResult, tasks: Mapping[str, Any]) -> dict[str, Any]:
     change = compare(clean.metrics, adv.metrics, {t: task.higher_is_better for t, task in tasks.items()})
-    return {"adv": adv.metrics, "rel": change.per_metric, "rel_task": change.per_task, "rel_avg": change.average}
+    return {
+        "adv": adv.metrics,
+        "rel": change.per_metric,
+        "rel_task": change.per_task,
+        "rel_avg": change.average,
+    }
 
 
 class EnsembleCellAttack:
@@ -98,7 +105,9 @@ class EnsembleCellAttack:
             "primary": self.primary,
             "rules": {r: _summary(clean, acc.result(), self.tasks) for r, acc in self.rule_acc.items()},
             "members": {
-                m: {k: v for k, v in _summary(clean, acc.result(), self.tasks).items() if k.startswith("rel_")}
+                m: {
+                    k: v for k, v in _summary(clean, acc.result(), self.tasks).items() if k.startswith("rel_")
+                }
                 for m, acc in self.member_acc.items()
             },
             "wins": self.wins,

@@ -99,8 +99,11 @@ def evaluate_cells(
     example_dir: Path | None = None,
     example_count: int = 4,
     continue_on_error: bool = True,
+    row_extras: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell not already done; return the latest row of every cell (computed or reused)."""
+    """Run every cell not already done; return the latest row of every cell (computed or reused).
+
+    `row_extras` are added to the results of every row computed (e.g. the model's diagnostics)."""
     rows = []
     finished = store.latest()  # read once: a job's own cells are not written by anyone else meanwhile
     for cell in cells:
@@ -134,6 +137,7 @@ def evaluate_cells(
             extra = getattr(cell.attack, "row_results", None)  # an ensemble cell: its rules and members
             if extra is not None:
                 results.update(extra(clean))
+            results.update(row_extras or {})
             if example_dir is not None:
                 results["example"] = save_example(
                     example_dir / f"{key}.pt", model, adv, example_count, device

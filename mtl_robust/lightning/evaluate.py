@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
+from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
 from mtl_robust.evaluation.ensemble_cell import ensemble_cell
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
@@ -166,6 +167,15 @@ def evaluate_checkpoint(
         ),
     )
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
+    diagnostics = diagnostics_for_rows(
+        cfg.get("diagnostics"),
+        module.model,
+        module.tasks,
+        batches,
+        device,
+        Path(cfg.cache_dir),
+        {"model_id": info["model_id"], "data_id": info["data_id"]},
+    )
     store = ResultsStore(cfg.store)
     examples = int(eval_cfg.get("examples", 0) or 0)
     rows = evaluate_cells(
@@ -181,6 +191,7 @@ def evaluate_checkpoint(
         example_dir=Path(cfg.store).parent / "examples" if examples else None,
         example_count=examples,
         continue_on_error=bool(eval_cfg.get("continue_on_error", True)),
+        row_extras=diagnostics,
     )
     return rows, clean, module
 

@@ -23,6 +23,7 @@ from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
 from mtl_robust.lightning.training import configure_threads
+from mtl_robust.lightning.user_model import check_user_outputs, load_user_model, user_model_info
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def build_cells(
 
 def evaluate_checkpoint(
     cfg: DictConfig,
-    ckpt: str | Path,
+    ckpt: str | Path | None,
     attacks: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | str]],
 ) -> tuple[list[dict[str, Any]], PassResult, MultiTaskModule]:
     """Clean pass (cached per checkpoint and split), then every attack; returns the rows written."""
@@ -137,11 +138,18 @@ def evaluate_checkpoint(
         attack_from_config(attack_cfg, direction_cfg)
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
-    module = load_module(ckpt, device).to(device)
-    check_tasks_match(module, datamodule)
-    cells = build_cells(module, attacks)
     split = cfg.get("split", "val")
-    info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
+    if cfg.get("model"):  # bring your own model: model._target_ (+ model_weights) instead of a checkpoint
+        module = load_user_model(cfg, datamodule.build_tasks(), device)
+        check_user_outputs(module, datamodule.dataset(split)[0][0][None].to(device))
+        info = user_model_info(cfg, module, datamodule.name, split, cfg.get("study", "default"))
+    elif not ckpt:
+        raise ValueError("nothing to evaluate: give ckpt=<trained .ckpt> or 'model={_target_: <nn.Module>}'")
+    else:
+        module = load_module(ckpt, device).to(device)
+        check_tasks_match(module, datamodule)
+        info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
+    cells = build_cells(module, attacks)
     eval_cfg = cfg.get("eval", {})
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     # Which images are evaluated is part of every key: another split size or batch limit is another cell.

@@ -35,6 +35,21 @@ from mtl_robust.attacks.directions import DEFAULT_TAU, Direction, _masked
 # up to ~1e6 coordinates carry about 1e-12 relative round-off, so tighter is noise).
 RELATIVE_TOL = 1e-11
 MAX_ITERATIONS = 500
+# Values below this share of the largest value any step could reach (s * max_t ||a_t||_1) count as 0: the
+# floor under every relative gap, so an optimum that is 0 up to round-off (opposite tasks) is not a 100% gap.
+VALUE_FLOOR = 1e-9
+# The cutting planes also stop once the bounds agree to float64 round-off of that largest value.
+ROUNDOFF = 1e-14
+
+
+def value_floor(a: np.ndarray, s: float) -> float:
+    return VALUE_FLOOR * s * float(np.abs(np.asarray(a, dtype=np.float64)).sum(axis=-1).max(initial=0.0))
+
+
+def relative_gap(first: float, second: float, a: np.ndarray, s: float) -> float:
+    """|first - second| / max(|first|, |second|, value_floor(a, s)); 0 when all are 0."""
+    denominator = max(abs(first), abs(second), value_floor(a, s))
+    return abs(first - second) / denominator if denominator > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -44,12 +59,13 @@ class MinMaxSolution:
     weights: np.ndarray  # [T] optimal dual weights lambda on the task simplex
     upper_bound: float  # s * ||A^T lambda||_1 at the best lambda seen
     iterations: int
+    floor: float = 0.0  # value_floor of the problem
 
     @property
     def gap(self) -> float:
-        """Certified relative optimality gap (upper bound - value) / max(|upper bound|, tiny)."""
-        scale = max(abs(self.upper_bound), 1e-300)
-        return max(self.upper_bound - self.value, 0.0) / scale
+        """Certified relative optimality gap (upper bound - value) / max(|upper bound|, floor)."""
+        scale = max(abs(self.upper_bound), self.floor)
+        return max(self.upper_bound - self.value, 0.0) / scale if scale > 0 else 0.0
 
 
 def _check_problem(a: np.ndarray, s: float) -> np.ndarray:
@@ -90,6 +106,7 @@ def solve_minmax(
     if scale == 0.0 or s == 0.0 or d == 0:
         return MinMaxSolution(np.zeros(d), 0.0, np.full(t, 1.0 / t), 0.0, 0)
     a_n = a / scale  # a positive factor changes no optimiser; it keeps the master LP well scaled
+    roundoff = ROUNDOFF * float(np.abs(a_n).sum(axis=1).max())
     # Start from every SINGLE direction and from equal weights (DGBA's sign direction).
     lambdas = [np.eye(t)[i] for i in range(t)] + ([np.full(t, 1.0 / t)] if t > 1 else [])
     signs: list[np.ndarray] = []
@@ -108,7 +125,7 @@ def solve_minmax(
             if value < upper:
                 upper, best_lambda = value, lam
         lam, lower, mu = _master(np.asarray(cuts))
-        if upper - lower <= tol * max(abs(upper), 1e-300):
+        if upper - lower <= max(tol * abs(upper), roundoff):
             break
         lambdas = [lam]
     delta_unit = np.zeros(d)
@@ -118,7 +135,7 @@ def solve_minmax(
     np.clip(delta_unit, -1.0, 1.0, out=delta_unit)
     delta = s * delta_unit
     value = float((a @ delta).min())
-    return MinMaxSolution(delta, value, best_lambda, s * scale * upper, iterations)
+    return MinMaxSolution(delta, value, best_lambda, s * scale * upper, iterations, value_floor(a, s))
 
 
 def solve_minmax_lp(a: np.ndarray, s: float) -> tuple[np.ndarray, float]:
@@ -141,7 +158,7 @@ def solve_minmax_lp(a: np.ndarray, s: float) -> tuple[np.ndarray, float]:
 
 @dataclass(frozen=True)
 class MinMaxCheck:
-    gap: float  # |LP optimum - closed form| / max(|LP|, |closed form|), 0 when both are 0
+    gap: float  # relative_gap(LP optimum, closed form)
     lp_objective: float
     closed_objective: float
     lp_time: float
@@ -157,8 +174,7 @@ def crosscheck_minmax(a: np.ndarray, s: float) -> MinMaxCheck:
     start = time.perf_counter()
     _, lp_value = solve_minmax_lp(a, s)
     lp_time = time.perf_counter() - start
-    denominator = max(abs(lp_value), abs(closed.value))
-    gap = abs(lp_value - closed.value) / denominator if denominator > 0 else 0.0
+    gap = relative_gap(lp_value, closed.value, a, s)
     return MinMaxCheck(gap, lp_value, closed.value, lp_time, closed_time, int(np.asarray(a).shape[1]))
 
 

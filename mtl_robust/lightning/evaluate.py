@@ -139,7 +139,10 @@ def evaluate_checkpoint(
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
     split = cfg.get("split", "val")
-    if cfg.get("model"):  # bring your own model: model._target_ (+ model_weights) instead of a checkpoint
+    user_model = cfg.get("model") if cfg.get("model") and "_target_" in cfg.model else None
+    if user_model is not None and ckpt:
+        raise ValueError("give either ckpt=<trained .ckpt> or model={_target_: ...}, not both")
+    if user_model is not None:  # bring your own model: model._target_ (+ model_weights) instead of a ckpt
         module = load_user_model(cfg, datamodule.build_tasks(), device)
         check_user_outputs(module, datamodule.dataset(split)[0][0][None].to(device))
         info = user_model_info(cfg, module, datamodule.name, split, cfg.get("study", "default"))

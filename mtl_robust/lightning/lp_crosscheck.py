@@ -4,8 +4,8 @@ The linear objective c of the first step from the clean batch (the attack direct
 `mtl_robust.attacks.lp.crosscheck`, which solves the step LP with HiGHS on all coordinates or on a random
 subset of `max_coords`; with the MINMAX direction its per-sample step is compared with its own LP over the
 tasks (`crosscheck_minmax_step`). The largest relative objective gap is logged (`lp/max_gap`, with
-`lp/coords_checked`, `lp/mismatched_coords`, `lp/subsampled`); a gap above `tol` raises, since it means the attack's projection is
-not the optimal step it is meant to be.
+`lp/coords_checked`, `lp/mismatched_coords`, `lp/subsampled`); a gap above `tol` raises, since it means the
+attack's projection is not the optimal step it is meant to be.
 
 Assumes `pl_module.model` is the MultiTaskModel, `pl_module.tasks: dict[str, Task]`, batches `(x, targets)`.
 """

@@ -96,6 +96,24 @@ def _master(cuts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     return np.clip(res.x[:t], 0.0, None), float(res.x[-1]), mu
 
 
+def _warm_start(a_n: np.ndarray, rounds: int = 40) -> list[np.ndarray]:
+    """Weights near the dual optimum, for the first cuts: exponentiated-gradient steps on the smoothed dual
+    sum_i sqrt((lambda . a_i)^2 + mu^2) with mu shrinking. A head start only: the cuts make it exact."""
+    t = a_n.shape[0]
+    lam = np.full(t, 1.0 / t)
+    norm = float(np.abs(a_n).sum(axis=1).max())
+    mu = 1e-2 * float(np.abs(a_n).max())
+    visited = []
+    for k in range(rounds):
+        r = lam @ a_n
+        grad = a_n @ (r / np.sqrt(r * r + mu * mu))
+        lam = lam * np.exp(-np.clip(2.0 * grad / norm * (1.0 + k / 4), -50, 50))
+        lam /= lam.sum()
+        mu *= 0.7
+        visited.append(lam.copy())
+    return visited[-8:]
+
+
 def solve_minmax(
     a: np.ndarray, s: float, tol: float = RELATIVE_TOL, max_iterations: int = MAX_ITERATIONS
 ) -> MinMaxSolution:
@@ -107,8 +125,10 @@ def solve_minmax(
         return MinMaxSolution(np.zeros(d), 0.0, np.full(t, 1.0 / t), 0.0, 0)
     a_n = a / scale  # a positive factor changes no optimiser; it keeps the master LP well scaled
     roundoff = ROUNDOFF * float(np.abs(a_n).sum(axis=1).max())
-    # Start from every SINGLE direction and from equal weights (DGBA's sign direction).
-    lambdas = [np.eye(t)[i] for i in range(t)] + ([np.full(t, 1.0 / t)] if t > 1 else [])
+    # Start from every SINGLE direction, equal weights (DGBA's sign direction) and a smoothed guess.
+    lambdas = [np.eye(t)[i] for i in range(t)]
+    if t > 1:
+        lambdas += [np.full(t, 1.0 / t), *_warm_start(a_n)]
     signs: list[np.ndarray] = []
     cuts: list[np.ndarray] = []
     upper, best_lambda = np.inf, lambdas[0]

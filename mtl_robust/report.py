@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl_robust.evaluation.cost_report import cost_section
 from mtl_robust.evaluation.records import Record, format_eps, load_records, parse_eps, store_labels
 from mtl_robust.evaluation.reliability import reliability_section
 from mtl_robust.evaluation.report import (
@@ -137,6 +138,10 @@ def write_report(
             "backbone and defense (see the notes).\n"
         )
     s.sections.append("\n".join(part))
+
+    cost = cost_section(records, s, tables_dir, plots_dir, method, eps)  # studies of training defenses
+    if cost:
+        s.sections.append(cost)
 
     transfers, notes = transfer_sets(records, method, eps)
     s.notes += notes

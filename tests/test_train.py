@@ -84,9 +84,10 @@ def test_cli_multirun_over_layouts(tmp_path: Path) -> None:
     assert proc.stdout.count("miou") == 3
 
 
-@pytest.mark.parametrize("defense", ["none", "adv_train"])
+@pytest.mark.parametrize("defense", ["none", "adv_train", "dgba/free_at"])
 def test_ddp_on_cpu_with_two_processes(tmp_path: Path, defense: str) -> None:
-    # Adversarial training takes two optimiser steps per batch (manual optimisation) under DDP too.
+    # Adversarial training takes two optimiser steps per batch (manual optimisation) under DDP too; Free AT
+    # with DGBA takes one per replay, with an extra input-only backward and a perturbation carried per rank.
     proc = run_cli(
         [
             "experiment=smoke",
@@ -96,6 +97,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path, defense: str) -> None:
             "trainer.sync_batchnorm=false",
             f"defense={defense}",
             *(["defense.attack.steps=1"] if defense == "adv_train" else []),
+            *(["defense.replays=2"] if defense == "dgba/free_at" else []),
         ],
         tmp_path,
     )

@@ -77,7 +77,14 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
         "sharing_score": layout.sharing_score(),
         "shared_fraction": layout.shared_fraction,
         "defense": defense_name(module.hparams.get("defense")),
-    }
+    } | training_fields(module)
+
+
+def training_fields(module: MultiTaskModule) -> dict[str, Any]:
+    """`training`: the checkpoint's training cost (and overfitting-watch verdict), for cost-vs-robustness
+    reports. Absent for checkpoints written before it was recorded, so their row keys do not change."""
+    record = module.training_record()
+    return {"training": record} if record else {}
 
 
 def batches_factory(datamodule: MultiTaskDataModule, split: str, batch_size: int, max_batches: int | None):

@@ -16,6 +16,8 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from mtl_robust.attacks.config import attack_from_config, direction_string
+from mtl_robust.lightning.fast_at import FAST_AT_METHODS, FastAdversarialTraining, is_fast_at, parse_fast_at
+from mtl_robust.lightning.training_cost import TrainingCost
 from mtl_robust.models import build_model
 from mtl_robust.tasks import Task, build_task
 
@@ -26,12 +28,16 @@ PAPER_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3, "betas": (0.5, 0.
 # Adversarial training schedules: the paper's (one clean step, then one adversarial step on the same batch),
 # adversarial examples only, or one step on a weighted mix of the clean and adversarial losses.
 DEFENSE_MODES = ("clean_then_adv", "adv_only", "mixed")
+DEFENSES = ("none", "adv_train", *FAST_AT_METHODS)
 
 
 def defense_name(defense: Mapping[str, Any] | None) -> str:
-    """ "none" or e.g. "adv_train:pgd-total" (how results rows and reports name a defense)."""
+    """ "none", e.g. "adv_train:pgd-total", or for fast AT e.g. "fgsm_rs:dgba" (how rows and reports name a
+    defense; fast-AT settings that differ from the defaults are listed, e.g. "free_at[m=8]:total")."""
     if not defense or defense.get("name", "none") == "none":
         return "none"
+    if is_fast_at(defense):
+        return parse_fast_at(defense).describe()
     attack = defense.get("attack", {})
     return (
         f"{defense['name']}:{attack.get('method', '?')}-{direction_string(defense.get('direction', 'total'))}"
@@ -71,8 +77,14 @@ class MultiTaskModule(pl.LightningModule):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
         self.defense = dict(defense) if defense and defense.get("name", "none") != "none" else None
+        if self.defense is not None and self.defense.get("name") not in DEFENSES:
+            raise ValueError(f"unknown defense {self.defense.get('name')!r}; choose one of {DEFENSES}")
         self.adversary = None
-        if self.defense is not None:
+        self.fast_at: FastAdversarialTraining | None = None
+        if is_fast_at(self.defense):
+            self.fast_at = FastAdversarialTraining(parse_fast_at(self.defense), self.tasks, self.loss_weights)
+            self.automatic_optimization = False  # replays and GradAlign need the step in our hands
+        elif self.defense is not None:
             mode = self.defense.get("mode", "clean_then_adv")
             if mode not in DEFENSE_MODES:
                 raise ValueError(f"defense.mode must be one of {DEFENSE_MODES}, got {mode!r}")
@@ -86,6 +98,10 @@ class MultiTaskModule(pl.LightningModule):
             )
             self.automatic_optimization = False  # two optimiser steps per batch in the paper's recipe
         self.meta = dict(meta or {})
+        # Forward/backward passes and wall time of training (saved in checkpoints; rows carry them).
+        self.training_cost = TrainingCost()
+        self.training_cost.attach(self.model)
+        self.co_watch_summary: dict[str, Any] | None = None  # filled by the catastrophic-overfitting watch
         self.val_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
         self.test_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
 
@@ -106,6 +122,8 @@ class MultiTaskModule(pl.LightningModule):
             self.log(f"{split}/{t}/loss", loss, on_step=on_step, on_epoch=True, batch_size=batch_size)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        if self.fast_at is not None:
+            return self._fast_training_step(batch)
         if self.adversary is not None:
             return self._adversarial_training_step(batch)
         x, targets = batch
@@ -144,10 +162,56 @@ class MultiTaskModule(pl.LightningModule):
             scheduler.step()
         return loss.detach()
 
+    def _fast_training_step(self, batch: Batch) -> Tensor:
+        x, targets = batch
+        scheduler = self.lr_schedulers()
+
+        def optimizer_step(loss: Tensor) -> None:
+            self._optimizer_step(loss)
+            # One scheduler step per optimiser step: Free AT's m replays per batch over epochs / m keep the
+            # schedule of clean training.
+            if scheduler is not None and self.scheduler_interval == "step":
+                scheduler.step()
+
+        result = self.fast_at.step(self.model, self.tasks, x, targets, optimizer_step)
+        self._log_losses("train", result.losses, result.total, x.shape[0])
+        return result.total
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.training_cost.begin_iteration()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.fast_at is not None:
+            steps = self.fast_at.optimizer_steps_per_batch
+        else:
+            steps = 2 if self.adversary is not None and self.defense_mode == "clean_then_adv" else 1
+        self.training_cost.end_iteration(steps)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["training_cost"] = self.training_cost.as_dict()
+        if self.co_watch_summary is not None:
+            checkpoint["co_watch"] = dict(self.co_watch_summary)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.training_cost.load(checkpoint.get("training_cost") or {})
+        self.co_watch_summary = checkpoint.get("co_watch")
+
+    def training_record(self) -> dict[str, Any] | None:
+        """What training cost and what the overfitting watch saw; None for checkpoints from before it."""
+        if self.training_cost.iterations == 0:
+            return None
+        record: dict[str, Any] = {"cost": self.training_cost.as_dict()}
+        if self.co_watch_summary is not None:
+            record["co_watch"] = dict(self.co_watch_summary)
+        return record
+
     def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers() if self.adversary is not None else None
+        manual = self.adversary is not None or self.fast_at is not None
+        scheduler = self.lr_schedulers() if manual else None
         if scheduler is not None and self.scheduler_interval == "epoch":
-            scheduler.step()
+            # Free AT's epoch is `replays` passes over the data: as many scheduler epochs.
+            for _ in range(self.fast_at.optimizer_steps_per_batch if self.fast_at is not None else 1):
+                scheduler.step()
 
     def _eval_step(self, batch: Batch, split: str, metrics: nn.ModuleDict) -> None:
         x, targets = batch

@@ -25,6 +25,9 @@ def training_key(cfg: DictConfig) -> str:
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
     parts["seed"] = cfg.seed
     parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
+    watch = (cfg.get("callbacks") or {}).get("co_watch")
+    if watch:  # only when enabled, so the keys of existing cached checkpoints stay the same
+        parts["co_watch"] = OmegaConf.to_container(watch, resolve=True)
     return config_key(parts)
 
 

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
+from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,10 @@ def train(cfg: DictConfig) -> TrainingResult:
     module = build_module(cfg, datamodule)
     log.info("layout: %s", module.model.layout.describe())
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    # Free AT replays each batch: fewer epochs for the same number of optimiser steps (fast_at.py).
+    epochs = training_epochs(module.defense, cfg.trainer.get("max_epochs"))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=build_logger(cfg.get("logger")), callbacks=callbacks
+        cfg.trainer, logger=build_logger(cfg.get("logger")), callbacks=callbacks, max_epochs=epochs
     )
     trainer.fit(module, datamodule=datamodule)
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"

@@ -1,0 +1,287 @@
+"""Report section: training cost against robustness, per layout (the fast adversarial training study).
+
+Rows of checkpoints trained by this framework carry `config.training` (mtl_robust/lightning/
+training_cost.py): forward+backward passes and wall time per training iteration and for the whole run, and
+the catastrophic-overfitting watch's verdict. Costs are shown as ratios to the undefended (`none`) model of
+the same layout in the same store and study, i.e. measured in the same sweep. Robustness is each model's
+average relative change (%) under TOTAL and DGBA of one method and eps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtl_robust.evaluation.records import (
+    Record,
+    Sources,
+    defense_sort_key,
+    eps_slug,
+    format_eps,
+    latest_of,
+    num,
+    same_eps,
+    slug,
+)
+from mtl_robust.evaluation.relative import compare
+
+BASELINE = "none"
+PAPER_AT = "adv_train:pgd-total"
+
+
+@dataclass
+class CostRow:
+    defense: str
+    iterations: float
+    passes_per_iteration: float
+    pass_ratio: float  # per iteration, vs the undefended model
+    time_ratio: float  # wall time per iteration, vs the undefended model
+    run_pass_ratio: float  # whole training run, vs the undefended model
+    run_time_ratio: float
+    clean_change: float  # clean metrics vs the undefended model, % (mean over tasks)
+    total: float  # average relative change under <method>-TOTAL, %
+    dgba: float  # average relative change under <method>-DGBA, %
+    dgba_vs_paper_at: float  # DGBA drop relative to PGD-AT's, % (positive = larger drop than PGD-AT)
+    watch: str
+
+
+@dataclass
+class CostSet:
+    """Cost and robustness of every defense of one layout."""
+
+    source: str
+    data: str
+    backbone: str
+    layout_name: str
+    method: str
+    eps: float
+    rows: list[CostRow]
+
+    @property
+    def name(self) -> str:
+        return slug(
+            "cost", self.source, self.data, self.backbone, self.layout_name, self.method, eps_slug(self.eps)
+        )
+
+    @property
+    def title(self) -> str:
+        prefix = f"{self.source} · " if self.source else ""
+        return (
+            f"Training cost vs robustness · {prefix}{self.data} · {self.backbone} · "
+            f"layout {self.layout_name} · {self.method.upper()} ε={format_eps(self.eps)}"
+        )
+
+    def table(self) -> Any:
+        from mtl_robust.evaluation.report import Table
+
+        m = self.method.upper()
+        return Table(
+            name=self.name,
+            title=self.title,
+            columns=[
+                "defense",
+                "iterations",
+                "passes/iter",
+                "passes/iter ×clean",
+                "time/iter ×clean",
+                "run passes ×clean",
+                "run time ×clean",
+                "clean vs none (%)",
+                f"{m}-TOTAL avg (%)",
+                f"{m}-DGBA avg (%)",
+                "DGBA drop vs PGD-AT (%)",
+                "overfitting watch",
+            ],
+            rows=[
+                [
+                    r.defense,
+                    int(r.iterations) if math.isfinite(r.iterations) else None,
+                    r.passes_per_iteration,
+                    r.pass_ratio,
+                    r.time_ratio,
+                    r.run_pass_ratio,
+                    r.run_time_ratio,
+                    r.clean_change,
+                    r.total,
+                    r.dgba,
+                    r.dgba_vs_paper_at,
+                    r.watch,
+                ]
+                for r in self.rows
+            ],
+            formats={"passes/iter": ".1f"},
+            description=(
+                "Cost: forward+backward passes and wall time per training iteration (one batch) and for the "
+                f"whole run, as multiples of the `{BASELINE}` model of this layout trained in the same sweep "
+                "(wall time is only comparable within one machine and run). Robustness: average relative "
+                "change under attack (%, negative = worse, against the model's own clean metrics). "
+                f"`DGBA drop vs PGD-AT` = DGBA avg / that of `{PAPER_AT}` - 1 (positive = a larger drop). "
+                "The watch column says whether catastrophic overfitting was detected during training."
+            ),
+        )
+
+
+def training_cost(record: Record) -> dict[str, Any]:
+    training = record.config.get("training")
+    cost = training.get("cost") if isinstance(training, dict) else None
+    return cost if isinstance(cost, dict) else {}
+
+
+def watch_verdict(record: Record) -> str:
+    training = record.config.get("training")
+    watch = training.get("co_watch") if isinstance(training, dict) else None
+    if not isinstance(watch, dict):
+        return "off"
+    checks = int(num(watch.get("checks")) if math.isfinite(num(watch.get("checks"))) else 0)
+    if watch.get("collapsed"):
+        action = " (weights restored)" if watch.get("restored") else ""
+        return f"collapse at {watch.get('collapse_at')}{action}, {checks} checks"
+    return f"no collapse, {checks} checks"
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if math.isfinite(value) and math.isfinite(base) and base > 0 else math.nan
+
+
+def _relative_difference(value: float, reference: float) -> float:
+    """value / reference - 1, in %; both are (negative) average changes, so positive = a larger drop."""
+    if not (math.isfinite(value) and math.isfinite(reference)) or reference == 0:
+        return math.nan
+    return 100 * (value / reference - 1)
+
+
+def _clean_change(base: Record, value: Record) -> float:
+    hib = value.results.get("higher_is_better") or {}
+    base_clean, value_clean = base.clean_metrics(), value.clean_metrics()
+    common = {
+        t: {m: bool(h) for m, h in ms.items() if m in base_clean.get(t, {}) and m in value_clean.get(t, {})}
+        for t, ms in hib.items()
+        if t in base_clean and t in value_clean
+    }
+    common = {t: ms for t, ms in common.items() if ms}
+    if not common:
+        return math.nan
+    return 100 * compare(base_clean, value_clean, common).average
+
+
+def cost_sets(
+    records: Sequence[Record], method: str | None = None, eps: float | None = None
+) -> tuple[list[CostSet], list[str]]:
+    """One CostSet per (source, data, backbone, layout) whose rows carry training costs."""
+    notes: list[str] = []
+    sources = Sources.of(records)
+    attacked = [
+        r for r in records if r.ok and r.is_attack and training_cost(r) and r.direction in ("total", "dgba")
+    ]
+    if not attacked:
+        return [], notes
+    methods = sorted({r.method for r in attacked})
+    chosen_method = method or ("pgd" if "pgd" in methods else methods[0])
+    with_method = [r for r in attacked if r.method == chosen_method]
+    if not with_method:
+        return [], [f"cost vs robustness: no TOTAL/DGBA rows with method {chosen_method}"]
+    chosen_eps = eps if eps is not None else max(r.eps for r in with_method)
+    selected = [r for r in with_method if same_eps(r.eps, chosen_eps)]
+    groups: dict[tuple[str, str, str, str], dict[str, dict[str, list[Record]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for r in selected:
+        groups[(sources.label(r), r.data, r.backbone, r.layout_name)][r.defense][r.direction].append(r)
+    out = []
+    for gkey in sorted(groups):
+        by_defense = groups[gkey]
+        latest = {
+            d: {
+                direction: latest_of(rs, f"cost vs robustness {' · '.join(gkey)} / {d} / {direction}", notes)
+                for direction, rs in dirs.items()
+            }
+            for d, dirs in by_defense.items()
+        }
+        base_rows = latest.get(BASELINE)
+        if not base_rows:
+            notes.append(
+                f"cost vs robustness {' · '.join(g for g in gkey if g)}: no undefended ('{BASELINE}') model "
+                "with a training cost; ratios are n/a"
+            )
+        base = next(iter(base_rows.values())) if base_rows else None
+        base_cost = training_cost(base) if base else {}
+        paper = (latest.get(PAPER_AT) or {}).get("dgba")
+        rows = []
+        for defense in sorted(latest, key=defense_sort_key):
+            cells = latest[defense]
+            any_row = next(iter(cells.values()))
+            cost = training_cost(any_row)
+            dgba = cells["dgba"].rel_avg if "dgba" in cells else math.nan
+            rows.append(
+                CostRow(
+                    defense=defense,
+                    iterations=num(cost.get("iterations")),
+                    passes_per_iteration=num(cost.get("passes_per_iteration")),
+                    pass_ratio=_ratio(
+                        num(cost.get("passes_per_iteration")), num(base_cost.get("passes_per_iteration"))
+                    ),
+                    time_ratio=_ratio(
+                        num(cost.get("seconds_per_iteration")), num(base_cost.get("seconds_per_iteration"))
+                    ),
+                    run_pass_ratio=_ratio(
+                        num(cost.get("forward_passes")) + num(cost.get("backward_passes")),
+                        num(base_cost.get("forward_passes")) + num(base_cost.get("backward_passes")),
+                    ),
+                    run_time_ratio=_ratio(num(cost.get("seconds")), num(base_cost.get("seconds"))),
+                    clean_change=_clean_change(base, any_row) if base is not None else math.nan,
+                    total=cells["total"].rel_avg if "total" in cells else math.nan,
+                    dgba=dgba,
+                    dgba_vs_paper_at=_relative_difference(dgba, paper.rel_avg if paper else math.nan),
+                    watch=watch_verdict(any_row),
+                )
+            )
+        out.append(CostSet(*gkey, method=chosen_method, eps=chosen_eps, rows=rows))
+    return out, notes
+
+
+def plot_cost_set(cs: CostSet, path: Path) -> Path:
+    """x = whole-run training passes (× clean, log scale), y = average change under TOTAL and DGBA."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for r in cs.rows:
+        x = r.run_pass_ratio
+        if not math.isfinite(x):
+            continue
+        (line,) = ax.plot([x], [r.dgba], "o", markersize=8, label=r.defense)
+        ax.plot([x], [r.total], "s", markersize=7, mfc="none", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("training cost: forward+backward passes of the run (× clean training)")
+    ax.set_ylabel(f"avg relative change under {cs.method.upper()} (%)")
+    ax.set_title(f"{cs.layout_name} · ● DGBA  □ TOTAL · ε={format_eps(cs.eps)}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cost_section(
+    records: Sequence[Record],
+    summary: Any,
+    tables_dir: Path,
+    plots_dir: Path,
+    method: str | None = None,
+    eps: float | None = None,
+) -> str | None:
+    """The report's cost-vs-robustness section (None when no row carries a training cost)."""
+    sets, notes = cost_sets(records, method, eps)
+    summary.notes += notes
+    if not sets:
+        return None
+    part = ["## Training cost vs robustness", ""]
+    for cs in sets:
+        png = plot_cost_set(cs, plots_dir / f"{cs.name}.png")
+        part += [summary.image(png, cs.title), summary.table(cs.table(), tables_dir)]
+    return "\n".join(part)

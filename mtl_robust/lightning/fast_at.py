@@ -1,0 +1,280 @@
+"""Fast adversarial training for multi-task models: FGSM with a random start, N-FGSM and Free AT, each with
+any attack direction (total, dgba, single:<task>) and an optional GradAlign regulariser. Plain torch: the
+Lightning module hands over its model, tasks, loss weights and an `optimizer_step(loss)` callable.
+
+Every variant trains on adversarial examples only (no separate clean step), like its original:
+
+* `fgsm_rs` (Wong, Rice & Kolter 2020): start uniformly in the eps-ball, one signed step of `alpha`
+  (default 1.25 eps) along the direction's input gradient, back onto the ball and [0, 1]; one weight step.
+* `n_fgsm` (de Jorge et al. 2022): start uniformly in a ball of radius `noise` (default 2 eps), one signed
+  step of `alpha` (default eps), clipped to [0, 1] only: the training perturbation may reach noise + alpha.
+* `free_at` (Shafahi et al. 2019): every batch is replayed `replays` times; each replay is one forward and
+  one backward at x + delta whose gradient both updates the weights (one optimiser step) and moves delta
+  by `alpha` (default eps) along its sign, back onto the ball. delta carries over replays and batches.
+* `grad_align` > 0 (Andriushchenko & Flammarion 2020) adds `grad_align * mean(1 - cos(g(x), g(x + eta)))`
+  to the training loss, g the direction's input gradient and eta uniform in the eps-ball; the second
+  gradient is differentiated (a double backward).
+
+The single-step variants craft in eval mode (like the paper's PGD-AT, and exact for DGBA's per-sample
+weights); Free AT and GradAlign use the training forward (train mode), since their point is to share it.
+Random starts come from torch's global generator, so the training seed covers them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtl_robust.attacks.checks import check_eps, check_positive, check_steps
+from mtl_robust.attacks.config import direction_string, parse_budget
+from mtl_robust.attacks.directions import Direction, Total, build_direction
+from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.attacks.objective import MultiTaskObjective
+
+FAST_AT_METHODS = ("fgsm_rs", "n_fgsm", "free_at")
+
+# Defaults, as multiples of eps, from each method's paper.
+DEFAULT_ALPHA = {"fgsm_rs": 1.25, "n_fgsm": 1.0, "free_at": 1.0}
+DEFAULT_NOISE = {"fgsm_rs": 1.0, "n_fgsm": 2.0, "free_at": 0.0}
+DEFAULT_REPLAYS = 4
+
+_COMMON_KEYS = {"name", "eps", "alpha", "direction", "grad_align"}
+ALLOWED_KEYS = {
+    "fgsm_rs": _COMMON_KEYS,
+    "n_fgsm": _COMMON_KEYS | {"noise"},
+    "free_at": _COMMON_KEYS | {"replays"},
+}
+
+OptimizerStep = Callable[[Tensor], None]
+
+
+@dataclass(frozen=True)
+class FastATConfig:
+    """A validated fast-AT defense config; budgets in [0, 1] pixel space."""
+
+    method: str
+    eps: float
+    alpha: float
+    noise: float  # half-width of the uniform start (0 for Free AT, which starts from the carried delta)
+    project: bool  # clip the step back onto the eps-ball (all but N-FGSM)
+    replays: int
+    direction: str
+    grad_align: float
+
+    def describe(self) -> str:
+        """e.g. "fgsm_rs:dgba"; settings that differ from the defaults are listed, e.g.
+        "free_at[m=8]:total", "fgsm_rs[gradalign=0.2]:total", "n_fgsm[alpha=1.5eps]:dgba"."""
+        extras = []
+        if not math.isclose(self.eps, 8 / 255, rel_tol=1e-6):
+            extras.append(f"eps={self.eps * 255:g}/255")
+        if not math.isclose(self.alpha, DEFAULT_ALPHA[self.method] * self.eps, rel_tol=1e-6):
+            extras.append(f"alpha={self.alpha / self.eps:g}eps")
+        if self.method == "n_fgsm" and not math.isclose(self.noise, DEFAULT_NOISE["n_fgsm"] * self.eps):
+            extras.append(f"noise={self.noise / self.eps:g}eps")
+        if self.method == "free_at" and self.replays != DEFAULT_REPLAYS:
+            extras.append(f"m={self.replays}")
+        if self.grad_align > 0:
+            extras.append(f"gradalign={self.grad_align:g}")
+        return f"{self.method}{'[' + ','.join(extras) + ']' if extras else ''}:{self.direction}"
+
+
+def is_fast_at(defense: Mapping[str, Any] | None) -> bool:
+    return bool(defense) and defense.get("name") in FAST_AT_METHODS
+
+
+def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
+    """Validate a fast-AT defense config: one clear error for a bad name, budget, step or replay count."""
+    method = defense.get("name")
+    if method not in FAST_AT_METHODS:
+        raise ValueError(
+            f"unknown fast adversarial training method {method!r}; choose one of {FAST_AT_METHODS}"
+        )
+    unknown = sorted(set(defense) - ALLOWED_KEYS[method])
+    if unknown:
+        raise ValueError(
+            f"defense {method} does not take {unknown}; its settings are {sorted(ALLOWED_KEYS[method])}"
+        )
+    eps = check_eps(parse_budget(defense.get("eps", "8/255"), "defense.eps"))
+    if eps == 0:
+        raise ValueError("defense.eps must be > 0 for adversarial training, e.g. defense.eps=8/255")
+    alpha = defense.get("alpha")
+    alpha = DEFAULT_ALPHA[method] * eps if alpha is None else parse_budget(alpha, "defense.alpha")
+    check_positive(alpha, "defense.alpha (the step size)")
+    noise = DEFAULT_NOISE[method] * eps
+    if method == "n_fgsm" and defense.get("noise") is not None:
+        noise = parse_budget(defense["noise"], "defense.noise")
+        if not math.isfinite(noise) or noise < 0:
+            raise ValueError(f"defense.noise must be a finite number >= 0, got {noise}")
+    replays = 1
+    if method == "free_at":
+        replays = check_steps(defense.get("replays", DEFAULT_REPLAYS), "defense.replays")
+    grad_align = float(defense.get("grad_align") or 0.0)
+    if not math.isfinite(grad_align) or grad_align < 0:
+        raise ValueError(f"defense.grad_align (the GradAlign weight) must be >= 0, got {grad_align}")
+    direction = build_direction(direction_string(defense.get("direction", "total"))).spec()
+    return FastATConfig(method, eps, alpha, noise, method != "n_fgsm", replays, direction, grad_align)
+
+
+def training_epochs(defense: Mapping[str, Any] | None, max_epochs: int | None) -> int | None:
+    """Epochs to run so that a defense takes as many optimiser steps as clean training would.
+
+    Free AT takes `replays` optimiser steps per batch, so it runs ceil(max_epochs / replays) epochs (the
+    usual practice); the others run max_epochs.
+    """
+    if max_epochs is None or max_epochs < 0 or not is_fast_at(defense):
+        return max_epochs
+    replays = parse_fast_at(defense).replays
+    return max(1, math.ceil(max_epochs / replays))
+
+
+def per_sample_losses(
+    model: nn.Module, tasks: Mapping[str, Any], x: Tensor, targets: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    preds = model(x, tasks=list(tasks))
+    return {t: task.loss(preds[t], targets[t]) for t, task in tasks.items()}
+
+
+def valid_flags(tasks: Mapping[str, Any], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Per task, which samples have a valid pixel (the others add 0 to a direction's objective)."""
+    return {t: task.valid_count(targets[t]) > 0 for t, task in tasks.items()}
+
+
+def weighted_mean_loss(losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """The training loss: sum over tasks of weight x batch-mean per-sample loss (as in clean training)."""
+    return sum(weights[t] * loss.mean() for t, loss in losses.items())
+
+
+def uniform_noise(x: Tensor, radius: float) -> Tensor:
+    return (2.0 * torch.rand_like(x) - 1.0) * radius
+
+
+@dataclass
+class StepResult:
+    losses: dict[str, Tensor]  # batch-mean loss per task at the adversarial input (last replay)
+    total: Tensor  # the training loss that was minimised (GradAlign included)
+
+
+class FastAdversarialTraining:
+    """One training iteration of a fast-AT variant on one batch."""
+
+    def __init__(self, config: FastATConfig, tasks: Mapping[str, Any], loss_weights: Mapping[str, float]):
+        self.config = config
+        self.direction: Direction = build_direction(config.direction)
+        self.direction.tasks_needed(list(tasks))  # a SINGLE task the model lacks fails here
+        self.loss_weights = dict(loss_weights)
+        # Free AT takes delta's gradient from the weights' backward when that gradient has the direction's
+        # sign: TOTAL with equal loss weights. Otherwise one extra input-only backward per replay.
+        self.shared_backward = isinstance(self.direction, Total) and len(set(self.loss_weights.values())) <= 1
+        self.delta: Tensor | None = None  # Free AT's perturbation, carried over replays and batches
+
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        return self.config.replays
+
+    def step(
+        self,
+        model: nn.Module,
+        tasks: Mapping[str, Any],
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        optimizer_step: OptimizerStep,
+    ) -> StepResult:
+        if self.config.method == "free_at":
+            return self._free_step(model, tasks, x, targets, optimizer_step)
+        x_adv = self.single_step_example(model, tasks, x, targets)
+        losses = per_sample_losses(model, tasks, x_adv, targets)
+        total = weighted_mean_loss(losses, self.loss_weights)
+        if self.config.grad_align > 0:
+            total = total + self.grad_align_penalty(model, tasks, x, targets)
+        optimizer_step(total)
+        return StepResult({t: v.mean().detach() for t, v in losses.items()}, total.detach())
+
+    # ------------------------------------------------------------------------------------ single step
+    def direction_gradient(
+        self, model: nn.Module, tasks: Mapping[str, Any], x: Tensor, targets: Mapping[str, Tensor]
+    ) -> Tensor:
+        """The direction's ascent direction at x, in eval mode, without touching the weights' .grad."""
+        needed = self.direction.tasks_needed(list(tasks))
+        objective = MultiTaskObjective(model, targets, tasks, self.direction, needed)
+        with eval_mode(model):
+            return objective(x, 0).grad
+
+    def single_step_example(
+        self, model: nn.Module, tasks: Mapping[str, Any], x: Tensor, targets: Mapping[str, Tensor]
+    ) -> Tensor:
+        """FGSM-RS / N-FGSM: uniform start of radius `noise`, one signed step of `alpha`."""
+        cfg = self.config
+        x = x.detach()
+        start = (x + uniform_noise(x, cfg.noise)).clamp(0.0, 1.0)
+        x_adv = start + cfg.alpha * self.direction_gradient(model, tasks, start, targets).sign()
+        if cfg.project:
+            x_adv = torch.minimum(torch.maximum(x_adv, x - cfg.eps), x + cfg.eps)
+        return x_adv.clamp(0.0, 1.0).detach()
+
+    # ---------------------------------------------------------------------------------------- Free AT
+    def _carried_delta(self, x: Tensor) -> Tensor:
+        delta = self.delta
+        if delta is None or delta.shape != x.shape or delta.device != x.device:
+            delta = torch.zeros_like(x)  # first batch, or a last batch of another size
+        return (delta.detach().clamp(-self.config.eps, self.config.eps) + x).clamp(0.0, 1.0) - x
+
+    def _free_step(
+        self,
+        model: nn.Module,
+        tasks: Mapping[str, Any],
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        optimizer_step: OptimizerStep,
+    ) -> StepResult:
+        cfg = self.config
+        x = x.detach()
+        delta = self._carried_delta(x)
+        valid = None if self.shared_backward else valid_flags(tasks, targets)
+        for _ in range(cfg.replays):
+            delta = delta.detach().requires_grad_(True)
+            losses = per_sample_losses(model, tasks, x + delta, targets)
+            total = weighted_mean_loss(losses, self.loss_weights)
+            if cfg.grad_align > 0:
+                total = total + self.grad_align_penalty(model, tasks, x, targets)
+            if self.shared_backward:
+                optimizer_step(total)  # the same backward fills delta.grad
+                grad = delta.grad
+            else:
+                objective = self.direction.objective(
+                    {t: losses[t].float() for t in self.direction.tasks_needed(list(tasks))}, valid, None
+                )
+                (grad,) = torch.autograd.grad(objective.sum(), delta, retain_graph=True)
+                optimizer_step(total)
+            step = cfg.alpha * (torch.zeros_like(x) if grad is None else grad).sign()
+            delta = (delta.detach() + step).clamp(-cfg.eps, cfg.eps)
+            delta = (x + delta).clamp(0.0, 1.0) - x
+        self.delta = delta.detach()
+        return StepResult({t: v.mean().detach() for t, v in losses.items()}, total.detach())
+
+    # -------------------------------------------------------------------------------------- GradAlign
+    def grad_align_penalty(
+        self, model: nn.Module, tasks: Mapping[str, Any], x: Tensor, targets: Mapping[str, Tensor]
+    ) -> Tensor:
+        """weight * mean over samples of 1 - cos(g(x), g(x + eta)); only g(x + eta) is differentiated."""
+        needed = self.direction.tasks_needed(list(tasks))
+        sub = {t: tasks[t] for t in needed}
+        valid = valid_flags(sub, targets)
+        x = x.detach()
+
+        def gradient(point: Tensor, create_graph: bool) -> Tensor:
+            point = point.requires_grad_(True)
+            losses = {t: v.float() for t, v in per_sample_losses(model, sub, point, targets).items()}
+            objective = self.direction.objective(losses, valid, None)
+            (grad,) = torch.autograd.grad(objective.sum(), point, create_graph=create_graph)
+            return grad
+
+        clean = gradient(x.clone(), create_graph=False).detach()
+        noisy = gradient((x + uniform_noise(x, self.config.eps)).clamp(0.0, 1.0), create_graph=True)
+        cos = F.cosine_similarity(clean.flatten(1), noisy.flatten(1), dim=1)
+        return self.config.grad_align * (1.0 - cos).mean()

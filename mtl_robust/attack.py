@@ -5,12 +5,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows, run_job
+from mtl_robust.lightning.job_failures import exit_with_sweep_status
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="attack")
-def main(cfg: DictConfig) -> float | None:
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="attack")
+def hydra_main(cfg: DictConfig) -> float | None:
     return run_job(cfg, attack_job)
 
 
@@ -28,6 +30,10 @@ def attack_job(cfg: DictConfig) -> float:
     print(f"results: {cfg.store}")
     result = rows[0].get("results", {}).get("rel_avg")
     return float(result) if result is not None else float("nan")
+
+
+def main() -> None:
+    exit_with_sweep_status(hydra_main)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ def write_report(
         part += [s.image(png, ts.table().title), s.table(ts.table(), tables_dir)]
     if not tradeoffs:
         part.append(
-            "Not drawn: it needs DGBA rows and an `independent` layout with clean metrics for the same data, "
+            "Not drawn: it needs DGBA rows and an independent layout (sharing score 0) with clean metrics "
+            "for the same data, "
             "backbone and defense (see the notes).\n"
         )
     s.sections.append("\n".join(part))

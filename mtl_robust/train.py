@@ -5,12 +5,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.lightning.evaluate import run_job
+from mtl_robust.lightning.job_failures import exit_with_sweep_status
 from mtl_robust.lightning.training import format_metrics, train
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
     return run_job(cfg, train_job)
 
 
@@ -22,6 +24,10 @@ def train_job(cfg: DictConfig) -> float:
     print(format_metrics(result.metrics, result.module.tasks))
     print(f"checkpoint: {result.checkpoint}")
     return result.metrics.get("val/loss", float("nan"))
+
+
+def main() -> None:
+    exit_with_sweep_status(hydra_main)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ os.environ.setdefault("WANDB_DIR", tempfile.mkdtemp(prefix="wandb-tests-"))
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import mtl_robust  # noqa: E402, F401 - registers the resolvers the configs use (e.g. budget_default)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -322,7 +322,7 @@ def test_missing_independent_skips_scatter_with_note(tmp_path: Path) -> None:
     assert main(["--store", str(store), "--out", str(out), "--method", "pgd", "--eps", "4/255"]) == 0
     assert not list((out / "plots").glob("tradeoff_*.png"))
     summary = (out / "summary.md").read_text()
-    assert "no 'independent' layout" in summary and "Not drawn" in summary
+    assert "no independent layout" in summary and "Not drawn" in summary
     # --method/--eps narrow the per-model figures: only the 4/255 heatmaps
     assert {p.name for p in (out / "plots").glob("transfer_*.png")} == {
         "transfer_synthetic_small_resnet_none_pgd_eps4_all_shared.png",

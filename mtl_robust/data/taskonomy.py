@@ -159,6 +159,11 @@ def _read_png(path: Path) -> tuple[np.ndarray, str]:
             return np.array(im), mode
     except UnidentifiedImageError as err:
         raise DataFormatError(f"{path}: not a readable image ({err})") from err
+    except OSError as err:  # e.g. "image file is truncated": the header read, the pixels did not
+        raise DataFormatError(
+            f"{path}: the image cannot be decoded ({err}); expected a complete PNG file "
+            "(re-copy or re-extract it from the data set archive)"
+        ) from err
 
 
 def _read_16bit(path: Path, what: str) -> np.ndarray:

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl_robust.evaluation.baseline import independent_baseline
 from mtl_robust.evaluation.flags import marked_layout
 from mtl_robust.evaluation.records import (
-    INDEPENDENT,
     Cell,
     Record,
     Sources,
@@ -221,11 +221,9 @@ def clean_gains(
     missing: set[tuple[str, str, str]] = set()
     for key, row in chosen.items():
         store, study, data, backbone, defense, _ = key
-        base = chosen.get((store, study, data, backbone, defense, INDEPENDENT))
-        if base is None:
-            others = [r for k, r in chosen.items() if k[2:] == (data, backbone, defense, INDEPENDENT)]
-            base = max(others, key=lambda r: num(r.time)) if others else None
-            if base is not None and (base.store, base.study) != (store, study):
+        base = independent_baseline(chosen, key)  # sharing score 0, whatever the layout is called
+        if base is not None:
+            if (base.store, base.study) != (store, study):
                 notes.append(
                     f"clean gain of {key[5]} ({store or '-'}/{study}): independent model taken from "
                     f"{base.store or '-'}/{base.study}"
@@ -237,7 +235,8 @@ def clean_gains(
         gains[key] = _clean_change(base, row)
     for data, backbone, defense in sorted(missing):
         notes.append(
-            f"no '{INDEPENDENT}' layout with clean metrics for {data} / {backbone} / defense {defense}: "
+            f"no independent layout (sharing score 0) with clean metrics for {data} / {backbone} / "
+            f"defense {defense}: "
             "clean gains (and the trade-off plot) are not available there"
         )
     return gains
@@ -298,7 +297,7 @@ def clean_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
                 formats={f"{t}/{m}": ".4g" for t, m in metric_cols},
                 description=(
                     "Clean metrics of each layout; `gain` = relative change of the clean metrics over the "
-                    f"`{INDEPENDENT}` layout, in percent (positive = sharing helped)."
+                    "independent layout (sharing score 0), in percent (positive = sharing helped)."
                 ),
             )
         )
@@ -315,6 +314,9 @@ def failed_table(records: Sequence[Record], max_error_chars: int = 300) -> Table
             f"{r.data}/{r.backbone} · layout {r.layout_name} · defense {r.defense} · {r.method} "
             f"{r.direction} ε={format_eps(r.eps)}"
         )
+        if isinstance(r.config.get("overrides"), list) and "method" not in r.config:
+            # a whole job failed before it wrote cells: its overrides are what identifies it
+            summary = "job " + (" ".join(map(str, r.config["overrides"])) or "(no overrides)")
         error = " ".join(r.error.split()) or f"(status {r.status!r}, no error message)"
         if len(error) > max_error_chars:
             error = error[: max_error_chars - 1] + "…"
@@ -509,7 +511,7 @@ class TradeoffSet:
                 for p in self.points
             ],
             description=(
-                f"x = clean accuracy gain over the `{INDEPENDENT}` layout (same data, backbone, "
+                "x = clean accuracy gain over the independent layout (sharing score 0; same data, backbone, "
                 "defense; mean over tasks); y = relative change under DGBA (mean over tasks); "
                 "both in percent."
             ),
@@ -565,7 +567,7 @@ def tradeoff_sets(
         if not points:
             notes.append(
                 f"trade-off {data}/{backbone}: no layout has both a DGBA row and a clean gain over "
-                f"'{INDEPENDENT}'; scatter skipped"
+                "the independent layout; scatter skipped"
             )
             continue
         points.sort(

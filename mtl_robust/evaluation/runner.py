@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtl_robust.evaluation.claims import claim, try_claim
 from mtl_robust.evaluation.passes import AttackFn, Batch, PassResult, run_pass
+from mtl_robust.evaluation.progress import CellProgress
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.evaluation.store import ResultsStore, config_key
+from mtl_robust.files import atomic_path
 from mtl_robust.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -81,8 +85,8 @@ def save_example(
         "preds_adv": {t: p[:count] for t, p in adv.example["preds"].items()},
         "targets": {t: v[:count] for t, v in adv.example["targets"].items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
+    with atomic_path(path) as tmp:  # a killed job leaves no half-written example for the report
+        torch.save(payload, tmp)
     return str(path)
 
 
@@ -103,14 +107,40 @@ def evaluate_cells(
 ) -> list[dict[str, Any]]:
     """Run every cell not already done; return the latest row of every cell (computed or reused).
 
-    `row_extras` are added to the results of every row computed (e.g. the model's diagnostics)."""
-    rows = []
-    finished = store.latest()  # read once: a job's own cells are not written by anyone else meanwhile
-    for cell in cells:
+    `row_extras` are added to the results of every row computed (e.g. the model's diagnostics).
+    Each cell is claimed before it is computed (see claims.py), so concurrent jobs on one store never
+    compute the same cell: a cell another process holds is put back in the queue, and waited for once
+    nothing else is left; its row is then read from the store (or the cell computed, if that process failed).
+    """
+    cells = list(cells)
+    rows: dict[int, dict[str, Any]] = {}
+    finished = store.latest()
+    queue = deque(range(len(cells)))
+    deferred: set[int] = set()
+    progress_line = CellProgress(len(cells))
+    while queue:
+        index = queue.popleft()
+        cell = cells[index]
         key = row_key(model_info, cell.config)
         config = {**model_info, **cell.config}
         previous = finished.get(key)
+        held = None
+        if previous is None or previous.get("status") != "ok":
+            claim_path = store.path.parent / "claims" / f"{key}.claim"
+            if index in deferred:
+                held = claim(claim_path, what=f"cell {key}")
+            else:
+                held = try_claim(claim_path)
+                if held is None:  # another process computes it now: come back to it at the end
+                    deferred.add(index)
+                    queue.append(index)
+                    continue
+            previous = store.latest().get(key)  # written by another process meanwhile?
+            if previous is not None and previous.get("status") == "ok":
+                held.release()
+                held = None
         if previous is not None and previous.get("status") == "ok":
+            progress_line.skipped(cell.config)
             log.info(
                 "cell %s already done (%s %s eps=%.4g): skipped",
                 key,
@@ -118,7 +148,7 @@ def evaluate_cells(
                 cell.config.get("direction"),
                 cell.config.get("eps", float("nan")),
             )
-            rows.append(previous)
+            rows[index] = previous
             continue
         start = time.perf_counter()
         try:
@@ -142,14 +172,18 @@ def evaluate_cells(
                 results["example"] = save_example(
                     example_dir / f"{key}.pt", model, adv, example_count, device
                 )
-            rows.append(store.append(key, config, results))
+            rows[index] = store.append(key, config, results)
         except Exception as err:  # noqa: BLE001 - recorded in the store; the sweep goes on
             error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
-            rows.append(store.append(key, config, {}, status="failed", error=error))
+            rows[index] = store.append(key, config, {}, status="failed", error=error)
             log.error("cell %s failed: %s", key, err)
             if not continue_on_error:
                 raise
-    return rows
+        finally:
+            if held is not None:
+                held.release()
+        progress_line.computed(cell.config, rows[index], time.perf_counter() - start)
+    return [rows[i] for i in range(len(cells))]
 
 
 def format_rows(rows: Iterable[Mapping[str, Any]], tasks: Iterable[str]) -> str:

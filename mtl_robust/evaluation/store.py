@@ -4,6 +4,11 @@ Appends take an exclusive file lock and write one line with one `write` call fol
 jobs never interleave and a crash can at worst leave a truncated last line, which readers skip. A sweep
 that restarts asks `done(key)` and skips finished cells; failed cells are recorded but retried.
 The rows' fields are described in docs/results_schema.md.
+
+Reading never crashes on a damaged store: lines that are not UTF-8, not JSON or not a row (key not a string,
+config or results not a mapping, ...) are skipped and counted in one warning per read that names the first
+bad line. An `ok` row supersedes every `failed` row of its key, whatever their order, and a `resolved` row
+withdraws a job-level failure (a job whose retry succeeded), so counts, reports and resume agree.
 """
 
 from __future__ import annotations
@@ -12,12 +17,19 @@ import csv
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Row statuses: a computed cell, a cell (or whole job) that raised, and a job-level failure withdrawn
+# because a later run of the same job succeeded.
+STATUSES = ("ok", "failed", "resolved")
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -46,21 +58,35 @@ class ResultsStore:
     def _iter_rows(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
-        with self.path.open("r", encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
+        bad, first_bad = 0, 0
+        with self.path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash: that cell simply counts as not done
-                if isinstance(row, dict) and "key" in row:
-                    yield row
+                row = _parse_row(raw)
+                if row is None:
+                    bad += 1
+                    first_bad = first_bad or number
+                    continue
+                yield row
+        if bad:
+            log.warning(
+                "results store %s: skipped %d unreadable line%s (first: line %d); they count as not done",
+                self.path,
+                bad,
+                "" if bad == 1 else "s",
+                first_bad,
+            )
 
     def latest(self) -> dict[str, dict[str, Any]]:
-        """The last row written for each key."""
-        return {row["key"]: row for row in self._iter_rows()}
+        """The row that stands for each key: its last `ok` row, else its last row; `resolved` keys dropped."""
+        chosen: dict[str, dict[str, Any]] = {}
+        for row in self._iter_rows():
+            previous = chosen.get(row["key"])
+            if previous is not None and previous["status"] == "ok" and row["status"] == "failed":
+                continue  # a cell once computed stays computed; a later failed retry does not hide it
+            chosen[row["key"]] = row
+        return {key: row for key, row in chosen.items() if row["status"] != "resolved"}
 
     def done(self, key: str) -> bool:
         row = self.latest().get(key)
@@ -74,6 +100,8 @@ class ResultsStore:
         status: str = "ok",
         error: str | None = None,
     ) -> dict[str, Any]:
+        if status not in STATUSES:
+            raise ValueError(f"row status must be one of {STATUSES}, got {status!r}")
         row = {
             "key": key,
             "status": status,
@@ -97,6 +125,14 @@ class ResultsStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return row
+
+    def resolve_failure(self, key: str, config: Mapping[str, Any]) -> bool:
+        """Withdraw the failed row of `key` (its job has now succeeded); True if there was one."""
+        row = self.latest().get(key)
+        if row is None or row["status"] != "failed":
+            return False
+        self.append(key, config, {}, status="resolved")
+        return True
 
     def _ends_with_newline(self) -> bool:
         with self.path.open("rb") as fh:
@@ -129,3 +165,20 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = v
     return out
+
+
+def _parse_row(raw: bytes) -> dict[str, Any] | None:
+    """One store line as a row, or None when it is not one (undecodable, not JSON, wrong field types)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("key"), str) or not row["key"]:
+        return None
+    if row.get("status") not in STATUSES or not isinstance(row.get("config"), Mapping):
+        return None
+    if not isinstance(row.get("results", {}), Mapping):
+        return None
+    if row["status"] == "ok" and not isinstance(row.get("results"), Mapping):
+        return None
+    return row

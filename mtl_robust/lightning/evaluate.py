@@ -18,11 +18,13 @@ from mtl_robust.attacks.config import attack_from_config, normalized_attack_conf
 from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
 from mtl_robust.evaluation.ensemble_cell import ensemble_cell
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
+from mtl_robust.evaluation.progress import interactive
 from mtl_robust.evaluation.runner import Cell, evaluate_cells
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
+from mtl_robust.lightning.job_failures import full_error_requested, mark_job, one_line_error
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
-from mtl_robust.lightning.training import configure_threads
+from mtl_robust.lightning.training import configure_threads, finish_wandb_run
 from mtl_robust.lightning.user_model import check_user_outputs, load_user_model, user_model_info
 
 log = logging.getLogger(__name__)
@@ -176,7 +178,7 @@ def evaluate_checkpoint(
         eval_cfg.get("batch_size") or datamodule.eval_batch_size,
         eval_cfg.get("max_batches"),
     )
-    progress = bool(eval_cfg.get("progress", True))
+    progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
     clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"]})
     clean, hit = cached_pass(
         Path(cfg.cache_dir) / f"clean_{clean_key}.json",
@@ -223,6 +225,8 @@ def log_rows(logger_cfg: DictConfig | None, rows: Sequence[Mapping[str, Any]], s
     if not logger_cfg or "_target_" not in logger_cfg:
         return
     is_wandb = "Wandb" in logger_cfg._target_
+    if is_wandb:
+        finish_wandb_run()  # e.g. the training run of this pipeline: each cell gets its own run
     for row in rows:
         cfg = row["config"]
         extra = {}
@@ -330,14 +334,18 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def job_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def record_failure(cfg: DictConfig, err: BaseException) -> dict[str, Any]:
     """A job that failed before it could write its own rows: one failed row keyed by the job's overrides,
     so the report shows it and a resumed sweep retries it."""
     import traceback
 
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = job_overrides()
     config = {
         "study": cfg.get("study", "default"),
         "checkpoint": str(cfg.get("ckpt", "")),
@@ -351,16 +359,27 @@ def run_job(cfg: DictConfig, job) -> Any:
     """Run one job of an entry point.
 
     In a multirun a failure is recorded in the results store (where the config has one) and the sweep goes
-    on. A single run that misses its data or checkpoint ends with that one message, not a traceback.
+    on; a later success of the same job withdraws that failure. A single run that fails ends with one
+    message, not a traceback (`HYDRA_FULL_ERROR=1` shows it).
     """
     try:
-        return job(cfg)
+        result = job(cfg)
     except Exception as err:
-        if in_multirun() and cfg.get("eval", {}).get("continue_on_error", True):
+        if in_multirun():
+            mark_job("failed", f"{' '.join(job_overrides())}\n{type(err).__name__}: {err}")
+            if not cfg.get("eval", {}).get("continue_on_error", True):
+                raise
             if cfg.get("store"):
                 record_failure(cfg, err)
             log.exception("job failed; the sweep goes on")
             return None
-        if isinstance(err, FileNotFoundError):  # DataRootError included: the message says what to do
-            raise SystemExit(f"error: {err}") from None
-        raise
+        if full_error_requested():
+            raise
+        raise one_line_error(err) from None
+    if in_multirun():
+        if cfg.get("store"):
+            ResultsStore(cfg.store).resolve_failure(
+                config_key({"overrides": job_overrides()}), {"study": cfg.get("study", "default")}
+            )
+        mark_job("ok")
+    return result

@@ -252,14 +252,25 @@ class MultiTaskModule(pl.LightningModule):
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskModule:
-    """The trained module (eval mode) from a checkpoint alone, without the config that trained it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} not found; pass ckpt=<path to a .ckpt written by python -m mtl_robust.train> "
-            "(training writes <run dir>/checkpoints/last.ckpt)"
-        )
-    return MultiTaskModule.load_from_checkpoint(str(path), map_location=map_location).eval()
+    """The trained module (eval mode) from a checkpoint alone, without the config that trained it.
+
+    Loaded with `weights_only=True` (see lightning/checkpoints.py); a bad file raises CheckpointError
+    naming it.
+    """
+    from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
+
+    checkpoint = read_checkpoint(path, map_location)
+    try:
+        module = MultiTaskModule(**dict(checkpoint["hyper_parameters"]))
+        module.load_state_dict(checkpoint["state_dict"])
+        module.on_load_checkpoint(checkpoint)  # Lightning's own loader calls this hook too
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} does not rebuild a multi-task model ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); expected a checkpoint written by "
+            "`python -m mtl_robust.train`"
+        ) from err
+    return module.to(map_location).eval()
 
 
 def load_checkpoint(

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
-import shutil
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtl_robust.evaluation.claims import claimed
 from mtl_robust.evaluation.passes import PassResult
 from mtl_robust.evaluation.relative import RelativeChange
 from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.evaluation.store import config_key
 from mtl_robust.evaluation.transfer import format_matrix, transfer_matrix
+from mtl_robust.files import atomic_copy
+from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
 from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows
 from mtl_robust.lightning.training import train
 
@@ -32,15 +36,38 @@ def training_key(cfg: DictConfig) -> str:
 
 
 def trained_checkpoint(cfg: DictConfig) -> Path:
-    """The cached checkpoint of this training config, training it first when there is none."""
+    """The cached checkpoint of this training config, training it first when there is none.
+
+    Training is claimed (lock file next to the checkpoint), so two pipelines on one log folder never train
+    the same config twice: the second waits and reuses. The cached copy is written atomically, and one that
+    does not load is set aside with a warning and retrained.
+    """
     cached = Path(cfg.paths.log_dir) / "checkpoints" / f"{training_key(cfg)}.ckpt"
-    if cfg.pipeline.reuse_checkpoint and cached.exists():
-        log.info("reusing the checkpoint of this training config: %s", cached)
-        return cached
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker: rank zero holds the claim and copies
+        return _train_into(cfg, cached)
+    with claimed(cached.with_name(cached.name + ".claim"), what=f"the training of {cached.name}"):
+        if cfg.pipeline.reuse_checkpoint and cached.exists() and _loads(cached):
+            log.info("reusing the checkpoint of this training config: %s", cached)
+            return cached
+        return _train_into(cfg, cached)
+
+
+def _train_into(cfg: DictConfig, cached: Path) -> Path:
     result = train(cfg)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(result.checkpoint, cached)
+    atomic_copy(result.checkpoint, cached)
     return cached
+
+
+def _loads(cached: Path) -> bool:
+    """Whether the cached checkpoint reads back; if not it is renamed aside (kept for inspection)."""
+    try:
+        read_checkpoint(cached)
+        return True
+    except (CheckpointError, OSError) as err:
+        aside = cached.with_name(f"{cached.stem}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}.ckpt")
+        os.replace(cached, aside)
+        log.warning("cached checkpoint does not load (%s); moved to %s and training again", err, aside)
+        return False
 
 
 def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any], str]]:

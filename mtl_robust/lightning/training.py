@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtl_robust.evaluation.progress import interactive
+from mtl_robust.files import atomic_write_text
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
@@ -34,10 +38,35 @@ def configure_threads(num_threads: int | None) -> None:
         torch.set_num_threads(int(num_threads))
 
 
-def build_logger(cfg: DictConfig | None) -> Any:
+def build_logger(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> Any:
+    """The experiment logger; a wandb run is a `train` job tagged with what was trained."""
     if not cfg or "_target_" not in cfg:
         return False
-    return instantiate(cfg)
+    if "Wandb" not in cfg._target_ or run_cfg is None:
+        return instantiate(cfg)
+    finish_wandb_run()  # never log into a run left open by earlier work in this process
+    return instantiate(cfg, job_type="train", tags=[*cfg.get("tags", []), *training_tags(run_cfg)])
+
+
+def training_tags(cfg: DictConfig) -> list[str]:
+    """wandb tags of a training run: layout, defense, data and backbone (the axes studies sweep)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else {}
+    layout = model.get("layout")
+    backbone = model.get("backbone")
+    tags = [
+        f"layout={layout}" if isinstance(layout, str | int) else "layout=explicit",
+        f"defense={(cfg.get('defense') or {}).get('name', 'none')}",
+        (cfg.get("data") or {}).get("name"),
+        backbone.get("name") if isinstance(backbone, Mapping) else backbone,
+    ]
+    return [str(t) for t in tags if t]
+
+
+def finish_wandb_run() -> None:
+    """End the process's active wandb run (if wandb is in use), so the next job starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskModule:
@@ -64,10 +93,16 @@ def train(cfg: DictConfig) -> TrainingResult:
     module = build_module(cfg, datamodule)
     log.info("layout: %s", module.model.layout.describe())
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    # Lightning's bar redraws with carriage returns on stdout: only on a terminal, never into a log file.
+    no_bar = {} if interactive(sys.stdout) else {"enable_progress_bar": False}
     # Free AT replays each batch: fewer epochs for the same number of optimiser steps (fast_at.py).
     epochs = training_epochs(module.defense, cfg.trainer.get("max_epochs"))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=build_logger(cfg.get("logger")), callbacks=callbacks, max_epochs=epochs
+        cfg.trainer,
+        logger=build_logger(cfg.get("logger"), cfg),
+        callbacks=callbacks,
+        max_epochs=epochs,
+        **no_bar,
     )
     trainer.fit(module, datamodule=datamodule)
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -77,7 +112,8 @@ def train(cfg: DictConfig) -> TrainingResult:
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir) / "metrics.json"
-        out.write_text(json.dumps({"checkpoint": str(checkpoint), "val": metrics}, indent=2))
+        atomic_write_text(out, json.dumps({"checkpoint": str(checkpoint), "val": metrics}, indent=2))
+    finish_wandb_run()  # the training run ends here: attack cells get runs of their own
     return TrainingResult(checkpoint, metrics, module, trainer.is_global_zero)
 
 

@@ -21,7 +21,11 @@ def attack_job(cfg: DictConfig) -> float:
     direction = OmegaConf.to_container(cfg.direction, resolve=True)
     rows, _, module = evaluate_checkpoint(cfg, cfg.ckpt, [(attack, direction)])
     log_rows(cfg.get("logger"), rows, cfg.study)
-    print(f"\nlayout: {module.model.layout.describe()}   (relative change in %, negative = worse)")
+    layout = getattr(module.model, "layout", None)  # a user model (model._target_) has none
+    if layout is not None:
+        print(f"\nlayout: {layout.describe()}   (relative change in %, negative = worse)")
+    else:
+        print(f"\nmodel: {type(module.model.model).__name__}   (relative change in %, negative = worse)")
     print(format_rows(rows, module.model.tasks))
     print(f"results: {cfg.store}")
     result = rows[0].get("results", {}).get("rel_avg")

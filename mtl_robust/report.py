@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mtl_robust.evaluation.cost_report import cost_section
 from mtl_robust.evaluation.records import Record, format_eps, load_records, parse_eps, store_labels
+from mtl_robust.evaluation.reliability import reliability_section
 from mtl_robust.evaluation.report import (
     Table,
     clean_tables,
@@ -115,6 +116,11 @@ def write_report(
     part += [s.table(t, tables_dir) for t in rel] or ["No successful attack rows.\n"]
     s.sections.append("\n".join(part))
     s.sections += uncertainty_sections(records, s, tables_dir, plots_dir)
+
+    reliability, notes = reliability_section(records, lambda t: s.table(t, tables_dir))
+    s.notes += notes
+    if reliability is not None:
+        s.sections.append(reliability)
 
     clean, notes = clean_tables(records)
     s.notes += notes

@@ -27,8 +27,11 @@ from mtl_robust.attacks.directions import (
     build_direction,
     dgba_reference_gradient,
 )
+from mtl_robust.attacks.ensemble import Ensemble, EnsembleResult
 from mtl_robust.attacks.fgsm import FGSM
 from mtl_robust.attacks.mim import MIM
+from mtl_robust.attacks.minmax import MinMax, solve_minmax, solve_minmax_lp
+from mtl_robust.attacks.model_call import MultiTaskAdapter, forward_tasks
 from mtl_robust.attacks.objective import Evaluation, MultiTaskObjective
 from mtl_robust.attacks.pgd import PGD
 from mtl_robust.attacks.registry import build_attack
@@ -38,6 +41,8 @@ __all__ = [
     "DGBA",
     "FGSM",
     "MIM",
+    "MinMax",
+    "MultiTaskAdapter",
     "PGD",
     "Attack",
     "AttackResult",
@@ -45,6 +50,8 @@ __all__ = [
     "CosPGDLoss",
     "DGBAReference",
     "Direction",
+    "Ensemble",
+    "EnsembleResult",
     "Evaluation",
     "MultiTaskObjective",
     "SegPGDLoss",
@@ -58,8 +65,11 @@ __all__ = [
     "build_attack_loss",
     "build_direction",
     "dgba_reference_gradient",
+    "forward_tasks",
     "from_pixels",
     "paper_checkpoints",
     "project",
     "reference_checkpoints",
+    "solve_minmax",
+    "solve_minmax_lp",
 ]

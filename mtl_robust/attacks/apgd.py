@@ -201,7 +201,7 @@ class APGD(Attack):
         for i in range(n_steps):
             a = 1.0 if i == 0 else self.momentum
             previous_move = x - x_prev
-            z = x + per_sample(step, x) * grad.sign()
+            z = x + per_sample(step, x) * self.direction.step(grad)
             # The reference also clamps z to the pixel range; the paper code only to the ball.
             z = project(z, x0, eps) if reference else _clip_ball(z, x0, eps)
             x_prev = x

@@ -77,7 +77,14 @@ def normalized_attack_config(attack: Mapping[str, Any], direction: Mapping[str, 
 
 
 def attack_from_config(attack: Mapping[str, Any], direction: Mapping[str, Any] | str) -> Attack:
-    """Build (and so validate) an attack: bad budgets or steps fail here, before any model work."""
+    """Build (and so validate) an attack: bad budgets or steps fail here, before any model work.
+
+    An ensemble config (`method: ensemble`) is validated the same way but returns its `Ensemble`.
+    """
+    if attack.get("method") == "ensemble":
+        from mtl_robust.attacks.ensemble_config import ensemble_from_config
+
+        return ensemble_from_config(attack)  # type: ignore[return-value]
     cfg = normalized_attack_config(attack, direction)
     method = cfg.pop("method")
     if not cfg["attack_losses"]:

@@ -54,6 +54,11 @@ class Direction:
         """Return a direction (shape of x) directly, or None to use the input gradient of `objective`."""
         return None
 
+    def step(self, grad: Tensor) -> Tensor:
+        """The unit-box step methods take from a direction: its sign (MinMax's exact step is fractional on
+        tie coordinates and is used as it is)."""
+        return grad.sign()
+
     def spec(self) -> str:
         """The string `build_direction` rebuilds this direction from."""
         return self.name
@@ -226,7 +231,8 @@ DIRECTIONS: dict[str, type[Direction]] = {
 
 def build_direction(spec: str | Direction, **kwargs: Any) -> Direction:
     """A direction from a string: "total", "dgba", "dgba_reference", "sign_sum", "static_relative",
-    "single:<task>"; a Direction instance is returned unchanged. `kwargs` go to the constructor (e.g. tau).
+    "minmax", "single:<task>"; a Direction instance is returned unchanged. `kwargs` go to the constructor
+    (e.g. tau).
     """
     if isinstance(spec, Direction):
         if kwargs:
@@ -239,8 +245,14 @@ def build_direction(spec: str | Direction, **kwargs: Any) -> Direction:
         if not arg:
             raise ValueError("the single-task direction needs a task: 'single:<task>', e.g. 'single:seg'")
         return Single(arg, **kwargs)
+    if name == "minmax":  # defined in its own module, which builds on this one
+        from mtl_robust.attacks.minmax import MinMax
+
+        if arg:
+            kwargs = {"tau": float(arg), **kwargs}
+        return MinMax(**kwargs)
     if name not in DIRECTIONS:
-        options = sorted([*DIRECTIONS, "single:<task>"])
+        options = sorted([*DIRECTIONS, "minmax", "single:<task>"])
         raise ValueError(f"unknown attack direction {spec!r}; choose one of {options}")
     if arg:
         if name not in ("dgba", "dgba_reference", "static_relative"):

@@ -14,6 +14,6 @@ class FGSM(Attack):
     def _perturb(self, objective: MultiTaskObjective, x0: Tensor, recorder: Recorder) -> Tensor:
         ev = objective(x0, 0)
         recorder.add(0, ev, self.eps)
-        x_adv = project(x0 + self.eps * ev.grad.sign(), x0, self.eps)
+        x_adv = project(x0 + self.eps * self.direction.step(ev.grad), x0, self.eps)
         self._record_final(objective, x_adv, recorder)
         return x_adv

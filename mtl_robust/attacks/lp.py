@@ -160,3 +160,45 @@ def crosscheck(
         lp_time=lp_time,
         closed_time=closed_time,
     )
+
+
+def crosscheck_minmax_step(
+    problems: list[np.ndarray],
+    step: float,
+    max_coords: int | None = None,
+    generator: torch.Generator | None = None,
+) -> CrossCheckResult:
+    """The MINMAX direction's step against its primal LP (`minmax.solve_minmax_lp`), per sample.
+
+    `problems` are the per-sample task matrices of the step (`minmax.minmax_problems`). Unlike the sign step
+    the problem couples coordinates through the worst task, so a subset of `max_coords` coordinates is a
+    smaller problem of the same kind, solved both ways. Returns the worst sample's comparison.
+    """
+    from mtl_robust.attacks.minmax import crosscheck_minmax
+
+    if not problems:
+        raise ValueError("no samples to cross-check")
+    n_total = int(problems[0].shape[1])
+    subsampled = max_coords is not None and n_total > max_coords
+    index = torch.randperm(n_total, generator=generator)[:max_coords].numpy() if subsampled else None
+    worst, lp_time, closed_time = None, 0.0, 0.0
+    for a in problems:
+        if a.shape[0] == 0:  # no valid task in this sample: the step is 0 either way
+            continue
+        check = crosscheck_minmax(a[:, index] if index is not None else a, step)
+        lp_time, closed_time = lp_time + check.lp_time, closed_time + check.closed_time
+        if worst is None or check.gap > worst.gap:
+            worst = check
+    if worst is None:
+        return CrossCheckResult(0.0, 0, n_total, subsampled, 0, 0.0, 0.0, 0.0, 0.0)
+    return CrossCheckResult(
+        gap=worst.gap,
+        n_coords=worst.n_coords,
+        n_total=n_total,
+        subsampled=bool(subsampled),
+        mismatched_coords=0,  # the optimal step need not be unique (ties): objectives are compared
+        lp_objective=worst.lp_objective,
+        closed_objective=worst.closed_objective,
+        lp_time=lp_time,
+        closed_time=closed_time,
+    )

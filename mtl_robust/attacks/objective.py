@@ -1,8 +1,9 @@
 """Evaluate a direction's per-sample objective and ascent direction on one batch, at any iterate.
 
 `MultiTaskObjective` binds (model, targets, per-task losses, direction) for one attack call: the methods
-only ever see `objective(x, step) -> Evaluation`. The model is called as `model(x, tasks=[...])` with just
-the tasks the direction needs; the gradient is taken w.r.t. the input only (`torch.autograd.grad`), so
+only ever see `objective(x, step) -> Evaluation`. The model is called through `forward_tasks`: as
+`model(x, tasks=[...])` with just the tasks the direction needs when its forward accepts `tasks`, else as
+`model(x)`; the gradient is taken w.r.t. the input only (`torch.autograd.grad`), so
 parameters never receive `.grad`.
 """
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mtl_robust.attacks.directions import Direction
+from mtl_robust.attacks.model_call import forward_tasks
 
 LossFn = Callable[..., Tensor]
 
@@ -108,10 +110,10 @@ class MultiTaskObjective:
         return value.float()
 
     def _forward_losses(self, x: Tensor, step: int) -> dict[str, Tensor]:
-        preds = self.model(x, tasks=list(self.tasks))
+        preds = forward_tasks(self.model, x, self.tasks)
         missing = [t for t in self.tasks if t not in preds]
         if missing:
-            raise ValueError(f"model(x, tasks={self.tasks}) returned no prediction for {missing}")
+            raise ValueError(f"the model returned no prediction for {missing} (it returned {sorted(preds)})")
         return {t: self._loss(t, preds[t], step) for t in self.tasks}
 
     def init_state(self, x_clean: Tensor) -> None:

@@ -55,7 +55,7 @@ class PGD(Attack):
 
     def _direction_step(self, grad: Tensor, state: dict[str, Any]) -> Tensor:
         """The sign direction of one step (MIM overrides this to add momentum)."""
-        return grad.sign()
+        return self.direction.step(grad)
 
     def _perturb(self, objective: MultiTaskObjective, x0: Tensor, recorder: Recorder) -> Tensor:
         x = self._start(x0)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtl_robust.evaluation.baseline import independent_baseline
+from mtl_robust.evaluation.flags import marked_layout
 from mtl_robust.evaluation.records import (
     Cell,
     Record,
@@ -143,7 +144,11 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
             score = r.sharing_score
             rows.append(
                 list(cell[0])
-                + [r.layout_name, int(score) if math.isfinite(score) else None, direction_label(r.direction)]
+                + [
+                    marked_layout(r),
+                    int(score) if math.isfinite(score) else None,
+                    direction_label(r.direction),
+                ]
                 + [r.rel_task(t) for t in tasks]
                 + [r.rel_avg]
             )
@@ -274,7 +279,7 @@ def clean_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
             rows.append(
                 sources.values(r)
                 + [
-                    r.layout_name,
+                    marked_layout(r),
                     int(score) if math.isfinite(score) else None,
                     r.text("model_id", ""),
                     r.text("layout", ""),

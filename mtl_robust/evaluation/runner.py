@@ -106,9 +106,11 @@ def evaluate_cells(
     example_count: int = 4,
     continue_on_error: bool = True,
     clean_per_image: Path | None = None,
+    row_extras: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell not already done; return the latest row of every cell (computed or reused).
 
+    `row_extras` are added to the results of every row computed (e.g. the model's diagnostics).
     Each cell is claimed before it is computed (see claims.py), so concurrent jobs on one store never
     compute the same cell: a cell another process holds is put back in the queue, and waited for once
     nothing else is left; its row is then read from the store (or the cell computed, if that process failed).
@@ -181,6 +183,10 @@ def evaluate_cells(
             results = summarize(clean, adv, tasks, time.perf_counter() - start)
             if clean_per_image is not None:
                 results["per_image"] = side
+            extra = getattr(cell.attack, "row_results", None)  # an ensemble cell: its rules and members
+            if extra is not None:
+                results.update(extra(clean))
+            results.update(row_extras or {})
             if example_dir is not None:
                 results["example"] = save_example(
                     example_dir / f"{key}.pt", model, adv, example_count, device

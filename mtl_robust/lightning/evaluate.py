@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
+from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
+from mtl_robust.evaluation.ensemble_cell import ensemble_cell
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
@@ -24,6 +25,8 @@ from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.job_failures import full_error_requested, mark_job, one_line_error
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
 from mtl_robust.lightning.training import configure_threads, finish_wandb_run
+from mtl_robust.lightning.user_model import check_user_outputs, load_user_model, user_model_info
+from mtl_robust.models.fingerprint import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +37,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def file_id(path: Path) -> str:
-    """Content hash of a checkpoint: the same weights give the same id on any machine or path."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
-
-
 def weights_id(module: MultiTaskModule) -> str:
     """Hash of the model spec, the task configs and every state_dict tensor (name, dtype, shape, bytes).
 
     Unlike a hash of the checkpoint file (which also holds the run directory, optimiser state and
     timestamps), bit-identical retrains get the same id, and so the same cache and row keys.
     """
-    digest = hashlib.sha256()
     spec = {"model_spec": module.hparams.model_spec, "task_configs": module.hparams.task_configs}
-    digest.update(config_key(spec).encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()[:12]
+    return weights_fingerprint({"config_key": config_key(spec)}, module)
 
 
 def evaluation_deterministic(module: MultiTaskModule, device: torch.device) -> bool:
@@ -143,6 +131,9 @@ def build_cells(
     """Every (attack config, direction) pair built, and so validated, before any model work starts."""
     cells = []
     for attack_cfg, direction_cfg in attacks:
+        if attack_cfg.get("method") == "ensemble":  # one cell, one row for all its rules and members
+            cells.append(ensemble_cell(attack_cfg, module.tasks))
+            continue
         config = normalized_attack_config(attack_cfg, direction_cfg)
         attack = attack_from_config(attack_cfg, direction_cfg)
         if config["direction"].startswith("single:"):
@@ -158,7 +149,7 @@ def build_cells(
 
 def evaluate_checkpoint(
     cfg: DictConfig,
-    ckpt: str | Path,
+    ckpt: str | Path | None,
     attacks: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | str]],
 ) -> tuple[list[dict[str, Any]], PassResult, MultiTaskModule]:
     """Clean pass (cached per checkpoint and split), then every attack; returns the rows written."""
@@ -167,12 +158,23 @@ def evaluate_checkpoint(
         attack_from_config(attack_cfg, direction_cfg)
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
-    module = load_module(ckpt, device).to(device)
-    check_tasks_match(module, datamodule)
-    cells = build_cells(module, attacks)
     split = cfg.get("split", "val")
-    info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
-    info["deterministic"] = evaluation_deterministic(module, device)
+    user_model = cfg.get("model") if cfg.get("model") and "_target_" in cfg.model else None
+    if user_model is not None and ckpt:
+        raise ValueError("give either ckpt=<trained .ckpt> or model={_target_: ...}, not both")
+    if user_model is not None:  # bring your own model: model._target_ (+ model_weights) instead of a ckpt
+        module = load_user_model(cfg, datamodule.build_tasks(), device)
+        check_user_outputs(module, datamodule.dataset(split)[0][0][None].to(device))
+        info = user_model_info(cfg, module, datamodule.name, split, cfg.get("study", "default"))
+        info["deterministic"] = device.type == "cpu" or torch.are_deterministic_algorithms_enabled()
+    elif not ckpt:
+        raise ValueError("nothing to evaluate: give ckpt=<trained .ckpt> or 'model={_target_: <nn.Module>}'")
+    else:
+        module = load_module(ckpt, device).to(device)
+        check_tasks_match(module, datamodule)
+        info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
+        info["deterministic"] = evaluation_deterministic(module, device)
+    cells = build_cells(module, attacks)
     eval_cfg = cfg.get("eval", {})
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     # Which images are evaluated is part of every key: another split size or batch limit is another cell.
@@ -210,6 +212,15 @@ def evaluate_checkpoint(
         # A cached clean pass keeps no per-image statistics: recompute it once when its file is missing.
         save_stats(clean_file, (clean.per_image or clean_pass().per_image), module.tasks)
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
+    diagnostics = diagnostics_for_rows(
+        cfg.get("diagnostics"),
+        module.model,
+        module.tasks,
+        batches,
+        device,
+        Path(cfg.cache_dir),
+        {"model_id": info["model_id"], "data_id": info["data_id"]},
+    )
     store = ResultsStore(cfg.store)
     examples = int(eval_cfg.get("examples", 0) or 0)
     rows = evaluate_cells(
@@ -226,6 +237,7 @@ def evaluate_checkpoint(
         example_count=examples,
         continue_on_error=bool(eval_cfg.get("continue_on_error", True)),
         clean_per_image=clean_file,
+        row_extras=diagnostics,
     )
     return rows, clean, module
 

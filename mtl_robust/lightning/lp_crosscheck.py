@@ -2,9 +2,10 @@
 
 The linear objective c of the first step from the clean batch (the attack direction's input gradient) goes to
 `mtl_robust.attacks.lp.crosscheck`, which solves the step LP with HiGHS on all coordinates or on a random
-subset of `max_coords`. The largest relative objective gap is logged (`lp/max_gap`, with `lp/coords_checked`,
-`lp/mismatched_coords`, `lp/subsampled`); a gap above `tol` raises, since it means the attack's projection is
-not the optimal step it is meant to be.
+subset of `max_coords`; with the MINMAX direction its per-sample step is compared with its own LP over the
+tasks (`crosscheck_minmax_step`). The largest relative objective gap is logged (`lp/max_gap`, with
+`lp/coords_checked`, `lp/mismatched_coords`, `lp/subsampled`); a gap above `tol` raises, since it means the
+attack's projection is not the optimal step it is meant to be.
 
 Assumes `pl_module.model` is the MultiTaskModel, `pl_module.tasks: dict[str, Task]`, batches `(x, targets)`.
 """
@@ -19,7 +20,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from mtl_robust.attacks import PGD, Attack, Direction
-from mtl_robust.attacks.lp import CrossCheckResult, crosscheck
+from mtl_robust.attacks.lp import CrossCheckResult, crosscheck, crosscheck_minmax_step
+from mtl_robust.attacks.minmax import MinMax, minmax_problems
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,16 @@ class LPCrossCheck(Callback):
         if not self.stages[stage] or batch_idx % self.every_n_batches:
             return
         x, targets = batch[0], batch[1]
-        x0, c = self.attack.linear_objective(pl_module.model, x, targets, pl_module.tasks)
-        result = crosscheck(
-            c, x0, x0, self.attack.first_step_size, self.attack.eps, self.max_coords, self.generator
-        )
+        if isinstance(self.attack.direction, MinMax):  # its step is an LP over the tasks, not a sign
+            problems = minmax_problems(self.attack, pl_module.model, x, targets, pl_module.tasks)
+            result = crosscheck_minmax_step(
+                problems, self.attack.first_step_size, self.max_coords, self.generator
+            )
+        else:
+            x0, c = self.attack.linear_objective(pl_module.model, x, targets, pl_module.tasks)
+            result = crosscheck(
+                c, x0, x0, self.attack.first_step_size, self.attack.eps, self.max_coords, self.generator
+            )
         self.results.append(result)
         self.max_gap = max(self.max_gap, result.gap)
         n = int(x.shape[0])

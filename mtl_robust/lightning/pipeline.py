@@ -88,6 +88,9 @@ def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any],
     cells = []
     for attack in methods.values():
         base = OmegaConf.to_container(attack, resolve=True)
+        if base.get("method") == "ensemble":  # the ensemble holds its own directions: one cell per eps
+            cells.extend(({**base, "eps": eps}, "ensemble") for eps in cfg.pipeline.eps)
+            continue
         cells.extend(({**base, "eps": eps}, d) for eps in cfg.pipeline.eps for d in directions)
     return cells
 

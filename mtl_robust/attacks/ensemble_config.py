@@ -1,0 +1,86 @@
+"""Ensembles from plain config mappings (`conf/attack/ensemble.yaml`): members, rules, one budget.
+
+    method: ensemble
+    eps: 8/255
+    rules: [joint, task]          # "task" expands to task:<t> for every task of the model
+    members:
+      apgd-dgba: {method: apgd, steps: 100, direction: dgba}
+      apgd-single: {method: apgd, steps: 100, direction: single}   # expands to one member per task
+      apgd-segpgd: {method: apgd, steps: 100, direction: total, attack_losses: {seg: segpgd}}
+
+Members inherit the ensemble's eps (a member may not set its own). Without the model's tasks
+(`tasks=None`) SINGLE members and "task" rules are not expanded yet, but every member is still built, so
+an unknown method, direction or parameter fails before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mtl_robust.attacks.base import Attack
+from mtl_robust.attacks.config import attack_from_config, parse_budget
+from mtl_robust.attacks.ensemble import Ensemble
+
+ENSEMBLE_METHOD = "ensemble"
+
+
+def member_configs(members: Mapping[str, Any], tasks: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """name -> member config (direction as a string); SINGLE expanded per task when tasks are known."""
+    if not isinstance(members, Mapping) or not members:
+        raise ValueError("attack=ensemble needs at least one member under attack.members")
+    out: dict[str, dict[str, Any]] = {}
+    for name, cfg in members.items():
+        if not isinstance(cfg, Mapping) or "method" not in cfg:
+            raise ValueError(f"ensemble member {name!r} needs a method (fgsm, pgd, mim, apgd), got {cfg!r}")
+        cfg = {k: v for k, v in dict(cfg).items() if v is not None}
+        if "eps" in cfg or "pixel_eps" in cfg:
+            raise ValueError(f"ensemble member {name!r} sets its own eps; members share attack.eps")
+        if cfg["method"] == ENSEMBLE_METHOD:
+            raise ValueError(f"ensemble member {name!r} is itself an ensemble")
+        direction = str(cfg.pop("direction", "total"))
+        if direction == "single" and tasks is not None:
+            for task in tasks:
+                out[f"{name}:{task}"] = {**cfg, "direction": f"single:{task}"}
+        elif direction == "single":
+            out[name] = {**cfg, "direction": f"single:{tasks[0]}" if tasks else "single:?"}
+        else:
+            out[str(name)] = {**cfg, "direction": direction}
+    return out
+
+
+def rule_list(rules: Sequence[str], tasks: Sequence[str] | None) -> list[str]:
+    out: list[str] = []
+    for rule in rules or ["joint"]:
+        if rule == "task":
+            if tasks is not None:
+                out.extend(f"task:{t}" for t in tasks)
+        else:
+            out.append(str(rule))
+    return out
+
+
+def build_member(name: str, cfg: Mapping[str, Any], eps: float) -> Attack:
+    cfg = dict(cfg)
+    direction = cfg.pop("direction")
+    if direction == "single:?":  # tasks unknown yet: validate with a placeholder task
+        direction = "single:_"
+    try:
+        return attack_from_config({**cfg, "eps": eps}, direction)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"ensemble member {name!r}: {err}") from err
+
+
+def ensemble_from_config(attack: Mapping[str, Any], tasks: Sequence[str] | None = None) -> Ensemble:
+    """Build (and so validate) an ensemble; with `tasks` also check its rules and members against them."""
+    if attack.get("method") != ENSEMBLE_METHOD:
+        raise ValueError(f"not an ensemble config: method {attack.get('method')!r}")
+    if "eps" not in attack:
+        raise ValueError("the ensemble needs eps, e.g. attack.eps=8/255")
+    eps = parse_budget(attack["eps"], "eps")
+    configs = member_configs(attack.get("members") or {}, tasks)
+    members = {name: build_member(name, cfg, eps) for name, cfg in configs.items()}
+    ensemble = Ensemble(members, rule_list(list(attack.get("rules") or ["joint"]), tasks))
+    if tasks is not None:
+        ensemble.check_tasks(tasks)
+    return ensemble

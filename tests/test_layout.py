@@ -24,7 +24,7 @@ from mtl_robust.models.layout import (
 SND = ("s", "n", "d")
 NYU = ("seg", "normal", "depth")
 
-# REFERENCE 6.6, NYUv2 ResNet-34 layouts (s = seg, n = normal, d = depth):
+# The paper's NYUv2 ResNet-34 layouts (docs/method.md *Models and layouts*) (s = seg, n = normal, d = depth):
 # index -> (layout, shared blocks of the pairs s-n, s-d, n-d)
 TABLE_6_6 = {
     0: ("B0-B4: {s,n,d}", (5, 5, 5)),

@@ -1,20 +1,20 @@
 """APGD (Croce & Hein 2020) over a per-sample objective, L-inf only.
 
 Two variants:
-* "reference" (default), REFERENCE 3.4 (fra31/auto-attack `autopgd_base.py`): integer checkpoints
+* "reference" (default; fra31/auto-attack `autopgd_base.py`): integer checkpoints
   (`reference_checkpoints`), per-sample step initialised to 2 eps, momentum 0.75 (a = 1 on the first step),
   at each checkpoint the step is halved per sample where (1) at most rho * k of the last k steps increased
   the objective or (2) the step was not halved at the previous check and the best objective has not
   improved since, and halving restarts from x_best with grad_best. Random start (on by default) puts every
   sample on the ball boundary; `n_restarts` keeps the per-sample best over restarts (AutoAttack's
   `best_loss=True` mode, the one that fits dense objectives).
-* "paper" (`APGD.paper()`), REFERENCE 3.5 (the DGBA code's variant): checkpoints from the paper's formula
-  (`paper_checkpoints`), initial step eps / steps, no random start, halving where fewer than rho of the steps
-  since the last checkpoint increased f or where eta and f are both unchanged since the previous one;
-  halving resets to x_best only with `revised=True`.
+* "paper" (`APGD.paper()`, the DGBA code's variant, see docs/method.md): checkpoints from the paper's
+  formula (`paper_checkpoints`), initial step eps / steps, no random start, halving where fewer than rho of
+  the steps since the last checkpoint increased f or where eta and f are both unchanged since the previous
+  one; halving resets to x_best only with `revised=True`.
 
 Both track the best iterate by the direction's own per-sample objective (for DGBA sum_t log L_t, consistent
-with its steps, REFERENCE 1.6) rather than the paper code's batch-level quirk, and return it.
+with its steps) rather than the paper code's batch-level quirk, and return it (docs/method.md).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def paper_checkpoints(n_iter: int) -> list[int]:
     """Checkpoints w_j = ceil(p_j * K) of the paper's formula, p_0 = 0, p_1 = 0.22,
     p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), for all p_j < 1, duplicates and w = 0 removed.
 
-    Exact arithmetic (K=10: 3, 5, 6, 7, 8, 9, 10); the paper code's float rounding may differ (REFERENCE 3.5).
+    Exact arithmetic (K=10: 3, 5, 6, 7, 8, 9, 10); the paper code's float rounding may differ.
     """
     n_iter = check_steps(n_iter, "n_iter")
     p = [Fraction(0), Fraction(22, 100)]
@@ -114,7 +114,7 @@ class APGD(Attack):
         direction: str | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
     ) -> APGD:
-        """The DGBA paper code's variant (REFERENCE 3.5): step eps/steps, no random start, no restarts."""
+        """The DGBA paper code's variant (docs/method.md): step eps/steps, no random start, no restarts."""
         return cls(
             eps,
             steps,

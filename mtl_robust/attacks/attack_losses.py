@@ -1,4 +1,4 @@
-"""Pluggable per-task attack losses (the third attack axis), REFERENCE section 3.6.
+"""Pluggable per-task attack losses (the third attack axis), docs/method.md *Per-task attack losses*.
 
 An attack loss has the signature of a task's training loss, `(pred, target) -> Tensor[N]` (per-sample mean
 over that sample's valid pixels, 0 where none is valid), so any training loss is an attack loss. Losses
@@ -94,7 +94,7 @@ class CosPGDLoss:
     """CosPGD (Agnihotri et al.) for segmentation: per-pixel CE times the detached cosine similarity between
     the predicted distribution and the one-hot label, so pixels that are still right weigh more.
 
-    `activation` is "softmax" (REFERENCE) or "sigmoid" (official code, torchattacks). Not step dependent.
+    `activation` is "softmax" (the CosPGD paper) or "sigmoid" (its code, torchattacks). Not step dependent.
     """
 
     step_aware: ClassVar[bool] = False

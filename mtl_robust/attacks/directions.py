@@ -9,8 +9,9 @@ overrides `gradient`.
 Directions are stateless and reusable; per-call state (e.g. the clean-loss weights of StaticRelative)
 is returned by `init` and handed back to `objective`.
 
-Guards (REFERENCE 1.8): losses, divisions and logs are computed in float32; (sample, task) pairs without
-valid pixels contribute exactly 0 (never 0/0); loss values are floored at `tau` before log or division.
+Guards (docs/method.md *Guards*): losses, divisions and logs are computed in float32; (sample, task)
+pairs without valid pixels contribute exactly 0 (never 0/0); loss values are floored at `tau` before log or
+division.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ class DGBA(Direction):
     """Dynamic gradient balancing: f = sum_t log(max(L_t, tau)) per sample.
 
     One backward pass of f gives, per sample, sum_t grad L_t / L_t with weights taken at the current iterate
-    (REFERENCE 1.6), i.e. exactly the paper's direction at the cost of TOTAL. Requires samples to be
-    independent in the forward pass, which eval mode (BatchNorm on running statistics) guarantees.
+    (docs/method.md *One backward pass*), i.e. exactly the paper's direction at the cost of TOTAL.
+    Requires samples to be independent in the forward pass, which eval mode (BatchNorm on running
+    statistics) guarantees.
     """
 
     name = "dgba"
@@ -129,7 +131,7 @@ class DGBA(Direction):
 
 
 def dgba_reference_gradient(x: Tensor, losses: Losses, valid: Valid, tau: float = DEFAULT_TAU) -> Tensor:
-    """DGBA computed the way the paper code does (REFERENCE 1.6), for tests and benchmarks.
+    """DGBA computed the way the paper code does (docs/method.md), for tests and benchmarks.
 
     Per task: backward of the batch-mean loss (graph retained), divide each sample's input gradient by that
     sample's loss, sum over tasks. Costs one backward per task. Equals (1/N) times the input gradient of
@@ -168,7 +170,7 @@ class DGBAReference(DGBA):
 class SignSum(Direction):
     """Per-coordinate majority vote sum_t sign(grad L_t) (per-sample losses); ties give 0.
 
-    Needs one backward per task. Its tracked objective is sum_t L_t, as in the paper code (REFERENCE 3.5).
+    Needs one backward per task. Its tracked objective is sum_t L_t, as in the paper code's APGD.
     """
 
     name = "sign_sum"
@@ -192,7 +194,7 @@ class SignSum(Direction):
 class StaticRelative(Direction):
     """f = sum_t L_t / max(L_t(x_clean), tau) per sample: relative weights frozen at the clean loss.
 
-    The ablation of DGBA's dynamic weights (REFERENCE 1.5, 2: taskaugment's RELATIVE_WEIGHT, per sample).
+    The ablation of DGBA's dynamic weights (taskaugment's RELATIVE_WEIGHT, per sample; docs/method.md).
     """
 
     name = "static_relative"

@@ -1,4 +1,4 @@
-"""FGSM (REFERENCE 3.1): one signed step of size eps from the clean input, no random start."""
+"""FGSM (docs/method.md): one signed step of size eps from the clean input, no random start."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LP reference for the linearised attack step (DESIGN "The LP reference", REFERENCE 1.4).
+"""LP reference for the linearised attack step (docs/method.md, *Objective and closed form*).
 
 One sign step maximises c . delta over the intersection of the step box [-alpha, alpha], the eps-ball
 around the clean x0 and the pixel range. `solve_step_lp` states that literally as a CVXPY linear program

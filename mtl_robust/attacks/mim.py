@@ -1,4 +1,4 @@
-"""MIM (REFERENCE 3.3, torchattacks' MIFGSM): PGD on the sign of an accumulated, normalised gradient."""
+"""MIM (torchattacks' MIFGSM; docs/method.md): PGD on the sign of an accumulated, normalised gradient."""
 
 from __future__ import annotations
 

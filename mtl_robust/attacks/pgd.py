@@ -1,4 +1,4 @@
-"""PGD (REFERENCE 3.2; the paper code's "IFGSM"): signed steps of alpha, projected after each step."""
+"""PGD (the paper code's "IFGSM"; docs/method.md): signed steps of alpha, projected after each step."""
 
 from __future__ import annotations
 

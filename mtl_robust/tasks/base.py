@@ -7,7 +7,7 @@ evaluation all go through this one interface, so the loss an attack ascends is e
 Resolution (`resize`):
   * ``"pred"`` (default): the prediction is bilinearly resized (align_corners=False) to the target size
     before the loss and the metrics.
-  * ``"target"`` (faithful to the paper code, REFERENCE section 4.1 quirks 6 and 7): the loss is computed at
+  * ``"target"`` (faithful to the paper code, docs/method.md quirks 6 and 7): the loss is computed at
     prediction resolution on a nearest-downsampled target, and the metrics nearest-upsample the prediction.
   * ``"none"``: prediction and target must already have the same size.
 """

@@ -15,12 +15,12 @@ DELTA_BASE = 1.25
 
 class DepthTask(Task):
     """Depth spec. Targets: float [N, 1, H, W] (or [N, H, W]); valid where the channel sum of the target is
-    above `valid_threshold` (the paper code's 3e-5, REFERENCE 4.1 quirk 4; 0 marks invalid pixels).
+    above `valid_threshold` (the paper code's 3e-5, docs/method.md quirk 4; 0 marks invalid pixels).
 
     Metrics, all pooled over every valid pixel of the dataset: `abs_err` (mean |p - g|), `rel_err`
     (mean |p - g| / g), and `delta1..3`, the PERCENT of valid pixels with max(p/g, g/p) < 1.25**k. A
     prediction p <= 0 fails every delta threshold (the ratio is undefined). The paper code's delta is said
-    to run "over all pixels" (REFERENCE 5.1, uncertain); here it uses the same validity mask as the rest.
+    to run "over all pixels" (uncertain in the paper code); here it uses the same validity mask as the rest.
     """
 
     metric_directions = {"abs_err": False, "rel_err": False, "delta1": True, "delta2": True, "delta3": True}

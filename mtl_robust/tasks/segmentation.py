@@ -23,7 +23,7 @@ class SegmentationTask(Task):
     Metrics (`metrics` picks a subset): `miou` and `pixel_acc` from a dataset confusion matrix (pixel
     accuracy pooled over valid pixels), and `err`, the weighted CE pooled over the dataset (Taskonomy).
     `miou_mode="standard"` averages the IoU over classes present in the target or the prediction;
-    `"faithful"` (REFERENCE 4.1 quirk 8) averages only over classes with a non-zero diagonal.
+    `"faithful"` (docs/method.md, quirk 8) averages only over classes with a non-zero diagonal.
     """
 
     metric_directions = {"miou": True, "pixel_acc": True, "err": False}

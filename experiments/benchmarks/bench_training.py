@@ -49,22 +49,41 @@ class StepTimer(pl.Callback):
 
 
 def make_module(num_classes: int) -> MultiTaskModule:
-    tasks = {"seg": build_task("seg", num_classes=num_classes), "normal": build_task("normal"),
-             "depth": build_task("depth")}
-    spec = {"backbone": {"name": "small_resnet"}, "head": {"name": "light"}, "layout": "all_shared",
-            "tasks": {t: task.out_channels for t, task in tasks.items()}, "seed": 0}
-    return MultiTaskModule(spec, {t: task.config() for t, task in tasks.items()},
-                           scheduler={"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 400,
-                                      "gamma": 0.5})
+    tasks = {
+        "seg": build_task("seg", num_classes=num_classes),
+        "normal": build_task("normal"),
+        "depth": build_task("depth"),
+    }
+    spec = {
+        "backbone": {"name": "small_resnet"},
+        "head": {"name": "light"},
+        "layout": "all_shared",
+        "tasks": {t: task.out_channels for t, task in tasks.items()},
+        "seed": 0,
+    }
+    return MultiTaskModule(
+        spec,
+        {t: task.config() for t, task in tasks.items()},
+        scheduler={"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 400, "gamma": 0.5},
+    )
 
 
 def lightning_time(batch, steps: int, warmup: int, num_classes: int) -> float:
     module = make_module(num_classes)
     timer = StepTimer(warmup)
     loader = DataLoader(RepeatBatch(batch, steps + warmup), batch_size=None)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + warmup, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=True, enable_model_summary=False,
-                         callbacks=[timer], log_every_n_steps=10, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps + warmup,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=True,
+        enable_model_summary=False,
+        callbacks=[timer],
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, train_dataloaders=loader)
     return (timer.end - timer.start) / timer.count
 
@@ -104,8 +123,10 @@ def main() -> None:
         light.append(lightning_time(batch, args.steps, args.warmup, data.num_classes))
         plain.append(plain_time(batch, args.steps, args.warmup, data.num_classes))
     lt, pt = statistics.median(light), statistics.median(plain)
-    print(f"\nmodel: small_resnet all_shared, 3 tasks; batch {args.batch_size}x3x{args.size}x{args.size}; "
-          f"1 torch thread; {args.steps} timed steps x {args.repeats} repeats (medians)")
+    print(
+        f"\nmodel: small_resnet all_shared, 3 tasks; batch {args.batch_size}x3x{args.size}x{args.size}; "
+        f"1 torch thread; {args.steps} timed steps x {args.repeats} repeats (medians)"
+    )
     print(f"plain PyTorch step: {1000 * pt:8.2f} ms")
     print(f"Lightning step:     {1000 * lt:8.2f} ms")
     print(f"ratio Lightning / plain: {lt / pt:.3f}")

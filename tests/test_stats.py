@@ -105,3 +105,27 @@ def test_cells_on_different_images_are_not_compared() -> None:
     )
     with pytest.raises(ValueError, match="different numbers of images"):
         Bootstrap(20).paired(a, [short], TASKS)
+
+
+def test_seeds_of_one_cell_group_together_whatever_their_training_run_measured() -> None:
+    from pathlib import Path
+
+    from mtl_robust.evaluation.records import Record
+    from mtl_robust.evaluation.uncertainty import group_key
+
+    def record(seed: int, seconds: float, direction: str = "dgba") -> Record:
+        config = {
+            "method": "pgd",
+            "direction": direction,
+            "eps": 8 / 255,
+            "layout_name": "all_shared",
+            "seed": seed,
+            "train_seed": seed,
+            "model_id": f"m{seed}",
+            "checkpoint": f"/ckpt/{seed}.ckpt",
+            "training": {"cost": {"seconds": seconds, "passes_per_iteration": 2.0}},
+        }
+        return Record("s.jsonl", f"k{seed}{direction}", "ok", 0.0, config, {}, "", Path("."))
+
+    assert group_key(record(0, 144.3)) == group_key(record(1, 151.9)) == group_key(record(2, 139.0))
+    assert group_key(record(0, 144.3)) != group_key(record(0, 144.3, direction="total"))

@@ -35,8 +35,9 @@ from mtl_robust.evaluation.records import (
 from mtl_robust.evaluation.stats import Bootstrap, Estimate, SeedCell
 from mtl_robust.tasks import Task
 
-# Config fields that differ between the seeds of one cell (or say where things are): not part of a group.
-SEED_FIELDS = ("seed", "train_seed", "model_id", "checkpoint", "deterministic")
+# Config fields that differ between the seeds of one cell, say where things are, or record what one training
+# run measured about itself (its cost in passes and seconds): not part of a group.
+SEED_FIELDS = ("seed", "train_seed", "model_id", "checkpoint", "deterministic", "training")
 
 
 @dataclass

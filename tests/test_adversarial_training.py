@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from mtl_robust.jobs.train import build_module, train
 from mtl_robust.lightning.module import MultiTaskModule, defense_name
-from mtl_robust.lightning.training import build_module, train
 
 
 def module_with(compose, overrides: list[str]) -> tuple[MultiTaskModule, object]:

@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from mtl_robust.evaluation.store import ResultsStore
-from mtl_robust.lightning.evaluate import evaluate_checkpoint
-from mtl_robust.lightning.training import train
+from mtl_robust.jobs.attack import evaluate_checkpoint
+from mtl_robust.jobs.train import train
 from tests.conftest import compose_config, run_entry_point
 
 QUICK = ["experiment=smoke", "eval.progress=false", "attack.steps=2"]
@@ -132,7 +132,7 @@ def test_wandb_offline_run_per_cell_with_summary_table_and_image(
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    from mtl_robust.lightning.evaluate import log_rows
+    from mtl_robust.jobs.loggers import log_rows
 
     cfg = attack_cfg(
         compose, checkpoint, ["logger=wandb", "logger.offline=true", "study=demo", "eval.max_batches=1"]

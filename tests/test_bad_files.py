@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader
 from mtl_robust.attacks.config import attack_from_config
 from mtl_robust.data.errors import DataFormatError
 from mtl_robust.data.nyuv2 import NYUv2
+from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError
 from mtl_robust.lightning.module import load_module
-from mtl_robust.lightning.training import train
 from tests.conftest import compose_config, run_entry_point
 from tests.fakes_formats import write_nyuv2_adashare
 
@@ -62,7 +62,7 @@ def test_unusable_checkpoints_name_the_file(checkpoint: Path, tmp_path: Path, da
 
 
 def test_an_unloadable_cached_checkpoint_is_set_aside_and_retrained(tmp_path: Path, caplog) -> None:
-    from mtl_robust.lightning.pipeline import trained_checkpoint, training_key
+    from mtl_robust.jobs.pipeline import trained_checkpoint, training_key
 
     cfg = compose_config("pipeline", ["experiment=smoke", "trainer.max_steps=2"], tmp_path)
     cached = Path(cfg.paths.log_dir) / "checkpoints" / f"{training_key(cfg)}.ckpt"

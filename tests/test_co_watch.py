@@ -6,9 +6,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from mtl_robust.jobs.train import train
 from mtl_robust.lightning.co_watch import CatastrophicOverfittingWatch, CollapseDetector
 from mtl_robust.lightning.module import load_module
-from mtl_robust.lightning.training import train
 
 
 def test_collapse_means_pgd_falls_while_fgsm_stays_up() -> None:
@@ -42,7 +42,7 @@ def test_the_watch_measures_real_attacks(compose) -> None:
     cfg = compose(
         ["experiment=smoke", "defense=dgba/fgsm_rs", "co_watch=enabled", "callbacks.co_watch.pgd_steps=2"]
     )
-    from mtl_robust.lightning.training import build_module
+    from mtl_robust.jobs.train import build_module
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)

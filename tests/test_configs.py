@@ -47,7 +47,7 @@ def test_experiments_compose(compose, experiment: str) -> None:
 @pytest.mark.parametrize("experiment", [e for e in options("experiment") if e.startswith("study_")])
 def test_study_attack_grids_build(compose, experiment: str) -> None:
     from mtl_robust.attacks.config import attack_from_config
-    from mtl_robust.lightning.pipeline import attack_list
+    from mtl_robust.jobs.pipeline import attack_list
 
     cfg = compose([f"experiment={experiment}"], config_name="pipeline")
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params, "a study is one multirun command"
@@ -80,7 +80,7 @@ def test_group_options_compose(compose, group: str) -> None:
 
 @pytest.mark.parametrize("sharing", options("sharing"))
 def test_sharing_options_build_models(compose, sharing: str) -> None:
-    from mtl_robust.lightning.training import build_module
+    from mtl_robust.jobs.train import build_module
 
     cfg = compose([f"sharing={sharing}", "experiment=smoke"])
     datamodule = instantiate(cfg.data)

@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mtl_robust.attacks.fgsm import FGSM
+from mtl_robust.jobs.train import build_module, train
 from mtl_robust.lightning.fast_at import FastAdversarialTraining, parse_fast_at, training_epochs
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
-from mtl_robust.lightning.training import build_module, train
 
 EPS = 8 / 255
 

@@ -196,7 +196,7 @@ def test_callback_argument_errors():
 
 
 def test_lp_check_config_runs_during_validation_of_a_trained_model(tmp_path) -> None:
-    from mtl_robust.lightning.training import train
+    from mtl_robust.jobs.train import train
     from tests.conftest import compose_config
 
     cfg = compose_config(

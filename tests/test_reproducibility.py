@@ -14,9 +14,9 @@ from mtl_robust.data.synthetic import invalid_fractions, render_scenes
 from mtl_robust.evaluation.frame import load_frame
 from mtl_robust.evaluation.reproducibility import compare_stores
 from mtl_robust.evaluation.store import ResultsStore
-from mtl_robust.lightning.evaluate import weights_id
+from mtl_robust.jobs.attack import weights_id
+from mtl_robust.jobs.pipeline import training_key
 from mtl_robust.lightning.module import load_module
-from mtl_robust.lightning.pipeline import training_key
 from mtl_robust.report import main as report_main
 from tests.conftest import compose_config, run_entry_point
 

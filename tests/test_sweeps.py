@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mtl_robust.evaluation.store import ResultsStore
-from mtl_robust.lightning.training import train
+from mtl_robust.jobs.train import train
 from tests.conftest import compose_config, run_entry_point
 
 QUICK = ["experiment=smoke", "eval.progress=false", "attack.steps=1", "eval.max_batches=1"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtl_robust.jobs.train import train
 from mtl_robust.lightning.module import MultiTaskModule, load_checkpoint
-from mtl_robust.lightning.training import train
 from tests.conftest import run_entry_point
 from tests.wandb_records import offline_runs
 
@@ -45,7 +45,7 @@ def test_loss_weights_reach_the_objective(compose) -> None:
     cfg = compose(["experiment=smoke"])
     from hydra.utils import instantiate
 
-    from mtl_robust.lightning.training import build_module
+    from mtl_robust.jobs.train import build_module
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)

@@ -1,22 +1,26 @@
-"""Compose datamodule, model, logger and trainer from a Hydra config, train, and report clean metrics."""
+"""The training job: compose datamodule, model, logger and trainer from a Hydra config, train, and report
+clean metrics. `python -m mtl_robust.train [data=...] [backbone=...] [sharing=...] ...`."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.progress import interactive
 from mtl_robust.files import atomic_write_text
+from mtl_robust.jobs.failures import exit_with_sweep_status
+from mtl_robust.jobs.loggers import build_logger, finish_wandb_run
+from mtl_robust.jobs.runner import configure_threads, run_job, runtime_info, training_threads
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
@@ -30,75 +34,6 @@ class TrainingResult:
     metrics: dict[str, float]
     module: MultiTaskModule
     is_global_zero: bool = True
-
-
-def configure_threads(num_threads: int | None) -> None:
-    """One torch thread per job keeps parallel sweep jobs from oversubscribing the cores."""
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-
-
-def training_threads(cfg: DictConfig) -> int:
-    """The intra-op thread count training runs with: `train_num_threads`, fixed by default.
-
-    CPU kernels split their reductions by thread count, so the trained weights (unlike attack evaluation)
-    change with it; fixing it makes a run reproducible on any machine and under any launcher.
-    """
-    value = cfg.get("train_num_threads")
-    if value is None:
-        return torch.get_num_threads()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"train_num_threads must be a positive int (or null: torch's default), got {value!r}"
-        )
-    return value
-
-
-def build_logger(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> Any:
-    """The experiment logger; a wandb run is a `train` job tagged with what was trained."""
-    if not cfg or "_target_" not in cfg:
-        return False
-    if "Wandb" not in cfg._target_ or run_cfg is None:
-        return instantiate(cfg)
-    finish_wandb_run()  # never log into a run left open by earlier work in this process
-    return instantiate(cfg, job_type="train", tags=[*cfg.get("tags", []), *training_tags(run_cfg)])
-
-
-def training_tags(cfg: DictConfig) -> list[str]:
-    """wandb tags of a training run: layout, defense, data and backbone (the axes studies sweep)."""
-    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else {}
-    layout = model.get("layout")
-    backbone = model.get("backbone")
-    tags = [
-        f"layout={layout}" if isinstance(layout, str | int) else "layout=explicit",
-        f"defense={(cfg.get('defense') or {}).get('name', 'none')}",
-        (cfg.get("data") or {}).get("name"),
-        backbone.get("name") if isinstance(backbone, Mapping) else backbone,
-    ]
-    return [str(t) for t in tags if t]
-
-
-def finish_wandb_run() -> None:
-    """End the process's active wandb run (if wandb is in use), so the next job starts its own."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
-
-
-def runtime_info(cfg: DictConfig) -> dict[str, Any]:
-    """What, besides the config, changes the trained weights: thread count, torch build, accelerator and
-    whether deterministic algorithms were enforced (GPU kernels such as atomic-add reductions are not)."""
-    accelerator = str(cfg.trainer.get("accelerator", "cpu")) if cfg.get("trainer") else "cpu"
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    enforced = cfg.get("trainer") is not None and cfg.trainer.get("deterministic") is True
-    fixed_threads = cfg.get("train_num_threads") is not None
-    return {
-        "train_num_threads": training_threads(cfg),
-        "torch": str(torch.__version__),  # TorchVersion would not load with weights_only
-        "accelerator": accelerator,
-        "deterministic": (accelerator == "cpu" and fixed_threads) or enforced,
-    }
 
 
 def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskModule:
@@ -164,3 +99,26 @@ def format_metrics(metrics: dict[str, float], tasks: dict[str, Any]) -> str:
                 arrow = "higher=better" if higher else "lower=better"
                 lines.append(f"{task_name:<10} {name:<14} {metrics[key]:>10.4f}  ({arrow})")
     return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    return run_job(cfg, train_job)
+
+
+def train_job(cfg: DictConfig) -> float:
+    result = train(cfg)
+    if not result.is_global_zero:  # under DDP every rank runs this; one report is enough
+        return result.metrics.get("val/loss", float("nan"))
+    print(f"\nlayout: {result.module.model.layout.describe()}")
+    print(format_metrics(result.metrics, result.module.tasks))
+    print(f"checkpoint: {result.checkpoint}")
+    return result.metrics.get("val/loss", float("nan"))
+
+
+def main() -> None:
+    exit_with_sweep_status(hydra_main)
+
+
+if __name__ == "__main__":
+    main()

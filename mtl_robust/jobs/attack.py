@@ -1,4 +1,6 @@
-"""Attack a trained checkpoint from a Hydra config: load, check, clean pass (cached), attacks, rows."""
+"""The attack job: load a trained checkpoint (or a user model), check it against the data, clean pass
+(cached), every attack cell, rows into the store. `python -m mtl_robust.attack ckpt=... attack=pgd
+direction=dgba attack.eps=8/255`."""
 
 from __future__ import annotations
 
@@ -8,23 +10,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
+from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
 from mtl_robust.evaluation.ensemble_cell import ensemble_cell
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
-from mtl_robust.evaluation.runner import Cell, evaluate_cells
+from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows
 from mtl_robust.evaluation.store import ResultsStore, config_key
+from mtl_robust.jobs.failures import exit_with_sweep_status
+from mtl_robust.jobs.loggers import log_rows
+from mtl_robust.jobs.runner import configure_threads, run_job
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
-from mtl_robust.lightning.job_failures import full_error_requested, mark_job, one_line_error
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
-from mtl_robust.lightning.training import configure_threads, finish_wandb_run
 from mtl_robust.lightning.user_model import check_user_outputs, load_user_model, user_model_info
 from mtl_robust.models.fingerprint import weights_fingerprint
 
@@ -242,170 +247,30 @@ def evaluate_checkpoint(
     return rows, clean, module
 
 
-def log_rows(logger_cfg: DictConfig | None, rows: Sequence[Mapping[str, Any]], study: str) -> None:
-    """Send rows to the configured experiment logger, one run per cell.
-
-    wandb: runs grouped by study and tagged with their axes; metrics as summaries; a per-task table and the
-    example grid (image, perturbation, predictions) logged too. Offline mode works and syncs later.
-    """
-    if not logger_cfg or "_target_" not in logger_cfg:
-        return
-    is_wandb = "Wandb" in logger_cfg._target_
-    if is_wandb:
-        finish_wandb_run()  # e.g. the training run of this pipeline: each cell gets its own run
-    for row in rows:
-        cfg = row["config"]
-        extra = {}
-        if is_wandb:
-            extra = {
-                "group": study,
-                "tags": run_tags(cfg),
-                "reinit": "finish_previous",
-                "name": run_name(cfg),
-                "job_type": "attack",
-            }
-        logger = instantiate(logger_cfg, **extra)
-        logger.log_hyperparams(dict(cfg))
-        metrics = flat_metrics(row)
-        if metrics:
-            logger.log_metrics(metrics, step=0)
-        if is_wandb:
-            run = logger.experiment
-            run.summary.update({**metrics, "status": row.get("status"), "error": row.get("error", "")})
-            if row.get("status") == "ok":
-                columns, data = per_task_table(row)
-                logger.log_table(key="per_task", columns=columns, data=data)
-                image = example_image(row)
-                if image is not None:
-                    logger.log_image(key="example", images=[str(image)])
-            run.finish()
-        else:
-            logger.finalize("success")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="attack")
+def hydra_main(cfg: DictConfig) -> float | None:
+    return run_job(cfg, attack_job)
 
 
-def run_tags(cfg: Mapping[str, Any]) -> list[str]:
-    tags = [
-        cfg.get("method"),
-        cfg.get("direction"),
-        f"layout={cfg.get('layout_name')}",
-        f"defense={cfg.get('defense')}",
-        f"eps={cfg.get('pixel_eps', 0):g}/255",
-        cfg.get("data"),
-        cfg.get("backbone"),
-    ]
-    return [str(t) for t in tags if t]
+def attack_job(cfg: DictConfig) -> float:
+    attack = OmegaConf.to_container(cfg.attack, resolve=True)
+    direction = OmegaConf.to_container(cfg.direction, resolve=True)
+    rows, _, module = evaluate_checkpoint(cfg, cfg.ckpt, [(attack, direction)])
+    log_rows(cfg.get("logger"), rows, cfg.study)
+    layout = getattr(module.model, "layout", None)  # a user model (model._target_) has none
+    if layout is not None:
+        print(f"\nlayout: {layout.describe()}   (relative change in %, negative = worse)")
+    else:
+        print(f"\nmodel: {type(module.model.model).__name__}   (relative change in %, negative = worse)")
+    print(format_rows(rows, module.model.tasks))
+    print(f"results: {cfg.store}")
+    result = rows[0].get("results", {}).get("rel_avg")
+    return float(result) if result is not None else float("nan")
 
 
-def run_name(cfg: Mapping[str, Any]) -> str:
-    return (
-        f"{cfg.get('layout_name')}-{cfg.get('defense')}-{cfg.get('method')}-{cfg.get('direction')}"
-        f"-eps{cfg.get('pixel_eps', 0):g}"
-    )
+def main() -> None:
+    exit_with_sweep_status(hydra_main)
 
 
-def per_task_table(row: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    res = row["results"]
-    data = []
-    for task, metrics in res["clean"].items():
-        for name, clean in metrics.items():
-            data.append([task, name, clean, res["adv"][task][name], res["rel"][task][name]])
-    return ["task", "metric", "clean", "adversarial", "relative change"], data
-
-
-def example_image(row: Mapping[str, Any]) -> Path | None:
-    """The row's example grid as a PNG next to its .pt file (drawn by the report's plotting code)."""
-    example = row.get("results", {}).get("example")
-    if not example or not Path(example).is_file():
-        return None
-    from mtl_robust.evaluation.plots import plot_example_grid
-    from mtl_robust.evaluation.records import Record
-    from mtl_robust.evaluation.report import ExampleRef
-
-    record = Record(
-        store="",
-        key=row["key"],
-        status=row["status"],
-        time=row.get("time", 0.0),
-        config=row["config"],
-        results=row["results"],
-        error="",
-        base_dir=Path(example).parent,
-    )
-    ref = ExampleRef(record=record, path=Path(example), title=run_name(row["config"]))
-    return plot_example_grid(ref, Path(example).with_suffix(".png"))
-
-
-def flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
-    """`clean/<task>/<metric>`, `adv/<task>/<metric>`, `rel/<task>/<metric>`, `rel/<task>/mean`, `rel/avg`."""
-    res = row.get("results", {})
-    out: dict[str, float] = {}
-    for part in ("clean", "adv", "rel"):
-        for task, metrics in (res.get(part) or {}).items():
-            for name, value in metrics.items():
-                if value is not None:
-                    out[f"{part}/{task}/{name}"] = float(value)
-    for task, value in (res.get("rel_task") or {}).items():
-        if value is not None:
-            out[f"rel/{task}/mean"] = float(value)
-    for key in ("rel_avg", "rel_loss_avg"):
-        if res.get(key) is not None:
-            out[key.replace("_avg", "/avg")] = float(res[key])
-    return out
-
-
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def job_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def record_failure(cfg: DictConfig, err: BaseException) -> dict[str, Any]:
-    """A job that failed before it could write its own rows: one failed row keyed by the job's overrides,
-    so the report shows it and a resumed sweep retries it."""
-    import traceback
-
-    overrides = job_overrides()
-    config = {
-        "study": cfg.get("study", "default"),
-        "checkpoint": str(cfg.get("ckpt", "")),
-        "overrides": overrides,
-    }
-    error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}"
-    return ResultsStore(cfg.store).append(config_key({"overrides": overrides}), config, {}, "failed", error)
-
-
-def run_job(cfg: DictConfig, job) -> Any:
-    """Run one job of an entry point.
-
-    In a multirun a failure is recorded in the results store (where the config has one) and the sweep goes
-    on; a later success of the same job withdraws that failure. A single run that fails ends with one
-    message, not a traceback (`HYDRA_FULL_ERROR=1` shows it).
-    """
-    try:
-        result = job(cfg)
-    except Exception as err:
-        if in_multirun():
-            mark_job("failed", f"{' '.join(job_overrides())}\n{type(err).__name__}: {err}")
-            if not cfg.get("eval", {}).get("continue_on_error", True):
-                raise
-            if cfg.get("store"):
-                record_failure(cfg, err)
-            log.exception("job failed; the sweep goes on")
-            return None
-        if full_error_requested():
-            raise
-        raise one_line_error(err) from None
-    if in_multirun():
-        if cfg.get("store"):
-            ResultsStore(cfg.store).resolve_failure(
-                config_key({"overrides": job_overrides()}), {"study": cfg.get("study", "default")}
-            )
-        mark_job("ok")
-    return result
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,5 @@
-"""Train-or-reuse, then attack with SINGLE per task, TOTAL and DGBA: the README's main command."""
+"""The pipeline job, the README's main command: train (or reuse the cached checkpoint of the same
+config), then attack with SINGLE per task, TOTAL and DGBA, and print the comparison."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.claims import claimed
 from mtl_robust.evaluation.passes import PassResult
 from mtl_robust.evaluation.relative import RelativeChange
@@ -17,9 +20,12 @@ from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.evaluation.store import config_key
 from mtl_robust.evaluation.transfer import format_matrix, transfer_matrix
 from mtl_robust.files import atomic_copy
+from mtl_robust.jobs.attack import evaluate_checkpoint
+from mtl_robust.jobs.failures import exit_with_sweep_status
+from mtl_robust.jobs.loggers import log_rows
+from mtl_robust.jobs.runner import run_job, runtime_info
+from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
-from mtl_robust.lightning.evaluate import evaluate_checkpoint, log_rows
-from mtl_robust.lightning.training import runtime_info, train
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +134,16 @@ def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
             print(format_matrix(transfer_matrix(singles)))
     print(f"\nresults: {cfg.store}")
     return rows
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pipeline")
+def hydra_main(cfg: DictConfig) -> None:
+    run_job(cfg, run_pipeline)
+
+
+def main() -> None:
+    exit_with_sweep_status(hydra_main)
+
+
+if __name__ == "__main__":
+    main()

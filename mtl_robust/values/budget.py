@@ -1,0 +1,98 @@
+"""The L-inf attack budget: one value, eps in [0, 1] (the pixel scale of [0, 1] images).
+
+Users write it as a float (`0.0314`), as a fraction of the 8-bit pixel step (`"8/255"`, the paper's
+eps = 8), or in 0-255 units (`pixel_eps: 8`). Stores keep the float; tables print `8/255`.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+# One 8-bit pixel step is 1/255 of the [0, 1] image range.
+PIXEL_STEPS = 255
+
+# What to type: budgets reach an attack from the command line as one of these two overrides.
+EPS_HINT = "type attack.eps=8/255 (pixel scale [0, 1]) or attack.pixel_eps=8 (0-255 units)"
+
+
+def parse_budget(value: Any, name: str = "eps") -> float:
+    """A float, an int, or a fraction string such as "8/255" -> float (no range check)."""
+    hint = f"; {EPS_HINT}" if "eps" in name else ""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}{hint}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            # "0.5/255" too (what `format_eps` writes for budgets between pixel steps), not only "8/255"
+            numerator, _, denominator = value.replace(" ", "").partition("/")
+            return float(Fraction(numerator) / Fraction(denominator or 1))
+        except (ValueError, ZeroDivisionError) as err:
+            raise ValueError(
+                f"{name} must be a number or a fraction like '8/255', got {value!r}{hint}"
+            ) from err
+    raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}{hint}")
+
+
+def check_eps(eps: float, name: str = "eps") -> float:
+    """`eps` itself when it is a budget on the [0, 1] pixel scale; a clear error otherwise."""
+    if not math.isfinite(eps) or not 0.0 <= eps <= 1.0:
+        raise ValueError(
+            f"{name} must lie in [0, 1] (the pixel scale of [0, 1] images), got {eps:g}; {EPS_HINT}"
+        )
+    return eps
+
+
+def parse_eps(value: Any, name: str = "eps") -> float:
+    """`"8/255"` -> 8/255, `"0.03"` -> 0.03, checked to lie in [0, 1]."""
+    return check_eps(parse_budget(value, name), name)
+
+
+def budget_from(eps: Any = None, pixel_eps: Any = None) -> float:
+    """The budget from a config that gives `eps` ([0, 1] scale) or `pixel_eps` (0-255 units), not both."""
+    if pixel_eps is not None:
+        if eps is not None:
+            raise ValueError(
+                f"the attack budget is given twice (eps={eps!r} and pixel_eps={pixel_eps!r}); "
+                f"give one: {EPS_HINT}"
+            )
+        return check_eps(from_pixels(parse_budget(pixel_eps, "pixel_eps")), "eps")
+    if eps is None:
+        raise ValueError(f"the attack config needs a budget: {EPS_HINT}")
+    return parse_eps(eps, "eps")
+
+
+def from_pixels(pixels: float) -> float:
+    """0-255 units -> [0, 1] scale: from_pixels(8) == 8/255."""
+    return pixels / PIXEL_STEPS
+
+
+def to_pixels(eps: float) -> float:
+    """[0, 1] scale -> 0-255 units: to_pixels(8/255) == 8.0 (up to rounding)."""
+    return eps * PIXEL_STEPS
+
+
+def pixel_key(eps: float) -> float:
+    """The budget in pixel units rounded so that 8/255 written two ways groups as one (a grouping key)."""
+    return round(to_pixels(eps), 4)
+
+
+def same_eps(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def format_eps(eps: float) -> str:
+    """8/255 -> '8/255'; budgets that are not whole pixel steps keep their decimals ('0.5/255')."""
+    if not math.isfinite(eps):
+        return "?"
+    pixels = to_pixels(eps)
+    if abs(pixels - round(pixels)) < 1e-4:
+        return f"{round(pixels)}/{PIXEL_STEPS}"
+    return f"{pixels:.3g}/{PIXEL_STEPS}"
+
+
+def eps_slug(eps: float) -> str:
+    """8/255 -> 'eps8' (for file names)."""
+    return "eps" + format_eps(eps).split("/")[0].replace(".", "p")

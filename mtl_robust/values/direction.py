@@ -1,0 +1,203 @@
+"""The attack direction as a value: `DirectionSpec` (a registered name plus an optional argument), parsed
+and formatted here only, and the registry of how each direction looks in tables and figures.
+
+Text form (what store rows, sweeps and the Python API use): `total`, `dgba`, `dgba:1e-06` (tau),
+`single:seg` (the attacked task). Config form (the `direction` group): `{name: single, task: seg}`,
+`{name: dgba, tau: 1e-06}`. A direction's argument at its default value is not written, so `dgba` with
+the default tau stays `dgba` and existing stores keep their keys.
+
+The attack classes live in `mtl_robust.attacks.directions` (torch); this module is plain Python so that
+reports can order, name and colour directions without importing torch. A new direction registers its
+`DirectionStyle` next to its class (`mtl_robust.attacks.directions.register_direction`); a name nobody
+registered still reports, under its own name, after the registered ones, in a palette colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_ORDER = ("seg", "normal", "depth", "keypoints", "edges")
+
+# Floor of a per-sample loss inside DGBA's log (and the relative directions' division); the default that a
+# direction's text form leaves out.
+DEFAULT_TAU = 1e-8
+
+
+@dataclass(frozen=True)
+class DirectionStyle:
+    """How a direction reads in reports.
+
+    Arguments:
+        label: display name; `{arg}` is replaced by the spec's argument (`SINGLE({arg})`), `{name}` by its
+            text form; a label with neither gets a non-default argument appended (`DGBA(tau=1e-06)`).
+        colour: a matplotlib colour; None: the attacked task's colour (SINGLE) or a palette colour.
+        order: rank in tables and legends (ties: by name).
+        arg_key: the config key that holds the argument (`task` for single, `tau` for dgba).
+        arg_default: the argument's default value, which the text form leaves out.
+        arg_required: whether the direction cannot be built without its argument.
+        linestyle, marker, linewidth: line look in figures.
+    """
+
+    label: str
+    colour: str | None = None
+    order: int = 100
+    arg_key: str | None = None
+    arg_default: Any = None
+    arg_required: bool = False
+    linestyle: str = ":"
+    marker: str = "v"
+    linewidth: float = 1.4
+
+
+# The paper's directions first (SINGLE per task, TOTAL, DGBA), then its ablations.
+_STYLES: dict[str, DirectionStyle] = {
+    "single": DirectionStyle(
+        "SINGLE({arg})", None, 0, arg_key="task", arg_required=True, linestyle="--", marker="o"
+    ),
+    "total": DirectionStyle("TOTAL", "black", 1, linestyle="-", marker="s", linewidth=1.6),
+    "dgba": DirectionStyle(
+        "DGBA", "tab:red", 2, arg_key="tau", arg_default=DEFAULT_TAU, linestyle="-", marker="D", linewidth=2.4
+    ),
+    "dgba_reference": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
+    "minmax": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
+    "sign_sum": DirectionStyle("{name}", None, 3),
+    "static_relative": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
+}
+_UNREGISTERED = DirectionStyle("{name}", None, 3)
+
+
+def register_style(name: str, style: DirectionStyle) -> None:
+    """Make a direction known to parsing and reports (re-registering the same name replaces its style)."""
+    if not name or ":" in name:
+        raise ValueError(f"a direction name is a non-empty word without ':', got {name!r}")
+    _STYLES[name] = style
+
+
+def style_of(name: str) -> DirectionStyle:
+    return _STYLES.get(name, _UNREGISTERED)
+
+
+def registered() -> list[str]:
+    """Registered direction names, in report order."""
+    return sorted(_STYLES, key=lambda n: (_STYLES[n].order, n))
+
+
+@dataclass(frozen=True, order=False)
+class DirectionSpec:
+    """A direction: its registered name and its argument as text (`None` when absent or default).
+
+    Example::
+
+        DirectionSpec.parse("single:seg").task                  # 'seg'
+        str(DirectionSpec.from_config({"name": "dgba"}))        # 'dgba'
+        DirectionSpec.parse("dgba:1e-06").label                 # 'DGBA'
+    """
+
+    name: str
+    arg: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or ":" in self.name:
+            raise ValueError(f"a direction name is a non-empty word without ':', got {self.name!r}")
+        style = style_of(self.name)
+        if style.arg_required and not self.arg:
+            raise ValueError(
+                f"the {self.name} direction needs its {style.arg_key}: '{self.name}:<{style.arg_key}>', "
+                f"e.g. direction={self.name} direction.{style.arg_key}=seg"
+            )
+
+    # ------------------------------------------------------------------------------------------ parsing
+    @classmethod
+    def parse(cls, value: str | DirectionSpec | Mapping[str, Any]) -> DirectionSpec:
+        """From the text form ("single:seg"), a config mapping, or a spec (returned unchanged)."""
+        if isinstance(value, DirectionSpec):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_config(value)
+        if not isinstance(value, str):
+            raise TypeError(f"a direction is written as text like 'dgba' or 'single:seg', got {value!r}")
+        name, sep, arg = value.strip().partition(":")
+        if sep and not arg:
+            raise ValueError(f"direction {value!r}: nothing after ':'")
+        return cls(name, cls._canonical_arg(name, arg or None))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | str) -> DirectionSpec:
+        """From the `direction` config group: `{name: single, task: seg}`; other keys are ignored, except
+        the direction's own argument (`task`, `tau`)."""
+        if isinstance(config, str):
+            return cls.parse(config)
+        name = config.get("name")
+        if not name:
+            raise ValueError(f"a direction config needs a name, got {dict(config)}")
+        name = str(name)
+        if ":" in name:  # a text form given as the name
+            return cls.parse(name)
+        key = style_of(name).arg_key
+        arg = config.get(key) if key else None
+        return cls(name, cls._canonical_arg(name, arg))
+
+    @staticmethod
+    def _canonical_arg(name: str, arg: Any) -> str | None:
+        style = style_of(name)
+        if arg is None or arg == "":
+            return None
+        if style.arg_key == "tau":
+            tau = float(arg)
+            return None if style.arg_default is not None and tau == style.arg_default else repr(tau)
+        return str(arg)
+
+    # ----------------------------------------------------------------------------------------- reading
+    def __str__(self) -> str:
+        return self.name if self.arg is None else f"{self.name}:{self.arg}"
+
+    @property
+    def task(self) -> str | None:
+        """The attacked task of a per-task direction (SINGLE), else None."""
+        return self.arg if style_of(self.name).arg_key == "task" else None
+
+    @property
+    def per_task(self) -> bool:
+        """Whether the direction attacks one named task (so a study expands it to one cell per task)."""
+        return style_of(self.name).arg_key == "task"
+
+    def kwargs(self) -> dict[str, Any]:
+        """The constructor arguments of the direction's class."""
+        key = style_of(self.name).arg_key
+        if self.arg is None or key is None:
+            return {}
+        return {key: float(self.arg) if key == "tau" else self.arg}
+
+    @property
+    def label(self) -> str:
+        style = style_of(self.name)
+        text = style.label.format(arg=self.arg or "", name=str(self))
+        if self.arg is not None and "{arg}" not in style.label and "{name}" not in style.label:
+            text += f"({style.arg_key or 'arg'}={self.arg})"
+        return text
+
+    @property
+    def style(self) -> DirectionStyle:
+        return style_of(self.name)
+
+    def sort_key(self, tasks: Sequence[str] = TASK_ORDER) -> tuple[int, int, str]:
+        """Registered order; per-task directions by task order; then by name."""
+        style = style_of(self.name)
+        if self.per_task:
+            task = self.arg or ""
+            return (style.order, list(tasks).index(task) if task in tasks else len(tasks), task)
+        return (style.order, 0, str(self))
+
+
+def expand_per_task(names: Sequence[str | DirectionSpec], tasks: Sequence[str]) -> list[DirectionSpec]:
+    """Direction choices of a study -> specs: a per-task name without its argument (`single`) becomes
+    one spec per task, in the given task order."""
+    out: list[DirectionSpec] = []
+    for item in names:
+        if isinstance(item, str) and style_of(item.strip()).arg_key == "task" and ":" not in item:
+            out.extend(DirectionSpec(item.strip(), t) for t in tasks)
+        else:
+            out.append(DirectionSpec.parse(item))
+    return out

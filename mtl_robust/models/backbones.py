@@ -68,9 +68,6 @@ class Backbone(nn.Module):
     def num_coarse_blocks(self) -> int:
         return len(self.coarse_groups)
 
-    def fine_to_coarse(self) -> list[int]:
-        return [c for c, g in enumerate(self.coarse_groups) for _ in g]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)

@@ -148,8 +148,8 @@ def test_mim_normalises_per_sample_and_accumulates():
 
 def test_pixel_units():
     assert from_pixels(8) == 8 / 255
-    assert PGD.from_pixel_eps(8).eps == 8 / 255
-    attack = PGD.from_pixel_eps(8, pixel_alpha=2, steps=10)
+    attack = build_attack("pgd", pixel_eps=8, pixel_alpha=2, steps=10)
+    assert attack.eps == 8 / 255
     assert attack.alpha == 2 / 255 and attack.steps == 10
     assert build_attack("pgd", pixel_eps=4, direction="dgba").eps == 4 / 255
     assert isinstance(build_attack("apgd_paper", eps=0.1), APGD)

@@ -10,8 +10,11 @@ import torch
 from mtl_robust.models import (
     BACKBONES,
     ASPPHead,
+    Backbone,
     InputNormalization,
     LightHead,
+    MultiTaskModel,
+    all_shared,
     build_model,
     from_index,
     mobilenetv2,
@@ -89,6 +92,38 @@ def test_small_resnet_options():
 
 def test_backbone_registry():
     assert set(BACKBONES) == {"resnet34_deeplab", "mobilenetv2", "small_resnet"}
+
+
+def _toy_backbone(num_coarse: int) -> Backbone:
+    """A backbone from plain torch modules: one strided conv block per coarse block, 8 channels."""
+    blocks = [
+        torch.nn.Sequential(torch.nn.Conv2d(3 if i == 0 else 8, 8, 3, stride=2, padding=1), torch.nn.ReLU())
+        for i in range(num_coarse)
+    ]
+    return Backbone(blocks, [[i] for i in range(num_coarse)], out_channels=8, output_stride=2**num_coarse)
+
+
+def test_backbone_with_the_wrong_number_of_coarse_blocks_is_refused_by_name(monkeypatch):
+    monkeypatch.setitem(BACKBONES, "toy3", lambda: _toy_backbone(3))
+    expected = r"backbone 'toy3' must provide 5 coarse blocks \(stem \+ 4 stages\) as coarse_groups.*; got 3"
+    with pytest.raises(ValueError, match=expected):
+        build_model("toy3", TASKS, "all_shared")
+    layout = all_shared(tuple(TASKS), 3)
+    heads = {t: LightHead(8, c) for t, c in TASKS.items()}
+    with pytest.raises(ValueError, match="must provide 5 coarse blocks .*; got 3"):
+        MultiTaskModel(_toy_backbone(3), layout, heads)
+    monkeypatch.setitem(BACKBONES, "not_a_backbone", lambda: torch.nn.Conv2d(3, 8, 3))
+    with pytest.raises(ValueError, match="backbone 'not_a_backbone' must be a mtl_robust.models.Backbone"):
+        build_model("not_a_backbone", TASKS, "all_shared")
+
+
+def test_a_plain_torch_backbone_that_keeps_the_contract_builds_and_runs(monkeypatch):
+    monkeypatch.setitem(BACKBONES, "toy", lambda: _toy_backbone(5))
+    model = build_model("toy", TASKS, "branch_at_2", seed=0)
+    assert model.num_fine_blocks == 5 and model.feature_channels == 8
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert {t: tuple(y.shape) for t, y in out.items()} == {t: (2, c, 64, 64) for t, c in TASKS.items()}
 
 
 # ----- heads and normalisation --------------------------------------------------------------------------

@@ -57,3 +57,22 @@ def test_non_finite_inputs_fail_clearly() -> None:
     batches[1][0][0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         run_pass(model, tasks, batches, progress=False)
+
+
+def test_mode_of_every_submodule_comes_back_even_when_the_attack_raises() -> None:
+    model, tasks, batches = setup()
+    model.train()
+    model.branches.eval()  # e.g. a frozen backbone under training heads: must come back exactly like that
+    before = {n: m.training for n, m in model.named_modules()}
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    seen_modes = []
+
+    def failing_attack(m, x, targets):
+        seen_modes.append(any(sub.training for sub in m.modules()))
+        raise RuntimeError("attack broke")
+
+    with pytest.raises(RuntimeError, match="attack broke"):
+        run_pass(model, tasks, batches, attack=failing_attack, progress=False)
+    assert seen_modes == [False]  # the attack saw the whole model in eval mode
+    assert {n: m.training for n, m in model.named_modules()} == before
+    assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())

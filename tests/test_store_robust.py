@@ -37,7 +37,7 @@ def test_bad_lines_are_skipped_counted_once_and_never_cells(tmp_path: Path, capl
     assert set(latest) == {"good", "after"}
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "skipped 6 unreadable lines (first: line 2)" in warnings[0]
-    assert not store.done("cfg-list") and store.done("after")
+    assert "cfg-list" not in latest and latest["after"]["status"] == "ok"
 
 
 def test_ok_supersedes_failed_in_any_order_and_resolved_jobs_vanish(tmp_path: Path) -> None:

@@ -1,13 +1,15 @@
 """Read what wandb wrote for an offline run: the records of its `.wandb` file (a test helper).
 
 The file is wandb's append-only log: a 7-byte file header, then 32 KiB blocks of chunks, each with a 7-byte
-header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) and a protobuf `Record` as payload. Read
-only after the run finished (the writing process ended), when the file is complete.
+header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) and a protobuf `Record` as payload.
+wandb's service process writes it, possibly still after `run.finish()` returned or the run's process ended,
+so `finished_run` reads it until its `exit` record (wandb's last word on a run) is there, or a deadline.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ def records(path: Path) -> Iterator[bytes]:
         if length == 0 and kind == 0:
             pos += left
             continue
+        if pos + CHUNK_HEADER + length > len(data):
+            return  # a chunk still being written
         chunk = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
         pos += CHUNK_HEADER + length
         if kind == 1:
@@ -50,6 +54,7 @@ class OfflineRun:
     name: str = ""
     history_keys: set[str] = field(default_factory=set)
     summary_keys: set[str] = field(default_factory=set)
+    finished: bool = False  # the `exit` record is there: wandb wrote everything of the run
 
 
 def read_run(path: Path) -> OfflineRun:
@@ -67,8 +72,23 @@ def read_run(path: Path) -> OfflineRun:
             run.history_keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
         elif kind == "summary":
             run.summary_keys |= {item.key or "/".join(item.nested_key) for item in record.summary.update}
+        elif kind == "exit":
+            run.finished = True
     return run
 
 
-def offline_runs(root: Path) -> list[OfflineRun]:
-    return [read_run(p) for p in sorted(root.rglob("offline-run-*/*.wandb"))]
+def finished_run(path: Path, timeout: float = 120.0) -> OfflineRun:
+    """`read_run(path)` once wandb has written the run's `exit` record; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = read_run(path) if path.exists() else OfflineRun()
+        if run.finished:
+            return run
+        if time.monotonic() > deadline:
+            size = path.stat().st_size if path.exists() else "no"
+            raise AssertionError(f"{path}: no exit record after {timeout:g} s ({size} bytes): {run}")
+        time.sleep(0.1)
+
+
+def offline_runs(root: Path, timeout: float = 120.0) -> list[OfflineRun]:
+    return [finished_run(p, timeout) for p in sorted(root.rglob("offline-run-*/*.wandb"))]

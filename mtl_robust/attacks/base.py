@@ -121,14 +121,6 @@ class Attack:
                 raise TypeError(f"attack_losses[{task!r}] must be callable or a loss name, got {fn!r}")
         self.seed = None if seed is None else int(seed)
 
-    # ------------------------------------------------------------------------------------ construction
-    @classmethod
-    def from_pixel_eps(cls, pixel_eps: float, *, pixel_alpha: float | None = None, **kwargs: Any) -> Attack:
-        """Build with eps (and alpha, where the method has one) in 0-255 pixel units: eps=8 -> 8/255."""
-        if pixel_alpha is not None:
-            kwargs["alpha"] = from_pixels(pixel_alpha)
-        return cls(from_pixels(pixel_eps), **kwargs)
-
     # -------------------------------------------------------------------------------------------- calls
     @property
     def total_steps(self) -> int:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from mtl_robust.attacks.ensemble import JOINT, Ensemble
 from mtl_robust.attacks.model_call import forward_tasks
+from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.evaluation.passes import PassResult
 from mtl_robust.evaluation.relative import compare
 
@@ -85,14 +86,9 @@ class EnsembleCellAttack:
             self.member_acc[name].update(preds, targets)
 
         result = self.ensemble.run(model, x, targets, self.tasks, on_member=on_member)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for rule, x_rule in result.x_adv.items():
-                    self.rule_acc[rule].update(forward_tasks(model, x_rule), targets)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            for rule, x_rule in result.x_adv.items():
+                self.rule_acc[rule].update(forward_tasks(model, x_rule), targets)
         names = self.ensemble.names
         for rule, winners in result.winners.items():
             for index in winners.tolist():

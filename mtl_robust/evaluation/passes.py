@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.evaluation.per_image import Stats, concat_stats, per_image_stats
 from mtl_robust.tasks import Task
 
@@ -58,15 +59,13 @@ def run_pass(
     (in data order), from which the metrics of any subset of images can be recomputed.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     metrics = {t: task.metric().to(device) for t, task in tasks.items()}
     loss_sum = {t: 0.0 for t in tasks}
     loss_count = {t: 0 for t in tasks}
     num_samples = 0
     example = None
     stats_parts: list[Stats] = []
-    try:
+    with eval_mode(model):
         total = len(batches) if hasattr(batches, "__len__") else None
         for index, batch in enumerate(
             tqdm(batches, desc=desc, total=total, disable=not progress, leave=False)
@@ -98,8 +97,6 @@ def run_pass(
                     "targets": {t: v.cpu() for t, v in targets.items()},
                 }
             num_samples += x.shape[0]
-    finally:
-        model.train(was_training)
     values = {t: {k: float(v) for k, v in m.compute().items()} for t, m in metrics.items()}
     losses = {t: loss_sum[t] / loss_count[t] if loss_count[t] else float("nan") for t in tasks}
     stats = concat_stats(stats_parts) if per_image else None

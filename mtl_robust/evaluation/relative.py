@@ -35,19 +35,6 @@ class RelativeChange:
     loss_per_task: dict[str, float] = field(default_factory=dict)
     loss_average: float = math.nan
 
-    def flat(self, prefix: str = "rel") -> dict[str, float]:
-        """One flat dict: `rel/seg/miou`, `rel/seg/mean`, `rel/avg`, `rel_loss/seg`, `rel_loss/avg`."""
-        out: dict[str, float] = {}
-        for task, metrics in self.per_metric.items():
-            for name, value in metrics.items():
-                out[f"{prefix}/{task}/{name}"] = value
-            out[f"{prefix}/{task}/mean"] = self.per_task[task]
-        out[f"{prefix}/avg"] = self.average
-        for task, value in self.loss_per_task.items():
-            out[f"{prefix}_loss/{task}"] = value
-        out[f"{prefix}_loss/avg"] = self.loss_average
-        return out
-
 
 def compare(
     clean: TaskValues,

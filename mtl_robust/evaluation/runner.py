@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.evaluation.claims import claim, try_claim
 from mtl_robust.evaluation.passes import AttackFn, Batch, PassResult, run_pass
 from mtl_robust.evaluation.per_image import FORMAT_VERSION, save_stats
@@ -75,11 +76,8 @@ def save_example(
         return None
     x = adv.example["x"][:count]
     x_adv = adv.example["x_eval"][:count]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         preds_clean = {t: p.cpu() for t, p in model(x.to(device)).items()}
-    model.train(was_training)
     payload = {
         "x": x,
         "x_adv": x_adv,

@@ -2,7 +2,7 @@
 
 Appends take an exclusive file lock and write one line with one `write` call followed by fsync, so parallel
 jobs never interleave and a crash can at worst leave a truncated last line, which readers skip. A sweep
-that restarts asks `done(key)` and skips finished cells; failed cells are recorded but retried.
+that restarts reads `latest()` and skips cells whose row is `ok`; failed cells are recorded but retried.
 The rows' fields are described in docs/results_schema.md.
 
 Reading never crashes on a damaged store: lines that are not UTF-8, not JSON or not a row (key not a string,
@@ -13,7 +13,6 @@ withdraws a job-level failure (a job whose retry succeeded), so counts, reports 
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import hashlib
 import json
@@ -88,10 +87,6 @@ class ResultsStore:
             chosen[row["key"]] = row
         return {key: row for key, row in chosen.items() if row["status"] != "resolved"}
 
-    def done(self, key: str) -> bool:
-        row = self.latest().get(key)
-        return row is not None and row.get("status") == "ok"
-
     def append(
         self,
         key: str,
@@ -138,33 +133,6 @@ class ResultsStore:
         with self.path.open("rb") as fh:
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) == b"\n"
-
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        """Flatten the latest row of every cell (config.* and results.* columns) into a CSV file."""
-        rows = []
-        for row in self.latest().values():
-            flat = {"key": row["key"], "status": row.get("status"), "error": row.get("error", "")}
-            flat.update({f"config.{k}": v for k, v in _flatten(row.get("config", {})).items()})
-            flat.update({f"results.{k}": v for k, v in _flatten(row.get("results", {})).items()})
-            rows.append(flat)
-        columns = sorted({c for r in rows for c in r}, key=lambda c: (c.split(".")[0] != "key", c))
-        out = Path(path)
-        with out.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        return out
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{name}."))
-        else:
-            out[name] = v
-    return out
 
 
 def _parse_row(raw: bytes) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from mtl_robust.attacks.config import direction_string, parse_budget
 from mtl_robust.attacks.fgsm import FGSM
+from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.pgd import PGD
 from mtl_robust.lightning.fast_at import is_fast_at, parse_fast_at
 
@@ -147,16 +148,12 @@ class CatastrophicOverfittingWatch(pl.Callback):
         x = self.batch[0].to(device)
         targets = {t: v.to(device) for t, v in self.batch[1].items()}
         model, tasks = pl_module.model, pl_module.tasks
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             clean = self.training_loss(pl_module, x, targets)
             x_fgsm = self.fgsm(model, x, targets, tasks)
             x_pgd = self.pgd(model, x, targets, tasks)
             fgsm = clean / max(self.training_loss(pl_module, x_fgsm, targets), 1e-12)
             pgd = clean / max(self.training_loss(pl_module, x_pgd, targets), 1e-12)
-        finally:
-            model.train(was_training)
         return fgsm, pgd
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:

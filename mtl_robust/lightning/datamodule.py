@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mtl_robust.tasks import Task, build_task
+from mtl_robust.tasks import Task, build_tasks
 
 STAGES = ("train", "val", "test")
 
@@ -71,17 +71,14 @@ class MultiTaskDataModule(pl.LightningDataModule):
         missing = [t for t in self.task_names if t not in getattr(reference, "tasks", self.task_names)]
         if missing:
             raise ValueError(f"{type(reference).__name__} does not provide tasks {missing}")
-        tasks: dict[str, Task] = {}
-        for name in self.task_names:
-            options: dict[str, Any] = {}
-            if name == "seg":
-                options["num_classes"] = reference.num_classes
-                weights = getattr(reference, "class_weights", None)
-                if weights is not None:
-                    options["class_weights"] = torch.as_tensor(weights, dtype=torch.float32).tolist()
-            options.update(self.task_options.get(name, {}))
-            tasks[name] = build_task(name, **options)
-        return tasks
+        # What the data knows goes to every task that accepts it (today only "seg" takes classes and weights).
+        data_options: dict[str, Any] = {}
+        if getattr(reference, "num_classes", None) is not None:
+            data_options["num_classes"] = reference.num_classes
+        weights = getattr(reference, "class_weights", None)
+        if weights is not None:
+            data_options["class_weights"] = torch.as_tensor(weights, dtype=torch.float32).tolist()
+        return build_tasks(self.task_names, task_kwargs=self.task_options, **data_options)
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", ())

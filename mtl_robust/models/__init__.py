@@ -2,8 +2,10 @@
 
 from .backbones import (
     BACKBONES,
+    NUM_COARSE_BLOCKS,
     Backbone,
     build_backbone,
+    check_backbone,
     init_weights,
     mobilenetv2,
     resnet34_deeplab,
@@ -27,8 +29,10 @@ from .tree import MultiTaskModel, build_model, count_parameters
 
 __all__ = [
     "BACKBONES",
+    "NUM_COARSE_BLOCKS",
     "Backbone",
     "build_backbone",
+    "check_backbone",
     "init_weights",
     "mobilenetv2",
     "resnet34_deeplab",

@@ -2,9 +2,19 @@
 
 A layout decides sharing per coarse block; the tree model copies each fine block once per task group of its
 coarse block, so a backbone only has to expose its blocks in order plus the fine -> coarse grouping.
-Every builder returns a `Backbone` whose `forward` runs the blocks in order (the single-task network).
 
-Builders (registry `BACKBONES`; all accept keyword arguments only):
+The contract (checked by `check_backbone` when a model is built). A backbone is a `Backbone`; wrap plain
+torch modules with `Backbone(blocks, coarse_groups, out_channels, output_stride, name)`, where
+  * `blocks`: the fine blocks, in order; each maps one tensor to one tensor, block 0 taking the normalised
+    image [N, 3, H, W] and every later block the previous block's output (nothing else flows between
+    blocks), and each survives `copy.deepcopy` (the model copies it once per task group);
+  * `coarse_groups`: exactly 5 non-empty lists of fine-block indices (B0..B4, e.g. stem + 4 ResNet stages),
+    together listing 0..len(blocks)-1 in order; layouts, named and TreeMTL-indexed alike, branch between them;
+  * `out_channels`: channels of the last block's output (the heads' input);
+  * `output_stride`: input size over the last block's spatial size.
+A builder takes keyword arguments only and returns such a `Backbone`; register it in `BACKBONES`.
+
+Builders (registry `BACKBONES`):
   * `resnet34_deeplab`: TreeMTL's DeepLab ResNet-34 (17 fine blocks, output stride 8, 512-d features).
   * `mobilenetv2`: MobileNetV2 split into 32 fine blocks as TreeMTL's prototxt builder does, 1280-d features.
   * `small_resnet`: a tiny ResNet with the same five-group structure, for fast CPU runs.
@@ -26,12 +36,19 @@ __all__ = [
     "ConvBNAct",
     "InvertedResidual",
     "BACKBONES",
+    "NUM_COARSE_BLOCKS",
     "build_backbone",
+    "check_backbone",
     "init_weights",
     "resnet34_deeplab",
     "mobilenetv2",
     "small_resnet",
 ]
+
+
+# Every layout (named, TreeMTL index, explicit) has one partition per coarse block, and the configs' layout
+# indices count trees over exactly five blocks.
+NUM_COARSE_BLOCKS = 5
 
 
 class Backbone(nn.Module):
@@ -67,9 +84,6 @@ class Backbone(nn.Module):
     @property
     def num_coarse_blocks(self) -> int:
         return len(self.coarse_groups)
-
-    def fine_to_coarse(self) -> list[int]:
-        return [c for c, g in enumerate(self.coarse_groups) for _ in g]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -397,10 +411,27 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
 }
 
 
+def check_backbone(backbone: Any, name: str) -> Backbone:
+    """`backbone` if it keeps the contract of this module's docstring; a ValueError naming `name` if not."""
+    if not isinstance(backbone, Backbone):
+        raise ValueError(
+            f"backbone {name!r} must be a mtl_robust.models.Backbone (wrap its blocks with "
+            f"Backbone(blocks, coarse_groups, out_channels, output_stride)); got {type(backbone).__name__}"
+        )
+    if backbone.num_coarse_blocks != NUM_COARSE_BLOCKS:
+        raise ValueError(
+            f"backbone {name!r} must provide {NUM_COARSE_BLOCKS} coarse blocks (stem + 4 stages) as "
+            "coarse_groups, one list of fine-block indices per coarse block, since layouts branch between "
+            f"them; got {backbone.num_coarse_blocks}: {backbone.coarse_groups}"
+        )
+    return backbone
+
+
 def build_backbone(name: str, **kwargs: Any) -> Backbone:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
     try:
-        return BACKBONES[name](**kwargs)
+        backbone = BACKBONES[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"bad arguments {kwargs} for backbone {name!r}: {err}") from err
+    return check_backbone(backbone, name)

@@ -175,25 +175,9 @@ class Layout:
     def __repr__(self) -> str:
         return f"Layout({self.describe()!r}, tasks={self.tasks})"
 
-    def task_index(self, task: str | int) -> int:
-        if isinstance(task, int) and not isinstance(task, bool):
-            if not 0 <= task < self.num_tasks:
-                raise ValueError(f"task index {task} out of range for tasks {self.tasks}")
-            return task
-        if task not in self.tasks:
-            raise ValueError(f"unknown task {task!r}; this layout has tasks {self.tasks}")
-        return self.tasks.index(task)
-
     def groups(self, block: int) -> list[tuple[int, ...]]:
         """Groups at `block` in canonical order (by smallest task index), each a sorted tuple."""
         return _sorted_groups(self.state[block])
-
-    def group_of(self, task: str | int, block: int) -> frozenset[int]:
-        t = self.task_index(task)
-        for group in self.state[block]:
-            if t in group:
-                return group
-        raise AssertionError("validated layouts always contain every task")  # pragma: no cover
 
     def fine_state(self, coarse_groups: Sequence[Sequence[int]]) -> list[list[tuple[int, ...]]]:
         """Per fine backbone block, the canonical groups of its coarse block (TreeMTL `coarse_to_fined`)."""

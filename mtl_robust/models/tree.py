@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, build_backbone
+from .backbones import Backbone, build_backbone, check_backbone
 from .heads import build_head
 from .layout import Layout, resolve_layout
 from .normalization import InputNormalization
@@ -63,6 +63,7 @@ class MultiTaskModel(nn.Module):
         for t in tasks:
             if "." in t:
                 raise ValueError(f"task names cannot contain '.', got {t!r}")
+        check_backbone(backbone, getattr(backbone, "name", "") or type(backbone).__name__)
         if layout.num_blocks != backbone.num_coarse_blocks:
             raise ValueError(
                 f"layout {layout.describe()!r} has {layout.num_blocks} blocks but backbone "

@@ -34,6 +34,15 @@ def training_key(cfg: DictConfig) -> str:
     """What determines the trained weights: data, model, recipe, defense and seed (not loggers or paths),
     plus the runtime that still changes them (training thread count, torch build, accelerator)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
+    # Defenses take their attack and direction from the `attack` and `direction` groups, which add settings
+    # that mean the same as leaving them out (no pixel budget, no attack seed, no per-task attack losses, no
+    # task for a direction other than SINGLE). Dropped, so that equal defenses hash equal whichever way they
+    # were written, and the checkpoints cached when adv_train wrote its attack inline are still found.
+    unset: dict[str, Any] = {"pixel_eps": None, "seed": None, "attack_losses": {}, "task": None}
+    for part in ("attack", "direction"):
+        if isinstance(parts["defense"].get(part), dict):
+            given = parts["defense"][part].items()
+            parts["defense"][part] = {k: v for k, v in given if k not in unset or v != unset[k]}
     parts["seed"] = cfg.seed
     parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
     parts["runtime"] = runtime_info(cfg)

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import Callback
 from mtl_robust.attacks import PGD, Attack, Direction
 from mtl_robust.attacks.lp import CrossCheckResult, crosscheck, crosscheck_minmax_step
 from mtl_robust.attacks.minmax import MinMax, minmax_problems
+from mtl_robust.values.budget import parse_eps
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class LPCrossCheck(Callback):
     """Cross-check the closed-form attack step against the LP on every `every_n_batches`-th batch.
 
     Give either `attack` (its direction, attack losses, eps and first step size are used) or `direction`
-    with `eps` and `alpha` (default alpha = eps, an FGSM-sized step).
+    with `eps` (a float or a fraction such as "8/255", as configs write it) and `alpha` (default alpha = eps,
+    an FGSM-sized step).
     """
 
     def __init__(
@@ -40,7 +42,7 @@ class LPCrossCheck(Callback):
         tol: float = 1e-6,
         attack: Attack | None = None,
         direction: str | Direction | None = None,
-        eps: float = 8 / 255,
+        eps: float | str = 8 / 255,
         alpha: float | None = None,
         on_train: bool = False,
         on_validation: bool = True,
@@ -56,7 +58,9 @@ class LPCrossCheck(Callback):
         if attack is not None and direction is not None:
             raise ValueError("give either an attack or a direction to LPCrossCheck, not both")
         if attack is None:
-            attack = PGD(eps, alpha=eps if alpha is None else alpha, steps=1, direction=direction or "dgba")
+            budget = parse_eps(eps, "lp_check.eps")
+            step = budget if alpha is None else alpha
+            attack = PGD(budget, alpha=step, steps=1, direction=direction or "dgba")
         self.attack = attack
         self.every_n_batches = int(every_n_batches)
         self.max_coords = None if max_coords is None else int(max_coords)

@@ -15,25 +15,28 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from mtl_robust.evaluation.per_image import PerImageError, Stats, header_tasks, load_stats
-from mtl_robust.evaluation.records import (
-    INDEPENDENT,
-    Record,
-    defense_sort_key,
+from mtl_robust.report.directions import (
+    DGBA,
+    TOTAL,
     direction_label,
     direction_sort_key,
-    eps_slug,
-    format_eps,
-    layout_order,
-    method_sort_key,
-    slug,
+    direction_style,
+    spec_of,
 )
-from mtl_robust.evaluation.stats import Bootstrap, Estimate, SeedCell
-from mtl_robust.tasks import Task
+from mtl_robust.report.models import INDEPENDENT
+from mtl_robust.report.order import defense_sort_key, layout_order, layout_ranks, method_sort_key
+from mtl_robust.report.records import Record
+from mtl_robust.report.tables import Table, slug
+from mtl_robust.values.budget import eps_slug, format_eps, to_pixels
+
+if TYPE_CHECKING:  # the statistics need torch: imported where they are computed, not with the report
+    from mtl_robust.evaluation.per_image import Stats
+    from mtl_robust.evaluation.stats import Bootstrap, Estimate, SeedCell
+    from mtl_robust.tasks import Task
 
 # Config fields that differ between the seeds of one cell, say where things are, or record what one training
 # run measured about itself (its cost in passes and seconds): not part of a group.
@@ -79,6 +82,8 @@ class StatsLoader:
         self._cache: dict[Path, tuple[Stats, dict] | None] = {}
 
     def load(self, path: Path) -> tuple[Stats, dict] | None:
+        from mtl_robust.evaluation.per_image import PerImageError, load_stats
+
         if path not in self._cache:
             try:
                 self._cache[path] = load_stats(path)
@@ -88,6 +93,9 @@ class StatsLoader:
         return self._cache[path]
 
     def cell(self, record: Record) -> tuple[SeedCell, dict[str, Task]] | None:
+        from mtl_robust.evaluation.per_image import header_tasks
+        from mtl_robust.evaluation.stats import SeedCell
+
         side = record.results.get("per_image") or {}
         if not side.get("clean") or not side.get("adv"):
             return None
@@ -95,7 +103,8 @@ class StatsLoader:
         adv = self.load(record.base_dir / side["adv"])
         if clean is None or adv is None:
             return None
-        return SeedCell(row_seed(record), clean[0], adv[0]), header_tasks(adv[1])
+        (clean_stats, _), (adv_stats, adv_header) = clean, adv
+        return SeedCell(row_seed(record), clean_stats, adv_stats), header_tasks(adv_header)
 
 
 def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
@@ -122,8 +131,8 @@ def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
             if loaded is None:
                 without += 1
                 continue
-            cells.append(loaded[0])
-            tasks = loaded[1]
+            cell, tasks = loaded
+            cells.append(cell)
         groups.append(Group(rows, cells, tasks))
     if without:
         notes.append(
@@ -135,6 +144,8 @@ def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
 
 def estimate(group: Group, bootstrap: Bootstrap) -> Estimate:
     """Mean ± std over the rows' own measures; the CI from the bootstrap where statistics exist."""
+    from mtl_robust.evaluation.stats import Estimate
+
     values = group.rel_avgs()
     mean = float(np.mean(values)) if values else math.nan
     std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
@@ -180,28 +191,62 @@ class Comparison:
         return f"{self.a} more robust" if est.low > 0 else f"{self.b} more robust"
 
 
-def _index(groups: Sequence[Group]) -> dict[tuple, Group]:
-    """(store, data, backbone, defense, layout, method, eps, direction) -> group."""
-    out = {}
-    for g in groups:
-        r = g.first
-        out[
-            (
-                r.store,
-                r.data,
-                r.backbone,
-                r.defense,
-                r.layout_name,
-                r.method,
-                round(r.eps * 255, 4),
-                r.direction,
-            )
-        ] = g
-    return out
+class GroupKey(NamedTuple):
+    """Where a seed group sits: a model (store, family, layout) under one attack (method, eps, direction)."""
+
+    store: str
+    data: str
+    backbone: str
+    defense: str
+    layout: str
+    method: str
+    eps_key: float
+    direction: str
+
+    @classmethod
+    def of(cls, record: Record) -> GroupKey:
+        return cls(
+            record.store,
+            record.data,
+            record.backbone,
+            record.defense,
+            record.layout_name,
+            record.method,
+            record.eps_key,
+            record.direction,
+        )
+
+    def differs_only_in_direction(self, other: GroupKey) -> bool:
+        return self._replace(direction=other.direction) == other
+
+
+class LayoutCell(NamedTuple):
+    """The layouts of one model family under one attack: what the layout comparison compares."""
+
+    store: str
+    data: str
+    backbone: str
+    defense: str
+    method: str
+    eps_key: float
+    direction: str
+
+
+# The paper's paired comparisons (table titles and file names).
+DGBA_VS_TOTAL = f"{DGBA.label} vs {TOTAL.label}"
+DGBA_VS_SINGLE = f"{DGBA.label} vs best SINGLE"
+LAYOUT_VS_LAYOUT = "layout vs layout"
+AT_VS_CLEAN = "AT vs clean model"
+
+
+def _index(groups: Sequence[Group]) -> dict[GroupKey, Group]:
+    return {GroupKey.of(g.first): g for g in groups}
 
 
 def comparisons(groups: Sequence[Group], bootstrap: Bootstrap) -> list[Comparison]:
     """The paper's paired comparisons among the groups present."""
+    from mtl_robust.evaluation.stats import Estimate
+
     index = _index(groups)
     out: list[Comparison] = []
 
@@ -216,35 +261,46 @@ def comparisons(groups: Sequence[Group], bootstrap: Bootstrap) -> list[Compariso
         out.append(Comparison(kind, a_name, b_name, context, est, better))
 
     for key, g in index.items():
-        store, data, backbone, defense, layout, method, eps, direction = key
         context = {
-            "data": data,
-            "backbone": backbone,
-            "defense": defense,
-            "layout": layout,
-            "method": method,
+            "data": key.data,
+            "backbone": key.backbone,
+            "defense": key.defense,
+            "layout": key.layout,
+            "method": key.method,
             "eps": g.first.eps,
         }
-        if direction == "dgba":
-            total = index.get((*key[:-1], "total"))
+        if spec_of(key.direction) == DGBA:
+            total = index.get(key._replace(direction=str(TOTAL)))
             if total is not None:
-                add("DGBA vs TOTAL", g, total, "DGBA", "TOTAL", context, "stronger")
-            singles = [
-                (k[-1], v) for k, v in index.items() if k[:-1] == key[:-1] and k[-1].startswith("single:")
-            ]
+                add(DGBA_VS_TOTAL, g, total, DGBA.label, TOTAL.label, context, "stronger")
+            singles = {
+                k.direction: v
+                for k, v in index.items()
+                if k.differs_only_in_direction(key) and _per_task(k.direction)
+            }
             if singles:
-                name, best = min(singles, key=lambda kv: _mean(kv[1]))
-                add("DGBA vs best SINGLE", g, best, "DGBA", direction_label(name), context, "stronger")
-        if defense != "none":
-            plain = index.get((store, data, backbone, "none", layout, method, eps, direction))
+                strongest = min(singles, key=lambda direction: _mean(singles[direction]))
+                add(
+                    DGBA_VS_SINGLE,
+                    g,
+                    singles[strongest],
+                    DGBA.label,
+                    direction_label(strongest),
+                    context,
+                    "stronger",
+                )
+        if key.defense != "none":
+            plain = index.get(key._replace(defense="none"))
             if plain is not None:
-                ctx = {**context, "direction": direction_label(direction)}
-                add("AT vs clean model", g, plain, defense, "none", ctx, "robust")
+                ctx = {**context, "direction": direction_label(key.direction)}
+                add(AT_VS_CLEAN, g, plain, key.defense, "none", ctx, "robust")
     # Layouts: each against the reference (independent where present, else the first in sharing order).
-    by_cell: dict[tuple, dict[str, Group]] = defaultdict(dict)
+    by_cell: dict[LayoutCell, dict[str, Group]] = defaultdict(dict)
     for key, g in index.items():
-        store, data, backbone, defense, layout, method, eps, direction = key
-        by_cell[(store, data, backbone, defense, method, eps, direction)][layout] = g
+        cell = LayoutCell(
+            key.store, key.data, key.backbone, key.defense, key.method, key.eps_key, key.direction
+        )
+        by_cell[cell][key.layout] = g
     for cell, layouts in by_cell.items():
         if len(layouts) < 2:
             continue
@@ -255,16 +311,21 @@ def comparisons(groups: Sequence[Group], bootstrap: Bootstrap) -> list[Compariso
                 continue
             g = layouts[name]
             context = {
-                "data": cell[1],
-                "backbone": cell[2],
-                "defense": cell[3],
+                "data": cell.data,
+                "backbone": cell.backbone,
+                "defense": cell.defense,
                 "layout": f"{name} vs {reference}",
-                "method": cell[4],
+                "method": cell.method,
                 "eps": g.first.eps,
-                "direction": direction_label(cell[6]),
+                "direction": direction_label(cell.direction),
             }
-            add("layout vs layout", g, layouts[reference], name, reference, context, "robust")
+            add(LAYOUT_VS_LAYOUT, g, layouts[reference], name, reference, context, "robust")
     return out
+
+
+def _per_task(direction: str) -> bool:
+    spec = spec_of(direction)
+    return spec is not None and spec.per_task
 
 
 def _mean(g: Group) -> float:
@@ -283,30 +344,48 @@ class Analysis:
 
     @classmethod
     def of(cls, records: Sequence[Record], replicates: int = 1000) -> Analysis:
+        from mtl_robust.evaluation.stats import Bootstrap
+
         notes: list[str] = []
         groups = seed_groups(records, notes)
         bootstrap = Bootstrap(replicates)
         return cls(groups, [estimate(g, bootstrap) for g in groups], bootstrap, notes)
 
 
-def uncertainty_tables(analysis: Analysis) -> tuple[list, list]:
-    """(seed tables, comparison tables) as report `Table`s."""
-    from mtl_robust.evaluation.report import Table  # the report's table type; imported late (no cycle)
+class SeedTableKey(NamedTuple):
+    """One table of seed groups: a model family of one store under one method and eps."""
 
+    store: str
+    data: str
+    backbone: str
+    defense: str
+    method: str
+    eps_key: float
+
+    def sort_key(self) -> tuple:
+        return (
+            self.store,
+            self.data,
+            self.backbone,
+            defense_sort_key(self.defense),
+            method_sort_key(self.method),
+            self.eps_key,
+        )
+
+
+def uncertainty_tables(analysis: Analysis) -> tuple[list[Table], list[Table]]:
+    """(seed tables, comparison tables)."""
     groups, bootstrap = analysis.groups, analysis.bootstrap
     estimates = {id(g): e for g, e in zip(analysis.groups, analysis.estimates)}
-    by_table: dict[tuple, list[Group]] = defaultdict(list)
+    by_table: dict[SeedTableKey, list[Group]] = defaultdict(list)
     for g in groups:
         r = g.first
-        by_table[(r.store, r.data, r.backbone, r.defense, r.method, round(r.eps * 255, 4))].append(g)
+        by_table[SeedTableKey(r.store, r.data, r.backbone, r.defense, r.method, r.eps_key)].append(g)
     seed_tables = []
-    for key in sorted(
-        by_table, key=lambda k: (k[0], k[1], k[2], defense_sort_key(k[3]), method_sort_key(k[4]), k[5])
-    ):
-        store, data, backbone, defense, method, _ = key
+    for key in sorted(by_table, key=SeedTableKey.sort_key):
         rows_in = by_table[key]
         eps = rows_in[0].first.eps
-        rank = {name: i for i, (name, _s) in enumerate(layout_order([g.first for g in rows_in]))}
+        rank = layout_ranks([g.first for g in rows_in])
         rows = []
         for g in sorted(
             rows_in, key=lambda g: (rank[g.first.layout_name], direction_sort_key(g.first.direction))
@@ -317,8 +396,11 @@ def uncertainty_tables(analysis: Analysis) -> tuple[list, list]:
             )
         seed_tables.append(
             Table(
-                name=slug("seeds", data, backbone, defense, method, eps_slug(eps)),
-                title=f"{data} · {backbone} · defense {defense} · {method.upper()} ε={format_eps(eps)}",
+                name=slug("seeds", key.data, key.backbone, key.defense, key.method, eps_slug(eps)),
+                title=(
+                    f"{key.data} · {key.backbone} · defense {key.defense} · {key.method.upper()} "
+                    f"ε={format_eps(eps)}"
+                ),
                 columns=["layout", "direction", "seeds", "avg (%) mean ± std", "95 % CI (%)"],
                 rows=rows,
                 description=(
@@ -333,7 +415,7 @@ def uncertainty_tables(analysis: Analysis) -> tuple[list, list]:
     for c in comps:
         by_kind[c.kind].append(c)
     comp_tables = []
-    for kind in ("DGBA vs TOTAL", "DGBA vs best SINGLE", "layout vs layout", "AT vs clean model"):
+    for kind in (DGBA_VS_TOTAL, DGBA_VS_SINGLE, LAYOUT_VS_LAYOUT, AT_VS_CLEAN):
         items = by_kind.get(kind)
         if not items:
             continue
@@ -381,19 +463,19 @@ def uncertainty_tables(analysis: Analysis) -> tuple[list, list]:
 
 
 _COMPARISON_TEXT = {
-    "DGBA vs TOTAL": (
+    DGBA_VS_TOTAL: (
         "Difference of the paper's measure (percentage points) on the same images and seeds; negative = DGBA "
         "hurts more. A difference is significant when its paired 95 % CI excludes 0."
     ),
-    "DGBA vs best SINGLE": (
+    DGBA_VS_SINGLE: (
         "DGBA against the SINGLE attack with the lowest mean measure of that cell (chosen on the same data, "
         "so slightly favouring SINGLE); negative = DGBA hurts more."
     ),
-    "layout vs layout": (
+    LAYOUT_VS_LAYOUT: (
         "Each layout against the reference (independent, else the most shared); positive = the first layout "
         "loses less under the same attack. Different models, same images and seed numbers."
     ),
-    "AT vs clean model": (
+    AT_VS_CLEAN: (
         "Adversarially trained against clean model of the same layout under the same attack (each against "
         "its own clean metrics); positive = the trained model loses less."
     ),
@@ -413,32 +495,54 @@ def _comparison_order(c: Comparison) -> tuple:
 
 
 # ----------------------------------------------------------------------------------------- eps bands
-def eps_band_series(analysis: Analysis) -> dict[tuple, dict[str, list]]:
-    """{(store, data, backbone, defense, layout, method): {direction: [(eps, mean, low, high), ...]}}."""
-    out: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+class BandPoint(NamedTuple):
+    """One budget of a CI band: the mean over seeds and its 95 % CI, as fractions."""
+
+    eps: float
+    mean: float
+    low: float
+    high: float
+
+
+class BandKey(NamedTuple):
+    """One CI-band figure: a model (store, family, layout) under one method."""
+
+    store: str
+    data: str
+    backbone: str
+    defense: str
+    layout: str
+    method: str
+
+
+def eps_band_series(analysis: Analysis) -> dict[BandKey, dict[str, list[BandPoint]]]:
+    """Per model and method: {direction: points sorted by eps}."""
+    out: dict[BandKey, dict[str, list[BandPoint]]] = defaultdict(lambda: defaultdict(list))
     for g, est in zip(analysis.groups, analysis.estimates):
         r = g.first
-        out[(r.store, r.data, r.backbone, r.defense, r.layout_name, r.method)][r.direction].append(
-            (r.eps, est.mean, est.low, est.high)
-        )
+        key = BandKey(r.store, r.data, r.backbone, r.defense, r.layout_name, r.method)
+        out[key][r.direction].append(BandPoint(r.eps, est.mean, est.low, est.high))
     return {k: {d: sorted(v) for d, v in series.items()} for k, series in out.items()}
 
 
-def plot_eps_bands(series: Mapping[str, list], title: str, path: Path) -> Path:
-    """Average measure vs eps, one line per direction with its 95 % CI as a shaded band."""
+def plot_eps_bands(series: Mapping[str, list[BandPoint]], title: str, path: Path) -> Path:
+    """Average measure vs eps, one line per direction (in its registered colour) with its 95 % CI as a
+    shaded band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
-    for direction in sorted(series, key=direction_sort_key):
+    for i, direction in enumerate(sorted(series, key=direction_sort_key)):
         pts = series[direction]
-        xs = [255 * p[0] for p in pts]
-        line = ax.plot(xs, [100 * p[1] for p in pts], marker="o", label=direction_label(direction))[0]
-        lows, highs = [100 * p[2] for p in pts], [100 * p[3] for p in pts]
+        xs = [to_pixels(p.eps) for p in pts]
+        colour = direction_style(direction, i)["color"]
+        label = direction_label(direction)
+        ax.plot(xs, [100 * p.mean for p in pts], marker="o", color=colour, label=label)
+        lows, highs = [100 * p.low for p in pts], [100 * p.high for p in pts]
         if all(math.isfinite(v) for v in lows + highs):
-            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.18, linewidth=0)
+            ax.fill_between(xs, lows, highs, color=colour, alpha=0.18, linewidth=0)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("ε (pixel units, /255)")
     ax.set_ylabel("average relative change (%)\nmean over seeds, 95 % CI band")
@@ -463,9 +567,8 @@ def uncertainty_sections(
     for key, series in eps_band_series(analysis).items():
         if max(len(v) for v in series.values()) < 2:
             continue  # one budget: nothing to draw a curve through
-        store, data, backbone, defense, layout, method = key
-        name = slug("ci_bands", store, data, backbone, defense, layout, method)
-        title = f"{method.upper()} on {layout} · defense {defense} · {data}/{backbone}"
+        name = slug("ci_bands", key.store, key.data, key.backbone, key.defense, key.layout, key.method)
+        title = f"{key.method.upper()} on {key.layout} · defense {key.defense} · {key.data}/{key.backbone}"
         part.append(summary.image(plot_eps_bands(series, title, plots_dir / f"{name}.png"), title))
     comp = ["## Paired comparisons", ""]
     comp += [summary.table(t, tables_dir) for t in comp_tables] or ["No comparable cells.\n"]

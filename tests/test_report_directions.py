@@ -24,7 +24,8 @@ def test_report_package_imports_without_torch() -> None:
     code = (
         "import sys\n"
         "import mtl_robust.report, mtl_robust.report.records, mtl_robust.report.tables\n"
-        "import mtl_robust.report.figures, mtl_robust.report.uncertainty, mtl_robust.report.cost\n"
+        "import mtl_robust.report.figures, mtl_robust.report.seeds, mtl_robust.report.uncertainty\n"
+        "import mtl_robust.report.cost\n"
         "import mtl_robust.report.reliability, mtl_robust.jobs.report\n"
         "assert 'torch' not in sys.modules, 'the report imported torch'\n"
     )

@@ -111,7 +111,7 @@ def test_seeds_of_one_cell_group_together_whatever_their_training_run_measured()
     from pathlib import Path
 
     from mtl_robust.report.records import Record
-    from mtl_robust.report.uncertainty import group_key
+    from mtl_robust.report.seeds import group_key
 
     def record(seed: int, seconds: float, direction: str = "dgba") -> Record:
         config = {

@@ -17,8 +17,6 @@ from typing import Any
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.values.budget import pixel_key
 
-Cell = str | int | float | None
-
 
 def num(value: Any) -> float:
     """A stored number as float; null, strings and anything else non-numeric become NaN."""

@@ -23,8 +23,10 @@ from mtl_robust.report.directions import direction_label, direction_sort_key
 from mtl_robust.report.flags import marked_layout
 from mtl_robust.report.models import ModelFamily, ModelKey, clean_gains, clean_rows
 from mtl_robust.report.order import defense_sort_key, layout_ranks, method_sort_key, ordered_tasks
-from mtl_robust.report.records import Cell, Record, Sources, latest_of, num
+from mtl_robust.report.records import Record, Sources, latest_of, num
 from mtl_robust.values.budget import eps_slug, format_eps
+
+Cell = str | int | float | None  # a table cell: None and NaN are "missing"
 
 
 def format_number(value: float, spec: str = ".2f") -> str:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mtl_robust.evaluation.cost_report import cost_sets
-from mtl_robust.evaluation.records import load_records
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.report import write_report
+from mtl_robust.report.cost import cost_sets
+from mtl_robust.report.records import load_records
 
 HIB = {"seg": {"miou": True}, "depth": {"abs_err": False}}
 

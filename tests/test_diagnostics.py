@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from mtl_robust.evaluation.diagnostics import diagnose
-from mtl_robust.evaluation.flags import FLAG_MARK, marked_layout
-from mtl_robust.evaluation.records import Record
+from mtl_robust.report.flags import FLAG_MARK, marked_layout
+from mtl_robust.report.records import Record
 from mtl_robust.tasks import build_tasks
 from tests.attack_stubs import SEG_CLASSES, TreeStub, make_batch
 

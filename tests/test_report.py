@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mtl_robust.evaluation.records import format_eps, load_records, parse_eps
-from mtl_robust.evaluation.report import transfer_sets
 from mtl_robust.evaluation.store import ResultsStore, config_key
-from mtl_robust.report import main
+from mtl_robust.jobs.report import main
+from mtl_robust.report.records import load_records
+from mtl_robust.report.transfer import transfer_sets
+from mtl_robust.values.budget import format_eps, parse_eps
 
 TASKS = ["seg", "normal", "depth"]
 HIB = {"seg": {"miou": True, "pixel_acc": True}, "normal": {"mean_angle": False}, "depth": {"abs_err": False}}

@@ -16,8 +16,8 @@ from mtl_robust.evaluation.reproducibility import compare_stores
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.jobs.attack import weights_id
 from mtl_robust.jobs.pipeline import training_key
+from mtl_robust.jobs.report import main as report_main
 from mtl_robust.lightning.module import load_module
-from mtl_robust.report import main as report_main
 from tests.conftest import compose_config, run_entry_point
 
 TINY = ["experiment=smoke", "logger=none", "pipeline.eps=[8/255]", "attack.steps=1", "eval.examples=0"]

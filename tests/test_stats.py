@@ -11,7 +11,7 @@ import torch
 from mtl_robust.evaluation.per_image import per_image_stats, subset_metrics
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.evaluation.stats import Bootstrap, Estimate, SeedCell, replicate_measure
-from mtl_robust.evaluation.uncertainty import Comparison
+from mtl_robust.report.uncertainty import Comparison
 from mtl_robust.tasks import build_task
 
 torch.set_num_threads(1)
@@ -110,8 +110,8 @@ def test_cells_on_different_images_are_not_compared() -> None:
 def test_seeds_of_one_cell_group_together_whatever_their_training_run_measured() -> None:
     from pathlib import Path
 
-    from mtl_robust.evaluation.records import Record
-    from mtl_robust.evaluation.uncertainty import group_key
+    from mtl_robust.report.records import Record
+    from mtl_robust.report.seeds import group_key
 
     def record(seed: int, seconds: float, direction: str = "dgba") -> Record:
         config = {

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mtl_robust.evaluation.records import load_records
 from mtl_robust.evaluation.store import ResultsStore
-from mtl_robust.report import main as report_main
+from mtl_robust.jobs.report import main as report_main
+from mtl_robust.report.records import load_records
 from tests.test_report import build_store, read_csv
 
 

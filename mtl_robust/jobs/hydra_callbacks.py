@@ -18,7 +18,7 @@ class ReportOnMultirunEnd(Callback):
         self.store, self.out, self.extra_args = store, out, list(extra_args or [])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mtl_robust.report import main as report_main
+        from mtl_robust.jobs.report import main as report_main
 
         log.info("writing the study report from %s to %s", self.store, self.out)
         report_main(["--store", self.store, "--out", self.out, *self.extra_args])

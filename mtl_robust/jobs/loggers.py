@@ -118,9 +118,9 @@ def example_image(row: Mapping[str, Any]) -> Path | None:
     example = row.get("results", {}).get("example")
     if not example or not Path(example).is_file():
         return None
-    from mtl_robust.evaluation.plots import plot_example_grid
-    from mtl_robust.evaluation.records import Record
-    from mtl_robust.evaluation.report import ExampleRef
+    from mtl_robust.report.examples import ExampleRef
+    from mtl_robust.report.figures import plot_example_grid
+    from mtl_robust.report.records import Record
 
     record = Record(
         store="",

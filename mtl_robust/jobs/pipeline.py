@@ -18,7 +18,6 @@ from mtl_robust.evaluation.passes import PassResult
 from mtl_robust.evaluation.relative import RelativeChange
 from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.evaluation.store import config_key
-from mtl_robust.evaluation.transfer import format_matrix, transfer_matrix
 from mtl_robust.files import atomic_copy
 from mtl_robust.jobs.attack import evaluate_checkpoint
 from mtl_robust.jobs.failures import exit_with_sweep_status
@@ -26,6 +25,7 @@ from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.runner import run_job, runtime_info
 from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
+from mtl_robust.report.transfer import format_matrix, transfer_matrix
 
 log = logging.getLogger(__name__)
 

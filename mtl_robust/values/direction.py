@@ -183,12 +183,14 @@ class DirectionSpec:
         return style_of(self.name)
 
     def sort_key(self, tasks: Sequence[str] = TASK_ORDER) -> tuple[int, int, str]:
-        """Registered order; per-task directions by task order; then by name."""
+        """Registered order; per-task directions by task order; then by name; names nobody registered
+        after all registered ones."""
         style = style_of(self.name)
+        order = style.order if self.name in _STYLES else max(s.order for s in _STYLES.values()) + 1
         if self.per_task:
             task = self.arg or ""
-            return (style.order, list(tasks).index(task) if task in tasks else len(tasks), task)
-        return (style.order, 0, str(self))
+            return (order, list(tasks).index(task) if task in tasks else len(tasks), task)
+        return (order, 0, str(self))
 
 
 def expand_per_task(names: Sequence[str | DirectionSpec], tasks: Sequence[str]) -> list[DirectionSpec]:

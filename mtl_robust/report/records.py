@@ -1,4 +1,5 @@
-"""Results-store rows as typed records, and the value formatting and orderings every report uses.
+"""Results-store rows as typed records: `load_records` reads the latest row of every cell of one or more
+stores into `Record`s, whose properties give the config fields the report uses with their types.
 
 Real stores are messy: values may be null or NaN, cells may have failed, a cell may have been written
 several times (the latest row wins, via `ResultsStore.latest()`).
@@ -8,46 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtl_robust.attacks.config import parse_budget
 from mtl_robust.evaluation.store import ResultsStore
-
-TASK_ORDER = ("seg", "normal", "depth", "keypoints", "edges")
-METHOD_ORDER = ("fgsm", "pgd", "mim", "apgd", "apgd_paper")
-INDEPENDENT = "independent"
-Cell = str | int | float | None
-
-
-# ------------------------------------------------------------------------------------------------ values
-def parse_eps(text: str | float) -> float:
-    """`"8/255"` -> 8/255, `"0.03"` -> 0.03; the [0, 1] scale the store uses."""
-    value = parse_budget(text, "eps")
-    if not math.isfinite(value) or value < 0 or value > 1:
-        raise ValueError(f"eps must be in [0, 1] (pixel budgets are written as '8/255'), got {text!r}")
-    return value
-
-
-def format_eps(eps: float) -> str:
-    """8/255 -> '8/255'; budgets that are not whole pixel steps keep their decimals ('0.5/255')."""
-    if not math.isfinite(eps):
-        return "?"
-    pixels = eps * 255
-    if abs(pixels - round(pixels)) < 1e-4:
-        return f"{round(pixels)}/255"
-    return f"{pixels:.3g}/255"
-
-
-def eps_slug(eps: float) -> str:
-    return "eps" + format_eps(eps).split("/")[0].replace(".", "p")
-
-
-def same_eps(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+from mtl_robust.values.budget import pixel_key
 
 
 def num(value: Any) -> float:
@@ -64,49 +32,6 @@ def num(value: Any) -> float:
 
 def pct(value: Any) -> float:
     return 100.0 * num(value)
-
-
-def format_number(value: float, spec: str = ".2f") -> str:
-    """`format()` without the "-0.00" that rounding a tiny negative value gives."""
-    text = format(value, spec)
-    if text.startswith("-") and not any(c in "123456789" for c in text.split("e")[0]):
-        text = text[1:]
-    return text
-
-
-def slug(*parts: str) -> str:
-    text = "_".join(p for p in parts if p)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "table"
-
-
-def task_sort_key(task: str) -> tuple[int, str]:
-    return (TASK_ORDER.index(task), "") if task in TASK_ORDER else (len(TASK_ORDER), task)
-
-
-def method_sort_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
-
-
-def defense_sort_key(defense: str) -> tuple[int, str]:
-    return (0 if defense == "none" else 1, defense)
-
-
-def direction_sort_key(direction: str, tasks: Sequence[str] = TASK_ORDER) -> tuple[int, int, str]:
-    """single:<task> in task order, then total, dgba, then any other direction by name."""
-    if direction.startswith("single:"):
-        task = direction.split(":", 1)[1]
-        return (0, list(tasks).index(task) if task in tasks else len(tasks), task)
-    if direction == "total":
-        return (1, 0, "")
-    if direction == "dgba":
-        return (2, 0, "")
-    return (3, 0, direction)
-
-
-def direction_label(direction: str) -> str:
-    if direction.startswith("single:"):
-        return f"SINGLE({direction.split(':', 1)[1]})"
-    return direction.upper() if direction in ("total", "dgba") else direction
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -166,6 +91,11 @@ class Record:
     @property
     def eps(self) -> float:
         return num(self.config.get("eps"))
+
+    @property
+    def eps_key(self) -> float:
+        """The budget as a grouping key (pixel units, rounded): 8/255 written two ways groups as one."""
+        return pixel_key(self.eps)
 
     @property
     def sharing_score(self) -> float:
@@ -262,13 +192,6 @@ class Sources:
         return " · ".join(self.values(record))
 
 
-def ordered_tasks(records: Iterable[Record]) -> list[str]:
-    tasks: set[str] = set()
-    for r in records:
-        tasks.update(r.tasks)
-    return sorted(tasks, key=task_sort_key)
-
-
 def latest_of(candidates: Sequence[Record], where: str, notes: list[str]) -> Record:
     """The latest row among several that land on the same table position; notes what distinguished them."""
     best = max(candidates, key=lambda r: num(r.time) if math.isfinite(num(r.time)) else -math.inf)
@@ -284,13 +207,3 @@ def latest_of(candidates: Sequence[Record], where: str, notes: list[str]) -> Rec
             f"{', '.join(differing) or 'nothing but the key'}); the latest (key {best.key}) is shown"
         )
     return best
-
-
-def layout_order(records: Iterable[Record]) -> list[tuple[str, float]]:
-    """Layouts by decreasing sharing (all shared first, independent last); ties by name."""
-    scores: dict[str, float] = {}
-    for r in records:
-        score = r.sharing_score
-        if r.layout_name not in scores or (math.isnan(scores[r.layout_name]) and not math.isnan(score)):
-            scores[r.layout_name] = score
-    return sorted(scores.items(), key=lambda kv: (-(kv[1] if math.isfinite(kv[1]) else -1), kv[0]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtl_robust.evaluation.records import Record
+from mtl_robust.report.records import Record
 
 FLAG_MARK = "⚠"
 

@@ -1,6 +1,7 @@
 """Report figures (matplotlib, Agg): relative change vs eps, transfer heatmaps, the sharing-vs-robustness
-scatter and example grids. Each function draws one PNG from the plain inputs built in `evaluation.report`
-and returns its path; all values are percents.
+scatter and example grids. Each function draws one PNG from the plain inputs the other report modules
+build (`curves`, `transfer`, `tradeoff`, `examples`) and returns its path; all values are percents.
+Directions look as the direction registry says (`report.directions.direction_style`).
 """
 
 from __future__ import annotations
@@ -22,18 +23,16 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from mtl_robust.evaluation.records import direction_label, format_eps, format_number, task_sort_key
-from mtl_robust.evaluation.report import EpsCurves, ExampleRef, TradeoffSet, TransferSet
+from mtl_robust.report.curves import EpsCurves  # noqa: E402
+from mtl_robust.report.directions import TASK_COLORS, direction_label, direction_style  # noqa: E402
+from mtl_robust.report.examples import ExampleRef  # noqa: E402
+from mtl_robust.report.order import task_sort_key  # noqa: E402
+from mtl_robust.report.tables import format_number  # noqa: E402
+from mtl_robust.report.tradeoff import TradeoffSet  # noqa: E402
+from mtl_robust.report.transfer import TransferSet  # noqa: E402
+from mtl_robust.values.budget import format_eps, to_pixels  # noqa: E402
 
 DPI = 150
-TASK_COLORS = {
-    "seg": "tab:blue",
-    "normal": "tab:green",
-    "depth": "tab:orange",
-    "keypoints": "tab:purple",
-    "edges": "tab:brown",
-}
-OTHER_COLORS = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
@@ -51,28 +50,14 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def direction_style(direction: str, index: int = 0) -> dict:
-    """Fixed look per direction so every figure reads the same: SINGLE dashed in its task's colour,
-    TOTAL black, DGBA thick red."""
-    if direction.startswith("single:"):
-        task = direction.split(":", 1)[1]
-        color = TASK_COLORS.get(task, OTHER_COLORS[index % len(OTHER_COLORS)])
-        return {"color": color, "linestyle": "--", "marker": "o", "linewidth": 1.4}
-    if direction == "total":
-        return {"color": "black", "linestyle": "-", "marker": "s", "linewidth": 1.6}
-    if direction == "dgba":
-        return {"color": "tab:red", "linestyle": "-", "marker": "D", "linewidth": 2.4}
-    return {
-        "color": OTHER_COLORS[index % len(OTHER_COLORS)],
-        "linestyle": ":",
-        "marker": "v",
-        "linewidth": 1.4,
-    }
-
-
 # ----------------------------------------------------------------------------------- relative change vs eps
 def plot_eps_curves(curves: EpsCurves, path: str | os.PathLike) -> Path:
     """One panel per task plus the average; one line per direction; x = eps in pixel units."""
+    return _save(draw_eps_curves(curves), path)
+
+
+def draw_eps_curves(curves: EpsCurves) -> plt.Figure:
+    """The figure `plot_eps_curves` saves (open: the caller closes it)."""
     panels = list(curves.tasks) + ["avg"]
     fig, axes = plt.subplots(
         1,
@@ -82,19 +67,19 @@ def plot_eps_curves(curves: EpsCurves, path: str | os.PathLike) -> Path:
         squeeze=False,
         layout="constrained",
     )
-    all_eps = sorted({p[0] for pts in curves.series.values() for p in pts})
+    all_eps = sorted({p.eps for pts in curves.series.values() for p in pts})
     for ax, panel in zip(axes[0], panels):
         for i, (direction, points) in enumerate(curves.series.items()):
-            xs = [255 * p[0] for p in points]
-            ys = [p[2] if panel == "avg" else p[1].get(panel, math.nan) for p in points]
+            xs = [to_pixels(p.eps) for p in points]
+            ys = [p.rel_avg if panel == "avg" else p.rel_task.get(panel, math.nan) for p in points]
             ax.plot(xs, ys, label=direction_label(direction), markersize=5, **direction_style(direction, i))
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_title("average over tasks" if panel == "avg" else f"task: {panel}", fontsize=10)
         ax.set_xlabel("ε (pixel units, /255)")
-        ax.set_xticks([255 * e for e in all_eps])
+        ax.set_xticks([to_pixels(e) for e in all_eps])
         ax.set_xticklabels([format_eps(e).split("/")[0] for e in all_eps])
         if len(all_eps) == 1:
-            ax.set_xlim(255 * all_eps[0] - 1, 255 * all_eps[0] + 1)
+            ax.set_xlim(to_pixels(all_eps[0]) - 1, to_pixels(all_eps[0]) + 1)
         ax.yaxis.set_major_formatter(_percent())
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("relative change (%)\n(negative = worse)")
@@ -106,7 +91,7 @@ def plot_eps_curves(curves: EpsCurves, path: str | os.PathLike) -> Path:
         f"{curves.data}/{curves.backbone}",
         fontsize=11,
     )
-    return _save(fig, path)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------- transfer heatmap
@@ -139,7 +124,7 @@ def plot_transfer_heatmap(ts: TransferSet, path: str | os.PathLike, limit: float
                     Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5)
                 )
     ax.set_xticks(range(len(evaluated)), evaluated)
-    ax.set_yticks(range(len(attacked)), [direction_label(f"single:{a}") for a in attacked])
+    ax.set_yticks(range(len(attacked)), [ts.attack_label(a) for a in attacked])
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("attack")
     bar = fig.colorbar(image, ax=ax, format=_percent(), shrink=0.9)
@@ -169,7 +154,7 @@ def plot_tradeoff(ts: TradeoffSet, path: str | os.PathLike) -> Path:
         marker = MARKERS[i % len(MARKERS)]
         ax.scatter(
             [p.clean_gain for p in points],
-            [p.dgba_change for p in points],
+            [p.attack_change for p in points],
             c=[p.sharing_score for p in points],
             cmap=cmap,
             norm=norm,
@@ -198,18 +183,19 @@ def plot_tradeoff(ts: TradeoffSet, path: str | os.PathLike) -> Path:
     ax.xaxis.set_major_formatter(_percent())
     ax.yaxis.set_major_formatter(_percent())
     ax.set_xlabel("clean accuracy gain over the independent model (%)")
-    ax.set_ylabel("relative change under DGBA (%)\n(lower = less robust)")
+    ax.set_ylabel(f"relative change under {ts.label} (%)\n(lower = less robust)")
     ax.grid(alpha=0.3)
     title = "source · defense" if any(p.source for p in ts.points) else "defense"
     ax.legend(handles=handles, title=title, loc="best", fontsize=8, title_fontsize=9)
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
     bar.set_label("sharing score (shared blocks summed over task pairs)")
     ax.set_title(
-        f"Sharing vs robustness · {ts.data}/{ts.backbone} · DGBA {ts.method.upper()} ε={format_eps(ts.eps)}",
+        f"Sharing vs robustness · {ts.data}/{ts.backbone} · {ts.label} {ts.method.upper()} "
+        f"ε={format_eps(ts.eps)}",
         fontsize=10,
     )
     _place_labels(
-        fig, ax, [(p.clean_gain, p.dgba_change) for p in ts.points], [p.layout_name for p in ts.points]
+        fig, ax, [(p.clean_gain, p.attack_change) for p in ts.points], [p.layout_name for p in ts.points]
     )
     return _save(fig, path)
 

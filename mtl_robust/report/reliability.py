@@ -11,41 +11,55 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-from mtl_robust.evaluation.flags import FLAG_MARK, marked_layout, model_flags
-from mtl_robust.evaluation.records import (
-    Record,
-    defense_sort_key,
-    eps_slug,
-    format_eps,
-    layout_order,
-    ordered_tasks,
-    pct,
-    slug,
-)
-from mtl_robust.evaluation.report import Table
+from mtl_robust.report.flags import FLAG_MARK, marked_layout, model_flags
+from mtl_robust.report.order import defense_sort_key, layout_ranks, ordered_tasks
+from mtl_robust.report.records import Record, pct
+from mtl_robust.report.tables import Table, slug
+from mtl_robust.values.budget import eps_slug, format_eps
+
+
+class EnsembleKey(NamedTuple):
+    """One ensemble table: the models of one data and backbone at one eps."""
+
+    data: str
+    backbone: str
+    eps_key: float
+
+
+class DiagnosedModel(NamedTuple):
+    store: str
+    data: str
+    backbone: str
+    defense: str
+    layout: str
+    model_id: str
+
+    def sort_key(self) -> tuple:
+        return (self.data, self.backbone, defense_sort_key(self.defense), self.layout)
 
 
 def _ensemble_rows(records: Sequence[Record]) -> list[Record]:
     return [r for r in records if r.ok and r.method == "ensemble" and r.results.get("ensemble")]
 
 
-def _groups(rows: Sequence[Record]) -> dict[tuple, list[Record]]:
-    groups: dict[tuple, list[Record]] = defaultdict(list)
+def _groups(rows: Sequence[Record]) -> dict[EnsembleKey, list[Record]]:
+    groups: dict[EnsembleKey, list[Record]] = defaultdict(list)
     for r in rows:
-        groups[(r.data, r.backbone, round(r.eps * 255, 4))].append(r)
+        groups[EnsembleKey(r.data, r.backbone, r.eps_key)].append(r)
     return groups
 
 
 def _model_order(rows: Sequence[Record]) -> list[Record]:
-    rank = {name: i for i, (name, _s) in enumerate(layout_order(rows))}
+    rank = layout_ranks(rows)
     return sorted(rows, key=lambda r: (defense_sort_key(r.defense), rank.get(r.layout_name, 0)))
 
 
 def members_vs_ensemble(records: Sequence[Record]) -> list[Table]:
     """Per (data, backbone, eps): each member's measure beside the ensemble's joint worst case and the gap."""
     tables = []
-    for (data, backbone, _), rows in sorted(_groups(_ensemble_rows(records)).items()):
+    for key, rows in sorted(_groups(_ensemble_rows(records)).items()):
         eps = rows[0].eps
         members = list(dict.fromkeys(m for r in rows for m in r.results["ensemble"]["members"]))
         columns = ["layout", "defense"] + [f"{m} (%)" for m in members]
@@ -67,8 +81,8 @@ def members_vs_ensemble(records: Sequence[Record]) -> list[Table]:
             )
         tables.append(
             Table(
-                name=slug("ensemble", data, backbone, eps_slug(eps)),
-                title=f"Members vs ensemble · {data} · {backbone} · ε={format_eps(eps)}",
+                name=slug("ensemble", key.data, key.backbone, eps_slug(eps)),
+                title=f"Members vs ensemble · {key.data} · {key.backbone} · ε={format_eps(eps)}",
                 columns=columns,
                 rows=body,
                 description=(
@@ -84,7 +98,7 @@ def members_vs_ensemble(records: Sequence[Record]) -> list[Table]:
 def per_task_worst_case(records: Sequence[Record]) -> list[Table]:
     """Per (data, backbone, eps): each task's worst case (rule task:<t>) vs its strongest single member."""
     tables = []
-    for (data, backbone, _), rows in sorted(_groups(_ensemble_rows(records)).items()):
+    for key, rows in sorted(_groups(_ensemble_rows(records)).items()):
         eps = rows[0].eps
         tasks = ordered_tasks(rows)
         columns = ["layout", "defense"]
@@ -104,8 +118,8 @@ def per_task_worst_case(records: Sequence[Record]) -> list[Table]:
             body.append(line)
         tables.append(
             Table(
-                name=slug("worst_task", data, backbone, eps_slug(eps)),
-                title=f"Per-task worst case · {data} · {backbone} · ε={format_eps(eps)}",
+                name=slug("worst_task", key.data, key.backbone, eps_slug(eps)),
+                title=f"Per-task worst case · {key.data} · {key.backbone} · ε={format_eps(eps)}",
                 columns=columns,
                 rows=body,
                 description=(
@@ -121,8 +135,8 @@ def ranking_notes(records: Sequence[Record]) -> list[str]:
     """Does the ensemble change which direction, or which layout, looks most robust?"""
     notes = []
     rows = _ensemble_rows(records)
-    for (data, backbone, _), group in sorted(_groups(rows).items()):
-        eps = format_eps(group[0].eps)
+    for key, group in sorted(_groups(rows).items()):
+        data, backbone, eps = key.data, key.backbone, format_eps(group[0].eps)
         for r in _model_order(group):
             ens = r.results["ensemble"]
             members = {m: pct(v.get("rel_avg")) for m, v in ens["members"].items()}
@@ -168,15 +182,16 @@ def ranking_notes(records: Sequence[Record]) -> list[str]:
 
 def diagnostics_table(records: Sequence[Record]) -> tuple[Table | None, list[str]]:
     """One line per diagnosed model: its flags, zero-gradient shares and probe measures; a warning each."""
-    models: dict[tuple, Record] = {}
+    models: dict[DiagnosedModel, Record] = {}
     for r in records:
         if r.ok and r.results.get("diagnostics"):
-            models.setdefault((r.store, r.data, r.backbone, r.defense, r.layout_name, r.text("model_id")), r)
+            key = DiagnosedModel(r.store, r.data, r.backbone, r.defense, r.layout_name, r.text("model_id"))
+            models.setdefault(key, r)
     if not models:
         return None, []
     notes, body = [], []
     probes = ["pgd", "pgd_2eps", "apgd", "apgd_4x_steps", "noise", "apgd_eps1"]
-    for key in sorted(models, key=lambda k: (k[1], k[2], defense_sort_key(k[3]), k[4])):
+    for key in sorted(models, key=DiagnosedModel.sort_key):
         r = models[key]
         d = r.results["diagnostics"]
         flags = model_flags(r)

@@ -14,20 +14,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from mtl_robust.evaluation.records import (
-    Record,
-    Sources,
-    defense_sort_key,
-    eps_slug,
-    format_eps,
-    latest_of,
-    num,
-    same_eps,
-    slug,
-)
 from mtl_robust.evaluation.relative import compare
+from mtl_robust.report.directions import DGBA, TOTAL, spec_of
+from mtl_robust.report.order import defense_sort_key
+from mtl_robust.report.records import Record, Sources, latest_of, num
+from mtl_robust.report.tables import Table, slug
+from mtl_robust.values.budget import eps_slug, format_eps, same_eps
+from mtl_robust.values.direction import DirectionSpec
 
 BASELINE = "none"
 PAPER_AT = "adv_train:pgd-total"
@@ -75,9 +70,7 @@ class CostSet:
             f"layout {self.layout_name} · {self.method.upper()} ε={format_eps(self.eps)}"
         )
 
-    def table(self) -> Any:
-        from mtl_robust.evaluation.report import Table
-
+    def table(self) -> Table:
         m = self.method.upper()
         return Table(
             name=self.name,
@@ -91,9 +84,9 @@ class CostSet:
                 "run passes ×clean",
                 "run time ×clean",
                 "clean vs none (%)",
-                f"{m}-TOTAL avg (%)",
-                f"{m}-DGBA avg (%)",
-                "DGBA drop vs PGD-AT (%)",
+                f"{m}-{TOTAL.label} avg (%)",
+                f"{m}-{DGBA.label} avg (%)",
+                f"{DGBA.label} drop vs PGD-AT (%)",
                 "overfitting watch",
             ],
             rows=[
@@ -119,10 +112,20 @@ class CostSet:
                 f"whole run, as multiples of the `{BASELINE}` model of this layout trained in the same sweep "
                 "(wall time is only comparable within one machine and run). Robustness: average relative "
                 "change under attack (%, negative = worse, against the model's own clean metrics). "
-                f"`DGBA drop vs PGD-AT` = DGBA avg / that of `{PAPER_AT}` - 1 (positive = a larger drop). "
+                f"`{DGBA.label} drop vs PGD-AT` = {DGBA.label} avg / that of `{PAPER_AT}` - 1 "
+                "(positive = a larger drop). "
                 "The watch column says whether catastrophic overfitting was detected during training."
             ),
         )
+
+
+class CostKey(NamedTuple):
+    """One cost table: the defenses of one layout."""
+
+    source: str
+    data: str
+    backbone: str
+    layout: str
 
 
 def training_cost(record: Record) -> dict[str, Any]:
@@ -175,7 +178,9 @@ def cost_sets(
     notes: list[str] = []
     sources = Sources.of(records)
     attacked = [
-        r for r in records if r.ok and r.is_attack and training_cost(r) and r.direction in ("total", "dgba")
+        r
+        for r in records
+        if r.ok and r.is_attack and training_cost(r) and spec_of(r.direction) in (TOTAL, DGBA)
     ]
     if not attacked:
         return [], notes
@@ -183,20 +188,22 @@ def cost_sets(
     chosen_method = method or ("pgd" if "pgd" in methods else methods[0])
     with_method = [r for r in attacked if r.method == chosen_method]
     if not with_method:
-        return [], [f"cost vs robustness: no TOTAL/DGBA rows with method {chosen_method}"]
+        return [], [f"cost vs robustness: no {TOTAL.label}/{DGBA.label} rows with method {chosen_method}"]
     chosen_eps = eps if eps is not None else max(r.eps for r in with_method)
     selected = [r for r in with_method if same_eps(r.eps, chosen_eps)]
-    groups: dict[tuple[str, str, str, str], dict[str, dict[str, list[Record]]]] = defaultdict(
+    # layout -> defense -> direction -> rows
+    groups: dict[CostKey, dict[str, dict[DirectionSpec, list[Record]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
     for r in selected:
-        groups[(sources.label(r), r.data, r.backbone, r.layout_name)][r.defense][r.direction].append(r)
+        key = CostKey(sources.label(r), r.data, r.backbone, r.layout_name)
+        groups[key][r.defense][spec_of(r.direction)].append(r)
     out = []
-    for gkey in sorted(groups):
-        by_defense = groups[gkey]
+    for key in sorted(groups):
+        by_defense = groups[key]
         latest = {
             d: {
-                direction: latest_of(rs, f"cost vs robustness {' · '.join(gkey)} / {d} / {direction}", notes)
+                direction: latest_of(rs, f"cost vs robustness {' · '.join(key)} / {d} / {direction}", notes)
                 for direction, rs in dirs.items()
             }
             for d, dirs in by_defense.items()
@@ -204,18 +211,18 @@ def cost_sets(
         base_rows = latest.get(BASELINE)
         if not base_rows:
             notes.append(
-                f"cost vs robustness {' · '.join(g for g in gkey if g)}: no undefended ('{BASELINE}') model "
-                "with a training cost; ratios are n/a"
+                f"cost vs robustness {' · '.join(part for part in key if part)}: no undefended "
+                f"('{BASELINE}') model with a training cost; ratios are n/a"
             )
         base = next(iter(base_rows.values())) if base_rows else None
         base_cost = training_cost(base) if base else {}
-        paper = (latest.get(PAPER_AT) or {}).get("dgba")
+        paper = (latest.get(PAPER_AT) or {}).get(DGBA)
         rows = []
         for defense in sorted(latest, key=defense_sort_key):
             cells = latest[defense]
             any_row = next(iter(cells.values()))
             cost = training_cost(any_row)
-            dgba = cells["dgba"].rel_avg if "dgba" in cells else math.nan
+            dgba = cells[DGBA].rel_avg if DGBA in cells else math.nan
             rows.append(
                 CostRow(
                     defense=defense,
@@ -233,13 +240,23 @@ def cost_sets(
                     ),
                     run_time_ratio=_ratio(num(cost.get("seconds")), num(base_cost.get("seconds"))),
                     clean_change=_clean_change(base, any_row) if base is not None else math.nan,
-                    total=cells["total"].rel_avg if "total" in cells else math.nan,
+                    total=cells[TOTAL].rel_avg if TOTAL in cells else math.nan,
                     dgba=dgba,
                     dgba_vs_paper_at=_relative_difference(dgba, paper.rel_avg if paper else math.nan),
                     watch=watch_verdict(any_row),
                 )
             )
-        out.append(CostSet(*gkey, method=chosen_method, eps=chosen_eps, rows=rows))
+        out.append(
+            CostSet(
+                source=key.source,
+                data=key.data,
+                backbone=key.backbone,
+                layout_name=key.layout,
+                method=chosen_method,
+                eps=chosen_eps,
+                rows=rows,
+            )
+        )
     return out, notes
 
 
@@ -258,7 +275,7 @@ def plot_cost_set(cs: CostSet, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("training cost: forward+backward passes of the run (× clean training)")
     ax.set_ylabel(f"avg relative change under {cs.method.upper()} (%)")
-    ax.set_title(f"{cs.layout_name} · ● DGBA  □ TOTAL · ε={format_eps(cs.eps)}", fontsize=10)
+    ax.set_title(f"{cs.layout_name} · ● {DGBA.label}  □ {TOTAL.label} · ε={format_eps(cs.eps)}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

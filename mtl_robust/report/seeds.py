@@ -1,0 +1,182 @@
+"""Attack rows grouped over seeds: cells that differ only by seed form one `Group`, with the per-image
+statistics of those rows that have them, and each group's estimate (mean ± std over seeds, a 95 % CI from
+the bootstrap over seeds and images, `evaluation/stats.py`, docs/statistics.md).
+
+The statistics need torch: `evaluation.per_image` and `evaluation.stats` are imported where they are used,
+so importing the report does not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mtl_robust.report.records import Record
+
+if TYPE_CHECKING:
+    from mtl_robust.evaluation.per_image import Stats
+    from mtl_robust.evaluation.stats import Bootstrap, Estimate, SeedCell
+    from mtl_robust.tasks import Task
+
+
+# Config fields that differ between the seeds of one cell, say where things are, or record what one training
+# run measured about itself (its cost in passes and seconds): not part of a group.
+SEED_FIELDS = ("seed", "train_seed", "model_id", "checkpoint", "deterministic", "training")
+
+
+@dataclass
+class Group:
+    """The rows of one cell over seeds, with the per-image statistics of those that have them."""
+
+    records: list[Record]
+    cells: list[SeedCell]
+    tasks: dict[str, Task] | None
+
+    @property
+    def first(self) -> Record:
+        return self.records[0]
+
+    def rel_avgs(self) -> list[float]:
+        return [float(r.results["rel_avg"]) for r in self.records if _finite(r.results.get("rel_avg"))]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def row_seed(record: Record) -> int:
+    """The seed a row stands for: its model's training seed (the run seed) where recorded."""
+    value = record.config.get("train_seed", record.config.get("seed"))
+    return int(value) if isinstance(value, int) else 0
+
+
+def group_key(record: Record) -> tuple:
+    config = {k: v for k, v in record.config.items() if k not in SEED_FIELDS}
+    return (record.store, repr(sorted(config.items(), key=lambda kv: kv[0])))
+
+
+class StatsLoader:
+    """Loads side files once each; failures become notes naming the file."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+        self._cache: dict[Path, tuple[Stats, dict] | None] = {}
+
+    def load(self, path: Path) -> tuple[Stats, dict] | None:
+        from mtl_robust.evaluation.per_image import PerImageError, load_stats
+
+        if path not in self._cache:
+            try:
+                self._cache[path] = load_stats(path)
+            except PerImageError as err:
+                self.notes.append(f"{err}; its cells have no confidence interval")
+                self._cache[path] = None
+        return self._cache[path]
+
+    def cell(self, record: Record) -> tuple[SeedCell, dict[str, Task]] | None:
+        from mtl_robust.evaluation.per_image import header_tasks
+        from mtl_robust.evaluation.stats import SeedCell
+
+        side = record.results.get("per_image") or {}
+        if not side.get("clean") or not side.get("adv"):
+            return None
+        clean = self.load(record.base_dir / side["clean"])
+        adv = self.load(record.base_dir / side["adv"])
+        if clean is None or adv is None:
+            return None
+        (clean_stats, _), (adv_stats, adv_header) = clean, adv
+        return SeedCell(row_seed(record), clean_stats, adv_stats), header_tasks(adv_header)
+
+
+def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
+    """Successful attack rows grouped over seeds, each with its per-image statistics where available."""
+    loader = StatsLoader(notes)
+    grouped: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.ok and r.is_attack:
+            grouped[group_key(r)].append(r)
+    groups, without = [], 0
+    for rows in grouped.values():
+        by_seed: dict[int, Record] = {}
+        for r in sorted(rows, key=lambda r: r.time):  # one row per seed: the latest
+            if row_seed(r) in by_seed:
+                notes.append(
+                    f"cell {r.key}: several rows for seed {row_seed(r)} of the same cell (models "
+                    f"{by_seed[row_seed(r)].text('model_id')} and {r.text('model_id')}); the latest counts"
+                )
+            by_seed[row_seed(r)] = r
+        rows = [by_seed[seed] for seed in sorted(by_seed)]
+        cells, tasks = [], None
+        for r in rows:
+            loaded = loader.cell(r)
+            if loaded is None:
+                without += 1
+                continue
+            cell, tasks = loaded
+            cells.append(cell)
+        groups.append(Group(rows, cells, tasks))
+    if without:
+        notes.append(
+            f"{without} attack rows have no readable per-image statistics (stores written before per-image "
+            "files existed, or files missing): their groups show mean ± std over seeds without CIs"
+        )
+    return groups
+
+
+def estimate(group: Group, bootstrap: Bootstrap) -> Estimate:
+    """Mean ± std over the rows' own measures; the CI from the bootstrap where statistics exist."""
+    from mtl_robust.evaluation.stats import Estimate
+
+    values = group.rel_avgs()
+    mean = float(np.mean(values)) if values else math.nan
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    if group.cells and group.tasks is not None:
+        boot = bootstrap.estimate(group.cells, group.tasks)
+        return replace(boot, mean=mean, std=std, num_seeds=len(group.records))
+    return Estimate(mean, std, math.nan, math.nan, len(group.records), 0)
+
+
+def pm(est: Estimate) -> str:
+    """ "-56.4 ± 2.1" in percent (std over seeds; just the mean with one seed)."""
+    if not math.isfinite(est.mean):
+        return "n/a"
+    if not math.isfinite(est.std):
+        return f"{100 * est.mean:.2f}"
+    return f"{100 * est.mean:.2f} ± {100 * est.std:.2f}"
+
+
+def ci(est: Estimate) -> str:
+    if not (math.isfinite(est.low) and math.isfinite(est.high)):
+        return "n/a"
+    return f"[{100 * est.low:.2f}, {100 * est.high:.2f}]"
+
+
+def group_mean(g: Group) -> float:
+    """Mean of the group's measures over seeds (NaN without any)."""
+    values = g.rel_avgs()
+    return float(np.mean(values)) if values else math.nan
+
+
+@dataclass
+class Analysis:
+    """Seed groups of a set of records with their estimates, computed once for tables and plots."""
+
+    groups: list[Group]
+    estimates: list[Estimate]
+    bootstrap: Bootstrap
+    notes: list[str]
+
+    @classmethod
+    def of(cls, records: Sequence[Record], replicates: int = 1000) -> Analysis:
+        from mtl_robust.evaluation.stats import Bootstrap
+
+        notes: list[str] = []
+        groups = seed_groups(records, notes)
+        bootstrap = Bootstrap(replicates)
+        return cls(groups, [estimate(g, bootstrap) for g in groups], bootstrap, notes)

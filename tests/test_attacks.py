@@ -399,3 +399,23 @@ def test_config_budgets_accept_fractions_and_pixel_units() -> None:
         attack_from_config({"method": "pgd", "eps": "2", "steps": 5}, "dgba")
     with pytest.raises(ValueError, match="task"):
         attack_from_config({"method": "pgd", "eps": 0.1}, {"name": "single"})
+
+
+def test_an_attack_config_is_normalised_once_into_the_row_fields_stores_keyed() -> None:
+    from mtl_robust.attacks.config import attack_spec
+
+    hydra_attack = {"method": "pgd", "eps": None, "pixel_eps": 8, "steps": 10, "alpha": None, "seed": 0}
+    spec = attack_spec(
+        {**hydra_attack, "attack_losses": {}}, {"name": "single", "task": "seg", "module": None}
+    )
+    row = spec.row_config()
+    # the fields, their order and their bits are what stores have always keyed rows by
+    assert list(row) == ["method", "steps", "seed", "attack_losses", "eps", "direction", "pixel_eps"]
+    assert row["eps"] == 8.0 / 255.0 and row["pixel_eps"] == (8.0 / 255.0) * 255.0
+    assert row["direction"] == "single:seg" and spec.direction.task == "seg"
+    given_as_eps = attack_spec({"method": "pgd", "eps": "8/255", "steps": 10}, "dgba").row_config()
+    assert list(given_as_eps) == ["method", "eps", "steps", "attack_losses", "direction", "pixel_eps"]
+    attack = spec.build()
+    assert attack.direction.spec() == "single:seg" and attack.eps == row["eps"]
+    # the spec is a value: building from it leaves it as it was
+    assert spec.row_config() == row

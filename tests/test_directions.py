@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from mtl_robust.attacks import (
     DGBA,
     PGD,
     DGBAReference,
+    MinMax,
     MultiTaskObjective,
     SignSum,
     Single,
@@ -207,3 +209,159 @@ def test_dgba_equivalence_on_the_real_model():
     model.train()
     x_adv = PGD(8 / 255, steps=2, direction="dgba")(model, x, targets, specs)
     assert model.training and (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+
+
+# ------------------------------------------------------------------------------ the direction registry
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Directions and styles registered by a test are gone after it (the registries are module dicts)."""
+    from mtl_robust.attacks import directions as attack_directions
+    from mtl_robust.values import direction as direction_values
+
+    monkeypatch.setattr(attack_directions, "DIRECTIONS", dict(attack_directions.DIRECTIONS))
+    monkeypatch.setattr(direction_values, "_STYLES", dict(direction_values._STYLES))
+    return attack_directions
+
+
+def _toy_class(register_direction, DirectionStyle, Direction):
+    @register_direction(DirectionStyle("TOY", "tab:green", 4, arg_key="scale", arg_default=1.0))
+    class Toy(Direction):
+        """TOTAL scaled by `scale`: a direction with a numeric argument."""
+
+        name = "toy"
+
+        def __init__(self, scale: float = 1.0) -> None:
+            self.scale = float(scale)
+
+        def objective(self, losses, valid, state):
+            return self.scale * sum(torch.where(valid[t], losses[t], 0.0) for t in losses)
+
+    return Toy
+
+
+def test_a_registered_direction_builds_from_its_name_and_keeps_its_argument(isolated_registry):
+    from mtl_robust.attacks import Direction, register_direction
+    from mtl_robust.values import DirectionSpec, DirectionStyle
+
+    toy_class = _toy_class(register_direction, DirectionStyle, Direction)
+    assert isolated_registry.DIRECTIONS["toy"] is toy_class
+    assert isinstance(build_direction("toy"), toy_class) and build_direction("toy").spec() == "toy"
+    scaled = build_direction("toy:0.5")
+    assert scaled.scale == 0.5 and scaled.spec() == "toy:0.5"
+    assert build_direction(scaled.spec()).scale == 0.5
+    assert DirectionSpec.parse("toy:0.5").label == "TOY(scale=0.5)"
+    # it attacks like any other direction: PGD moves the input and keeps the budget
+    model, (x, targets) = TreeStub(), make_batch(n=2)
+    x_adv = PGD(0.03, steps=2, direction="toy:2.0")(model, x, targets, stub_losses())
+    assert 0 < float((x_adv - x).abs().max()) <= 0.03 + 1e-6
+
+
+def test_build_direction_errors_list_the_registered_directions(isolated_registry):
+    from mtl_robust.attacks import Direction, register_direction
+    from mtl_robust.values import DirectionStyle
+
+    _toy_class(register_direction, DirectionStyle, Direction)
+    with pytest.raises(ValueError, match="unknown attack direction 'bogus'") as err:
+        build_direction("bogus")
+    for name in ("dgba", "minmax", "single:<task>", "static_relative", "toy", "total"):
+        assert repr(name) in str(err.value)
+
+
+def test_register_direction_refuses_a_taken_name_and_an_argument_the_class_lacks(isolated_registry):
+    from mtl_robust.attacks import Direction, register_direction
+    from mtl_robust.values import DirectionStyle
+
+    with pytest.raises(ValueError, match="'dgba' is taken"):
+
+        @register_direction()
+        class OtherDGBA(Direction):
+            name = "dgba"
+
+    with pytest.raises(TypeError, match="arg_key 'gamma'"):
+
+        @register_direction(DirectionStyle("{name}", arg_key="gamma"))
+        class NoGamma(Direction):
+            name = "no_gamma"
+
+
+def test_a_plain_registered_direction_is_known_to_reports(isolated_registry):
+    from mtl_robust.attacks import Direction, register_direction
+    from mtl_robust.values.direction import registered
+
+    @register_direction()
+    class Plain(Direction):
+        name = "plain"
+
+        def objective(self, losses, valid, state):
+            return sum(losses.values())
+
+    assert "plain" in registered() and build_direction("plain").spec() == "plain"
+    with pytest.raises(ValueError, match="takes no argument"):
+        build_direction("plain:3")
+
+
+TOY_MODULE = '''
+"""A direction defined outside the package: its file plus conf/direction/far_toy.yaml."""
+from mtl_robust.attacks.directions import Direction, register_direction
+from mtl_robust.values import DirectionStyle
+
+
+@register_direction(DirectionStyle("FAR", "tab:olive", 5, arg_key="tau", arg_default=1e-8))
+class FarToy(Direction):
+    name = "far_toy"
+
+    def __init__(self, tau: float = 1e-8) -> None:
+        self.tau = tau
+
+    def objective(self, losses, valid, state):
+        return sum(losses[t].clamp_min(self.tau).log() for t in losses)
+'''
+
+
+def test_a_direction_config_names_the_module_that_defines_it(isolated_registry, tmp_path, monkeypatch):
+    from mtl_robust.attacks.config import attack_spec
+
+    (tmp_path / "far_toy_direction.py").write_text(TOY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "far_toy_direction", raising=False)
+    try:
+        direction = {"name": "far_toy", "tau": 1e-6, "module": "far_toy_direction", "task": None}
+        spec = attack_spec({"method": "pgd", "eps": "4/255", "steps": 2}, direction)
+        attack = spec.build()
+        assert type(attack.direction).__name__ == "FarToy" and attack.direction.tau == 1e-6
+        assert (
+            str(spec.direction)
+            == attack.direction.spec()
+            == spec.row_config()["direction"]
+            == "far_toy:1e-06"
+        )
+        assert str(attack_spec({"method": "pgd", "eps": 0.01}, "far_toy").direction) == "far_toy"
+        model, (x, targets) = TreeStub(), make_batch(n=2)
+        x_adv = attack(model, x, targets, stub_losses())
+        assert 0 < float((x_adv - x).abs().max()) <= 4 / 255 + 1e-6
+    finally:
+        sys.modules.pop("far_toy_direction", None)
+    with pytest.raises(ValueError, match="cannot be imported"):
+        attack_spec({"method": "pgd", "eps": 0.01}, {"name": "gone", "module": "no_such_direction_module"})
+
+
+@pytest.mark.parametrize(
+    ("direction", "text"),
+    [
+        (DGBA(), "dgba"),
+        (DGBA(tau=1e-6), "dgba:1e-06"),
+        (StaticRelative(), "static_relative"),
+        (StaticRelative(tau=1e-6), "static_relative:1e-06"),
+        (DGBAReference(), "dgba_reference"),
+        (DGBAReference(tau=1e-6), "dgba_reference:1e-06"),
+        (MinMax(), "minmax"),
+        (MinMax(tau=1e-6), "minmax:1e-06"),
+        (Single("seg"), "single:seg"),
+        (Total(), "total"),
+        (SignSum(), "sign_sum"),
+    ],
+)
+def test_spec_keeps_the_argument_and_rebuilds_the_same_direction(direction, text):
+    assert direction.spec() == text
+    rebuilt = build_direction(text)
+    assert type(rebuilt) is type(direction) and vars(rebuilt) == vars(direction)

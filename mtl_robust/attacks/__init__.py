@@ -26,6 +26,7 @@ from mtl_robust.attacks.directions import (
     Total,
     build_direction,
     dgba_reference_gradient,
+    register_direction,
 )
 from mtl_robust.attacks.ensemble import Ensemble, EnsembleResult
 from mtl_robust.attacks.fgsm import FGSM
@@ -70,6 +71,7 @@ __all__ = [
     "paper_checkpoints",
     "project",
     "reference_checkpoints",
+    "register_direction",
     "solve_minmax",
     "solve_minmax_lp",
 ]

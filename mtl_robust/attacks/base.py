@@ -22,10 +22,10 @@ from mtl_robust.attacks.directions import Direction, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
 
-
-def from_pixels(value: float) -> float:
-    """Convert 0-255 pixel units (the paper's eps = 8) to the [0, 1] scale attacks use: 8 -> 8/255."""
-    return float(value) / 255.0
+# 0-255 pixel units (the paper's eps = 8) -> the [0, 1] scale attacks use: the one conversion lives with the
+# budget value, re-exported here and as `mtl_robust.attacks.from_pixels`.
+from mtl_robust.values.budget import from_pixels
+from mtl_robust.values.direction import DirectionSpec
 
 
 def project(x: Tensor, x0: Tensor, eps: float) -> Tensor:
@@ -96,7 +96,7 @@ class Attack:
     * `targets: dict[task, Tensor]`, batch-first.
     * `losses: Mapping[task, Task | callable]`: per-task, per-sample losses `(pred, target) -> Tensor[N]`,
       typically the tasks themselves or `task.loss`. Their keys are the attacked task set.
-    * `direction`: a `Direction` or its name ("total", "dgba", "single:seg", ...).
+    * `direction`: a `Direction`, its text form ("total", "dgba", "single:seg", ...) or a `DirectionSpec`.
     * `attack_losses`: per-task overrides of the loss the attack ascends (callables or names such as
       "segpgd"); tasks not named use their training loss.
     * `seed`: None draws random starts from torch's global RNG; an int uses a fresh local generator on x's
@@ -107,7 +107,7 @@ class Attack:
         self,
         eps: float,
         *,
-        direction: str | Direction = "total",
+        direction: str | DirectionSpec | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = None,
     ) -> None:

@@ -1,92 +1,139 @@
-"""Attacks from plain config mappings (what Hydra hands over), with eps written as `8/255` or a float.
+"""Attacks from plain config mappings (what Hydra hands over): the attack config normalised once.
 
-Budgets live in [0, 1] pixel space. A config may write `eps: 8/255` (the paper's eps = 8) or `eps: 0.0314`;
-`pixel_eps: 8` is the same budget in 0-255 units. `alpha` follows the same rules.
+`attack_spec(attack, direction)` turns the raw `attack` and `direction` groups into an `AttackSpec`:
+budgets as floats on the [0, 1] pixel scale through `mtl_robust.values.budget` (`eps: 8/255`,
+`eps: 0.0314`, or `pixel_eps: 8` in 0-255 units; `alpha` is parsed the same way), the direction as a
+`DirectionSpec`. Jobs build the spec where they compose the config and then build the attack and the row's
+config from it, without normalising again.
+
+A direction defined outside this package is found through its config: `module: my_pkg.my_direction` in
+`conf/direction/<name>.yaml` is imported (once; Python caches modules) before the name is looked up, so
+its `@register_direction` class is known. A new direction needs only its file and that yaml.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from fractions import Fraction
+import copy
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from mtl_robust.attacks.base import Attack
 from mtl_robust.attacks.registry import build_attack
 
-# What to type: budgets reach the attack from the command line as one of these two overrides.
-EPS_HINT = "type attack.eps=8/255 (pixel scale [0, 1]) or attack.pixel_eps=8 (0-255 units)"
+# EPS_HINT and parse_budget are re-exported: code outside the attacks reads them here.
+from mtl_robust.values.budget import EPS_HINT, budget_from, parse_budget, to_pixels
+from mtl_robust.values.direction import DirectionSpec
+
+__all__ = [
+    "ENSEMBLE_METHOD",
+    "EPS_HINT",
+    "AttackSpec",
+    "attack_from_config",
+    "attack_spec",
+    "direction_spec",
+    "normalized_attack_config",
+    "parse_budget",
+]
+
+ENSEMBLE_METHOD = "ensemble"
+# The direction an ensemble cell's rows carry: its members hold their own directions.
+ENSEMBLE_DIRECTION = "ensemble"
+
+DirectionConfig = Mapping[str, Any] | str | DirectionSpec
 
 
-def parse_budget(value: Any, name: str = "eps") -> float:
-    """A float, an int, or a fraction string such as "8/255" -> float."""
-    hint = f"; {EPS_HINT}" if "eps" in name else ""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}{hint}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+def direction_spec(direction: DirectionConfig) -> DirectionSpec:
+    """A direction config (`{name: single, task: seg}`), text form or spec -> its `DirectionSpec`.
+
+    A config's `module` is imported first, so that the direction it defines is registered (its class in
+    `DIRECTIONS`, its style, and so its argument's name) before the spec is read.
+    """
+    if isinstance(direction, Mapping) and direction.get("module"):
+        module = str(direction["module"])
         try:
-            return float(Fraction(value.replace(" ", "")))
-        except (ValueError, ZeroDivisionError) as err:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
             raise ValueError(
-                f"{name} must be a number or a fraction like '8/255', got {value!r}{hint}"
+                f"direction {direction.get('name')!r}: its module {module!r} cannot be imported ({err}); "
+                "is the package installed or on PYTHONPATH?"
             ) from err
-    raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}{hint}")
+    return DirectionSpec.parse(direction)
 
 
-def direction_string(direction: Mapping[str, Any] | str) -> str:
-    """`{name: single, task: seg}` -> "single:seg"; `{name: dgba}` -> "dgba"."""
-    if isinstance(direction, str):
-        return direction
-    name = direction.get("name")
-    if not name:
-        raise ValueError(f"a direction config needs a name, got {dict(direction)}")
-    task = direction.get("task")
-    if name == "single":
-        if not task:
-            raise ValueError("direction 'single' needs a task, e.g. direction=single direction.task=seg")
-        return f"single:{task}"
-    return str(name)
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack config, normalised: what its attack is built from and its store rows are keyed by.
+
+    `config` keeps the given settings in their order without None values, with `eps` (and `alpha`) as
+    floats on the [0, 1] scale (`pixel_eps` folded into `eps`), `attack_losses` as a dict and `direction`
+    as the direction's text form. An ensemble (`method: ensemble`) keeps its config as given: its members
+    are normalised when it is built, and its rows come from `evaluation.ensemble_cell`.
+    """
+
+    config: Mapping[str, Any]
+    direction: DirectionSpec
+
+    @property
+    def method(self) -> str:
+        return str(self.config["method"])
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.config.get("method") == ENSEMBLE_METHOD
+
+    @property
+    def eps(self) -> float:
+        return parse_budget(self.config["eps"], "eps") if self.is_ensemble else self.config["eps"]
+
+    def row_config(self) -> dict[str, Any]:
+        """The `config` fields of this attack's store rows: the normalised config plus `pixel_eps`."""
+        if self.is_ensemble:
+            raise ValueError("an ensemble's row config depends on the model's tasks: see ensemble_cell")
+        config = copy.deepcopy(dict(self.config))
+        config["pixel_eps"] = to_pixels(config["eps"])
+        return config
+
+    def build(self, tasks: Sequence[str] | None = None) -> Attack:
+        """The attack; for an ensemble its `Ensemble`, with `tasks` expanded to them and checked."""
+        if self.is_ensemble:
+            from mtl_robust.attacks.ensemble_config import ensemble_from_config
+
+            return ensemble_from_config(self.config, tasks)  # type: ignore[return-value]
+        settings = {k: v for k, v in self.config.items() if k not in ("method", "direction")}
+        if not settings["attack_losses"]:
+            settings.pop("attack_losses")
+        return build_attack(self.method, direction=self.direction, **settings)
 
 
-def normalized_attack_config(attack: Mapping[str, Any], direction: Mapping[str, Any] | str) -> dict[str, Any]:
-    """The attack config with budgets as floats and the direction as a string: what rows are keyed by."""
-    cfg = {k: v for k, v in dict(attack).items() if v is not None}
-    if "method" not in cfg:
-        raise ValueError(f"an attack config needs a method (fgsm, pgd, mim, apgd, apgd_paper), got {cfg}")
-    if "pixel_eps" in cfg:
-        if "eps" in cfg:
-            raise ValueError(
-                f"the attack budget is given twice (eps={cfg['eps']!r} and pixel_eps={cfg['pixel_eps']!r}); "
-                f"give one: {EPS_HINT}"
-            )
-        cfg["eps"] = parse_budget(cfg.pop("pixel_eps"), "pixel_eps") / 255.0
-    if "eps" not in cfg:
-        raise ValueError(f"the attack config needs a budget: {EPS_HINT}")
-    cfg["eps"] = parse_budget(cfg["eps"], "eps")
-    if not math.isfinite(cfg["eps"]) or not 0.0 <= cfg["eps"] <= 1.0:
-        raise ValueError(
-            f"eps must lie in [0, 1] (the pixel scale of [0, 1] images), got {cfg['eps']:g}; {EPS_HINT}"
-        )
-    if "alpha" in cfg:
-        cfg["alpha"] = parse_budget(cfg["alpha"], "alpha")
-    cfg["attack_losses"] = dict(cfg.get("attack_losses") or {})
-    cfg["direction"] = direction_string(direction)
-    return cfg
+def attack_spec(attack: Mapping[str, Any], direction: DirectionConfig) -> AttackSpec:
+    """Normalise the `attack` and `direction` configs once; bad budgets and directions fail here."""
+    if attack.get("method") == ENSEMBLE_METHOD:
+        return AttackSpec(MappingProxyType(dict(attack)), DirectionSpec(ENSEMBLE_DIRECTION))
+    config = {k: v for k, v in dict(attack).items() if v is not None}
+    if "method" not in config:
+        raise ValueError(f"an attack config needs a method (fgsm, pgd, mim, apgd, apgd_paper), got {config}")
+    pixel_eps = config.pop("pixel_eps", None)
+    # Written in place when given as eps; a budget given as pixel_eps lands last, as it always has.
+    config["eps"] = budget_from(config.get("eps"), pixel_eps)
+    if "alpha" in config:
+        config["alpha"] = parse_budget(config["alpha"], "alpha")
+    config["attack_losses"] = dict(config.get("attack_losses") or {})
+    spec = direction_spec(direction)
+    config["direction"] = str(spec)
+    return AttackSpec(MappingProxyType(config), spec)
 
 
-def attack_from_config(attack: Mapping[str, Any], direction: Mapping[str, Any] | str) -> Attack:
+def normalized_attack_config(attack: Mapping[str, Any], direction: DirectionConfig) -> dict[str, Any]:
+    """The attack config with budgets as floats and the direction as text (`attack_spec(...).config`)."""
+    return dict(attack_spec(attack, direction).config)
+
+
+def attack_from_config(attack: Mapping[str, Any], direction: DirectionConfig) -> Attack:
     """Build (and so validate) an attack: bad budgets or steps fail here, before any model work.
 
     An ensemble config (`method: ensemble`) is validated the same way but returns its `Ensemble`.
     """
-    if attack.get("method") == "ensemble":
-        from mtl_robust.attacks.ensemble_config import ensemble_from_config
-
-        return ensemble_from_config(attack)  # type: ignore[return-value]
-    cfg = normalized_attack_config(attack, direction)
-    method = cfg.pop("method")
-    if not cfg["attack_losses"]:
-        cfg.pop("attack_losses")
-    return build_attack(method, **cfg)
+    return attack_spec(attack, direction).build()

@@ -12,19 +12,40 @@ is returned by `init` and handed back to `objective`.
 Guards (docs/method.md *Guards*): losses, divisions and logs are computed in float32; (sample, task)
 pairs without valid pixels contribute exactly 0 (never 0/0); loss values are floored at `tau` before log or
 division.
+
+One registry: every direction class is decorated with `@register_direction(...)`, which puts it into
+`DIRECTIONS` under its `name`, and `build_direction` builds any of them from its text or config form
+(`mtl_robust.values.direction.DirectionSpec`), e.g. "dgba", "dgba:1e-06", "single:seg". A direction's
+argument (DGBA's `tau`, SINGLE's `task`) is the constructor argument its style's `arg_key` names.
+
+Styles (label, colour, order in reports, `arg_key`): the built-in directions' styles are declared in
+`mtl_robust.values.direction`, because the report reads them without importing torch (and so without this
+module); their classes register with no style. A new direction passes its own `DirectionStyle` to
+`register_direction`, or none for a plain one (its name as label, a palette colour, no argument). A
+direction defined outside this package is found through its config's `module:` key, which
+`mtl_robust.attacks.config` imports before the name is looked up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 
-# Floor of the per-sample loss inside log / division. Below it DGBA's term log(max(L, tau)) is constant, so a
-# (sample, task) pair that is already near-perfect stops steering the direction instead of dominating it.
-DEFAULT_TAU = 1e-8
+# DEFAULT_TAU: the floor of the per-sample loss inside log / division. Below it DGBA's term log(max(L, tau))
+# is constant, so a (sample, task) pair that is already near-perfect stops steering the direction instead of
+# dominating it. Defined with the direction values (a spec leaves the default out), re-exported here.
+from mtl_robust.values.direction import (
+    DEFAULT_TAU,
+    DirectionSpec,
+    DirectionStyle,
+    register_style,
+    registered,
+    style_of,
+)
 
 Losses = Mapping[str, Tensor]
 Valid = Mapping[str, Tensor]
@@ -61,13 +82,63 @@ class Direction:
         return grad.sign()
 
     def spec(self) -> str:
-        """The string `build_direction` rebuilds this direction from."""
-        return self.name
+        """The text form `build_direction` rebuilds this direction from, its argument included ("dgba",
+        "dgba:1e-06", "single:seg"); an argument at its default is left out."""
+        key = style_of(self.name).arg_key
+        config = {"name": self.name, key: getattr(self, key)} if key else {"name": self.name}
+        return str(DirectionSpec.from_config(config))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
+DIRECTIONS: dict[str, type[Direction]] = {}
+
+D = TypeVar("D", bound=type[Direction])
+
+# The look of a direction registered without a style: its name as label, a palette colour, no argument.
+PLAIN_STYLE = DirectionStyle("{name}", None, 3)
+
+
+def register_direction(style: DirectionStyle | None = None) -> Callable[[D], D]:
+    """Class decorator: make a `Direction` subclass buildable by its `name` and known to reports.
+
+    `style` goes to the values registry (`register_style`): how the direction reads in tables and figures
+    and, through `arg_key`, which constructor argument its text form carries (`toy:0.5` -> `Toy(scale=0.5)`
+    for `arg_key="scale"`; the instance keeps it as the attribute of that name, which `spec` reads). Without
+    one, a name the values registry already knows (the built-ins, declared there so that torch-free reports
+    know them) keeps its style, and a new name gets `PLAIN_STYLE`.
+
+    Example::
+
+        @register_direction(DirectionStyle("TOY", "tab:green", 4))
+        class Toy(Direction):
+            name = "toy"
+            def objective(self, losses, valid, state):
+                return sum(losses[t] for t in losses)
+    """
+
+    def register(cls: D) -> D:
+        name = cls.__dict__.get("name")
+        if not isinstance(name, str) or not name or ":" in name:
+            raise TypeError(f"{cls.__name__} needs its own `name` (a word without ':') to be registered")
+        known = DIRECTIONS.get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise ValueError(f"direction name {name!r} is taken by {known.__module__}.{known.__qualname__}")
+        if style is not None:
+            register_style(name, style)
+        elif name not in registered():
+            register_style(name, PLAIN_STYLE)
+        key = style_of(name).arg_key
+        if key is not None and key not in inspect.signature(cls).parameters:
+            raise TypeError(f"{cls.__name__}: its style's arg_key {key!r} is no argument of its constructor")
+        DIRECTIONS[name] = cls
+        return cls
+
+    return register
+
+
+@register_direction()
 class Single(Direction):
     """grad L_task only; the model is called with `tasks=[task]`, so only that task's branch runs."""
 
@@ -88,13 +159,11 @@ class Single(Direction):
     def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
         return _masked(losses[self.task], valid[self.task])
 
-    def spec(self) -> str:
-        return f"single:{self.task}"
-
     def __repr__(self) -> str:
         return f"Single(task={self.task!r})"
 
 
+@register_direction()
 class Total(Direction):
     """grad sum_t L_t (per-sample task losses summed with equal weights)."""
 
@@ -104,6 +173,7 @@ class Total(Direction):
         return sum(_masked(losses[t], valid[t]) for t in losses)
 
 
+@register_direction()
 class DGBA(Direction):
     """Dynamic gradient balancing: f = sum_t log(max(L_t, tau)) per sample.
 
@@ -122,9 +192,6 @@ class DGBA(Direction):
 
     def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
         return sum(_masked(losses[t].float().clamp_min(self.tau).log(), valid[t]) for t in losses)
-
-    def spec(self) -> str:
-        return "dgba" if self.tau == DEFAULT_TAU else f"dgba:{self.tau!r}"
 
     def __repr__(self) -> str:
         return f"DGBA(tau={self.tau:g})"
@@ -152,6 +219,7 @@ def dgba_reference_gradient(x: Tensor, losses: Losses, valid: Valid, tau: float 
     return direction
 
 
+@register_direction()
 class DGBAReference(DGBA):
     """DGBA with the paper code's per-task backward passes (slow reference; same objective as DGBA)."""
 
@@ -160,13 +228,11 @@ class DGBAReference(DGBA):
     def gradient(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
         return dgba_reference_gradient(x, losses, valid, self.tau)
 
-    def spec(self) -> str:
-        return "dgba_reference"
-
     def __repr__(self) -> str:
         return f"DGBAReference(tau={self.tau:g})"
 
 
+@register_direction()
 class SignSum(Direction):
     """Per-coordinate majority vote sum_t sign(grad L_t) (per-sample losses); ties give 0.
 
@@ -191,6 +257,7 @@ class SignSum(Direction):
         return votes
 
 
+@register_direction()
 class StaticRelative(Direction):
     """f = sum_t L_t / max(L_t(x_clean), tau) per sample: relative weights frozen at the clean loss.
 
@@ -222,42 +289,28 @@ class StaticRelative(Direction):
         return f"StaticRelative(tau={self.tau:g})"
 
 
-DIRECTIONS: dict[str, type[Direction]] = {
-    "total": Total,
-    "dgba": DGBA,
-    "dgba_reference": DGBAReference,
-    "sign_sum": SignSum,
-    "static_relative": StaticRelative,
-}
+def direction_choices() -> list[str]:
+    """The registered directions as a user writes them: a required argument shown as `<arg>`."""
+    return sorted(
+        f"{name}:<{style_of(name).arg_key}>" if style_of(name).arg_required else name for name in DIRECTIONS
+    )
 
 
-def build_direction(spec: str | Direction, **kwargs: Any) -> Direction:
-    """A direction from a string: "total", "dgba", "dgba_reference", "sign_sum", "static_relative",
-    "minmax", "single:<task>"; a Direction instance is returned unchanged. `kwargs` go to the constructor
-    (e.g. tau).
+def build_direction(spec: str | DirectionSpec | Mapping[str, Any] | Direction, **kwargs: Any) -> Direction:
+    """A registered direction from its text form ("total", "dgba:1e-06", "single:seg"), a `DirectionSpec`
+    or a direction config (`{name: single, task: seg}`); a Direction instance is returned unchanged.
+    `kwargs` go to the constructor over the spec's argument (e.g. tau).
     """
     if isinstance(spec, Direction):
         if kwargs:
             raise ValueError("keyword arguments are only accepted with a direction name, not an instance")
         return spec
-    if not isinstance(spec, str):
+    if not isinstance(spec, str | DirectionSpec | Mapping):
         raise TypeError(f"direction must be a name or a Direction, got {type(spec).__name__}")
-    name, _, arg = spec.strip().partition(":")
-    if name == "single":
-        if not arg:
-            raise ValueError("the single-task direction needs a task: 'single:<task>', e.g. 'single:seg'")
-        return Single(arg, **kwargs)
-    if name == "minmax":  # defined in its own module, which builds on this one
-        from mtl_robust.attacks.minmax import MinMax
-
-        if arg:
-            kwargs = {"tau": float(arg), **kwargs}
-        return MinMax(**kwargs)
-    if name not in DIRECTIONS:
-        options = sorted([*DIRECTIONS, "minmax", "single:<task>"])
-        raise ValueError(f"unknown attack direction {spec!r}; choose one of {options}")
-    if arg:
-        if name not in ("dgba", "dgba_reference", "static_relative"):
-            raise ValueError(f"direction {name!r} takes no argument, got {spec!r}")
-        kwargs = {"tau": float(arg), **kwargs}
-    return DIRECTIONS[name](**kwargs)
+    parsed = DirectionSpec.parse(spec)
+    cls = DIRECTIONS.get(parsed.name)
+    if cls is None:
+        raise ValueError(f"unknown attack direction {str(parsed)!r}; choose one of {direction_choices()}")
+    if parsed.arg is not None and parsed.style.arg_key is None:
+        raise ValueError(f"direction {parsed.name!r} takes no argument, got {str(parsed)!r}")
+    return cls(**{**parsed.kwargs(), **kwargs})

@@ -19,14 +19,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mtl_robust.attacks.base import Attack
-from mtl_robust.attacks.config import attack_from_config, parse_budget
+from mtl_robust.attacks.config import ENSEMBLE_METHOD, attack_from_config
 from mtl_robust.attacks.ensemble import Ensemble
+from mtl_robust.values.budget import parse_budget
+from mtl_robust.values.direction import DirectionSpec, expand_per_task, unbound_per_task
 
-ENSEMBLE_METHOD = "ensemble"
+__all__ = ["ENSEMBLE_METHOD", "build_member", "ensemble_from_config", "member_configs", "rule_list"]
+
+# Without the model's tasks a per-task member (SINGLE) is built, and so validated, on this stand-in task.
+STAND_IN_TASK = "_"
 
 
 def member_configs(members: Mapping[str, Any], tasks: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    """name -> member config (direction as a string); SINGLE expanded per task when tasks are known."""
+    """name -> member config (direction as text); SINGLE expanded per task when tasks are known, else
+    built on a stand-in task."""
     if not isinstance(members, Mapping) or not members:
         raise ValueError("attack=ensemble needs at least one member under attack.members")
     out: dict[str, dict[str, Any]] = {}
@@ -39,11 +45,11 @@ def member_configs(members: Mapping[str, Any], tasks: Sequence[str] | None) -> d
         if cfg["method"] == ENSEMBLE_METHOD:
             raise ValueError(f"ensemble member {name!r} is itself an ensemble")
         direction = str(cfg.pop("direction", "total"))
-        if direction == "single" and tasks is not None:
-            for task in tasks:
-                out[f"{name}:{task}"] = {**cfg, "direction": f"single:{task}"}
-        elif direction == "single":
-            out[name] = {**cfg, "direction": f"single:{tasks[0]}" if tasks else "single:?"}
+        if unbound_per_task(direction) and tasks is not None:
+            for spec in expand_per_task([direction], tasks):
+                out[f"{name}:{spec.task}"] = {**cfg, "direction": str(spec)}
+        elif unbound_per_task(direction):
+            out[name] = {**cfg, "direction": str(DirectionSpec(direction.strip(), STAND_IN_TASK))}
         else:
             out[str(name)] = {**cfg, "direction": direction}
     return out
@@ -63,8 +69,6 @@ def rule_list(rules: Sequence[str], tasks: Sequence[str] | None) -> list[str]:
 def build_member(name: str, cfg: Mapping[str, Any], eps: float) -> Attack:
     cfg = dict(cfg)
     direction = cfg.pop("direction")
-    if direction == "single:?":  # tasks unknown yet: validate with a placeholder task
-        direction = "single:_"
     try:
         return attack_from_config({**cfg, "eps": eps}, direction)
     except (ValueError, TypeError) as err:

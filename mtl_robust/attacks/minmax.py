@@ -29,7 +29,7 @@ import torch
 from scipy.optimize import linprog
 from torch import Tensor
 
-from mtl_robust.attacks.directions import DEFAULT_TAU, Direction, _masked
+from mtl_robust.attacks.directions import DEFAULT_TAU, Direction, _masked, register_direction
 
 # The cutting planes stop when upper and lower bound agree to this relative tolerance (float64 sums over
 # up to ~1e6 coordinates carry about 1e-12 relative round-off, so tighter is noise).
@@ -223,6 +223,7 @@ def task_matrices(
     ]
 
 
+@register_direction()
 class MinMax(Direction):
     """Worst-task direction: per sample the exact maximiser of min_t (grad L_t . delta) / L_t over the unit
     box (`solve_minmax`), so the least-hurt task's relative loss rises fastest to first order.
@@ -263,9 +264,6 @@ class MinMax(Direction):
 
     def step(self, grad: Tensor) -> Tensor:
         return grad
-
-    def spec(self) -> str:
-        return "minmax" if self.tau == DEFAULT_TAU else f"minmax:{self.tau!r}"
 
     def __repr__(self) -> str:
         return f"MinMax(tau={self.tau:g})"

@@ -9,6 +9,7 @@ from mtl_robust.attacks.base import Attack
 from mtl_robust.attacks.fgsm import FGSM
 from mtl_robust.attacks.mim import MIM
 from mtl_robust.attacks.pgd import PGD
+from mtl_robust.values.budget import from_pixels
 
 METHODS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "mim": MIM, "apgd": APGD}
 
@@ -24,11 +25,11 @@ def build_attack(method: str, **kwargs: Any) -> Attack:
     if pixel_eps is not None:
         if "eps" in kwargs:
             raise ValueError("give either eps (0-1 scale) or pixel_eps (0-255 units), not both")
-        kwargs["eps"] = float(pixel_eps) / 255.0
+        kwargs["eps"] = from_pixels(pixel_eps)
     if pixel_alpha is not None:
         if "alpha" in kwargs:
             raise ValueError("give either alpha (0-1 scale) or pixel_alpha (0-255 units), not both")
-        kwargs["alpha"] = float(pixel_alpha) / 255.0
+        kwargs["alpha"] = from_pixels(pixel_alpha)
     if key == "apgd_paper":
         return APGD.paper(**kwargs)
     if key not in METHODS:

@@ -37,6 +37,7 @@ from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.evaluation.passes import Batch, PassResult, run_pass
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.files import atomic_write_text
+from mtl_robust.values.budget import parse_budget
 
 FLAG_NAMES = (
     "zero_input_gradients",
@@ -195,7 +196,6 @@ def diagnostics_for_rows(
     """`{"diagnostics": {...}}` for every row of a model when `settings.enabled`, else `{}`."""
     if not settings or not settings.get("enabled"):
         return {}
-    from mtl_robust.attacks.config import parse_budget
     from mtl_robust.evaluation.store import config_key
 
     eps = parse_budget(settings.get("eps", "8/255"), "diagnostics.eps")

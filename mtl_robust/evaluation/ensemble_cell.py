@@ -21,11 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mtl_robust.attacks.config import ENSEMBLE_DIRECTION
 from mtl_robust.attacks.ensemble import JOINT, Ensemble
 from mtl_robust.attacks.model_call import forward_tasks
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.evaluation.passes import PassResult
 from mtl_robust.evaluation.relative import compare
+from mtl_robust.values.budget import parse_budget, to_pixels
 
 
 class _Accumulator:
@@ -114,12 +116,10 @@ class EnsembleCellAttack:
 
 def ensemble_cell_config(attack_cfg: Mapping[str, Any], ensemble: Ensemble) -> dict[str, Any]:
     """The row config of an ensemble cell: budget, rules and every member's config (all keyed)."""
-    from mtl_robust.attacks.config import parse_budget
-
     config = {k: v for k, v in dict(attack_cfg).items() if v is not None}
     config["eps"] = ensemble.eps if "eps" not in config else parse_budget(config["eps"], "eps")
-    config["pixel_eps"] = config["eps"] * 255.0
-    config["direction"] = "ensemble"
+    config["pixel_eps"] = to_pixels(config["eps"])
+    config["direction"] = ENSEMBLE_DIRECTION
     config["rules"] = list(ensemble.rules)
     config["member_names"] = ensemble.names
     config.setdefault("attack_losses", {})

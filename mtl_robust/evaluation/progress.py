@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from mtl_robust.values.budget import format_pixels
+
 
 def interactive(stream: TextIO | None = None) -> bool:
     """Whether `stream` (stderr by default) is a terminal, where redrawn progress bars make sense."""
@@ -50,7 +52,7 @@ class CellProgress:
         mean = self.computed_seconds / self.computed_count if self.computed_count else math.nan
         eta = left * mean if left else 0.0
         eps = config.get("eps")
-        eps_text = f"{255 * eps:g}/255" if isinstance(eps, int | float) else "?"
+        eps_text = format_pixels(eps) if isinstance(eps, int | float) else "?"
         line = (
             f"{self.prefix}cell {self.done}/{self.total} {config.get('method', '?')} "
             f"{config.get('direction', '?')} eps={eps_text}: {outcome}; "

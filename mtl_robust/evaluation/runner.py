@@ -27,6 +27,7 @@ from mtl_robust.evaluation.relative import compare
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.files import atomic_path
 from mtl_robust.tasks import Task
+from mtl_robust.values.budget import format_pixels
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def format_rows(rows: Iterable[Mapping[str, Any]], tasks: Iterable[str]) -> str:
     lines = [head + f" {'average':>9}", "-" * (len(head) + 10)]
     for row in rows:
         cfg, res = row["config"], row.get("results", {})
-        eps = f"{255 * cfg.get('eps', float('nan')):.1f}/255"
+        eps = format_pixels(cfg.get("eps", float("nan")), ".1f")
         if row.get("status") != "ok":
             lines.append(
                 f"{cfg.get('method', '?'):<10} {cfg.get('direction', '?'):<16} {eps:>7} FAILED: "

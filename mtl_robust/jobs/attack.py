@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from mtl_robust.attacks.config import attack_from_config, normalized_attack_config
+from mtl_robust.attacks.config import AttackSpec, DirectionConfig, attack_spec
 from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
 from mtl_robust.evaluation.ensemble_cell import ensemble_cell
@@ -130,37 +130,35 @@ class _Sized:
         return self.length
 
 
-def build_cells(
-    module: MultiTaskModule, attacks: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | str]]
-) -> list[Cell]:
-    """Every (attack config, direction) pair built, and so validated, before any model work starts."""
+def build_cells(module: MultiTaskModule, specs: Sequence[AttackSpec]) -> list[Cell]:
+    """Every normalised attack built, and so validated against the model's tasks, before any model work."""
     cells = []
-    for attack_cfg, direction_cfg in attacks:
-        if attack_cfg.get("method") == "ensemble":  # one cell, one row for all its rules and members
-            cells.append(ensemble_cell(attack_cfg, module.tasks))
+    for spec in specs:
+        if spec.is_ensemble:  # one cell, one row for all its rules and members
+            cells.append(ensemble_cell(spec.config, module.tasks))
             continue
-        config = normalized_attack_config(attack_cfg, direction_cfg)
-        attack = attack_from_config(attack_cfg, direction_cfg)
-        if config["direction"].startswith("single:"):
-            task = config["direction"].split(":", 1)[1]
-            if task not in module.tasks:
-                raise ValueError(
-                    f"direction single: unknown task {task!r}; the model's tasks are {list(module.tasks)}"
-                )
-        config["pixel_eps"] = config["eps"] * 255.0
-        cells.append(Cell(config=config, attack=attack.with_losses(module.tasks)))
+        task = spec.direction.task
+        if task is not None and task not in module.tasks:
+            raise ValueError(
+                f"direction {spec.direction.name}: unknown task {task!r}; the model's tasks are "
+                f"{list(module.tasks)}"
+            )
+        cells.append(Cell(config=spec.row_config(), attack=spec.build().with_losses(module.tasks)))
     return cells
 
 
 def evaluate_checkpoint(
     cfg: DictConfig,
     ckpt: str | Path | None,
-    attacks: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | str]],
+    attacks: Sequence[tuple[Mapping[str, Any], DirectionConfig]],
 ) -> tuple[list[dict[str, Any]], PassResult, MultiTaskModule]:
-    """Clean pass (cached per checkpoint and split), then every attack; returns the rows written."""
+    """Clean pass (cached per checkpoint and split), then every (attack, direction) config; returns the
+    rows written. Each config is normalised once, here, and its attack built once before anything is
+    loaded (bad budgets, steps or directions fail here) and again for the model's tasks."""
     configure_threads(cfg.get("num_threads"))
-    for attack_cfg, direction_cfg in attacks:  # bad budgets or steps fail here, before anything is loaded
-        attack_from_config(attack_cfg, direction_cfg)
+    specs = [attack_spec(attack_cfg, direction_cfg) for attack_cfg, direction_cfg in attacks]
+    for spec in specs:
+        spec.build()
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
     split = cfg.get("split", "val")
@@ -179,7 +177,7 @@ def evaluate_checkpoint(
         check_tasks_match(module, datamodule)
         info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
         info["deterministic"] = evaluation_deterministic(module, device)
-    cells = build_cells(module, attacks)
+    cells = build_cells(module, specs)
     eval_cfg = cfg.get("eval", {})
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     # Which images are evaluated is part of every key: another split size or batch limit is another cell.

@@ -11,6 +11,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtl_robust.values.budget import format_pixels, to_pixels
+
 
 def build_logger(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> Any:
     """The experiment logger; a wandb run is a `train` job tagged with what was trained."""
@@ -90,7 +92,7 @@ def run_tags(cfg: Mapping[str, Any]) -> list[str]:
         cfg.get("direction"),
         f"layout={cfg.get('layout_name')}",
         f"defense={cfg.get('defense')}",
-        f"eps={cfg.get('pixel_eps', 0):g}/255",
+        f"eps={format_pixels(cfg.get('eps', 0))}",
         cfg.get("data"),
         cfg.get("backbone"),
     ]
@@ -100,7 +102,7 @@ def run_tags(cfg: Mapping[str, Any]) -> list[str]:
 def run_name(cfg: Mapping[str, Any]) -> str:
     return (
         f"{cfg.get('layout_name')}-{cfg.get('defense')}-{cfg.get('method')}-{cfg.get('direction')}"
-        f"-eps{cfg.get('pixel_eps', 0):g}"
+        f"-eps{to_pixels(cfg.get('eps', 0)):g}"
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mtl_robust.attacks.config import direction_spec
 from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.claims import claimed
 from mtl_robust.evaluation.passes import PassResult
@@ -26,6 +27,8 @@ from mtl_robust.jobs.runner import run_job, runtime_info
 from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
 from mtl_robust.report.transfer import format_matrix, transfer_matrix
+from mtl_robust.values.budget import format_pixels
+from mtl_robust.values.direction import DirectionSpec, expand_per_task
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +91,18 @@ def _loads(cached: Path) -> bool:
 
 
 def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any], str]]:
-    """Every (attack, direction) cell of this job: methods x eps x directions, `single` expanded per task.
+    """Every (attack, direction) cell of this job: methods x eps x directions, `single` expanded per task,
+    each direction in its text form.
 
     The methods are `pipeline.attacks` (a dict of attack configs, e.g. filled by a study through
     `/attack@pipeline.attacks.<name>` defaults), or the one `attack` group choice.
     """
     methods = cfg.pipeline.get("attacks") or {"attack": cfg.attack}
-    directions: list[str] = []
-    for d in cfg.pipeline.directions:
-        if d == "single":
-            directions.extend(f"single:{t}" for t in tasks)
-        else:
-            directions.append(str(d))
+    choices = [
+        direction_spec(OmegaConf.to_container(d, resolve=True)) if isinstance(d, DictConfig) else str(d)
+        for d in cfg.pipeline.directions
+    ]  # names ("dgba", "single") or direction configs ({name: toy, module: my_pkg.toy})
+    directions = [str(spec) for spec in expand_per_task(choices, tasks)]
     cells = []
     for attack in methods.values():
         base = OmegaConf.to_container(attack, resolve=True)
@@ -131,15 +134,13 @@ def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
     print("\nrelative change under attack (%, negative = worse; per task: mean over its metrics)")
     print(format_rows(rows, module.model.tasks))
     for eps in sorted({r["config"]["eps"] for r in rows}):
-        singles = {
-            r["config"]["direction"].split(":", 1)[1]: RelativeChange(per_task=r["results"]["rel_task"])
-            for r in rows
-            if r["config"]["eps"] == eps
-            and r["config"]["direction"].startswith("single:")
-            and r["status"] == "ok"
-        }
+        singles = {}  # attacked task -> the relative change of every evaluated task
+        for r in rows:
+            task = DirectionSpec.parse(r["config"]["direction"]).task
+            if task is not None and r["config"]["eps"] == eps and r["status"] == "ok":
+                singles[task] = RelativeChange(per_task=r["results"]["rel_task"])
         if singles:
-            print(f"\ntransfer matrix at eps={255 * eps:g}/255 (%): SINGLE(attacked) -> evaluated task")
+            print(f"\ntransfer matrix at eps={format_pixels(eps)} (%): SINGLE(attacked) -> evaluated task")
             print(format_matrix(transfer_matrix(singles)))
     print(f"\nresults: {cfg.store}")
     return rows

@@ -28,11 +28,12 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from mtl_robust.attacks.config import direction_string, parse_budget
+from mtl_robust.attacks.config import direction_spec
 from mtl_robust.attacks.fgsm import FGSM
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.pgd import PGD
-from mtl_robust.lightning.fast_at import is_fast_at, parse_fast_at
+from mtl_robust.lightning.fast_at import PAPER_EPS, is_fast_at, parse_fast_at
+from mtl_robust.values.budget import parse_budget
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,12 @@ class CollapseDetector:
 def watched_attack_settings(defense: dict[str, Any] | None) -> tuple[float, str]:
     """(eps, direction) the defense trains against; 8/255 and TOTAL without a defense."""
     if not defense or defense.get("name", "none") == "none":
-        return 8 / 255, "total"
+        return PAPER_EPS, "total"
     if is_fast_at(defense):
         cfg = parse_fast_at(defense)
         return cfg.eps, cfg.direction
     eps = parse_budget((defense.get("attack") or {}).get("eps", "8/255"), "defense.attack.eps")
-    return eps, direction_string(defense.get("direction", "total"))
+    return eps, str(direction_spec(defense.get("direction", "total")))
 
 
 class CatastrophicOverfittingWatch(pl.Callback):

@@ -1,6 +1,6 @@
 """Fast adversarial training for multi-task models: FGSM with a random start, N-FGSM and Free AT, each with
-any attack direction (total, dgba, single:<task>) and an optional GradAlign regulariser. Plain torch: the
-Lightning module hands over its model, tasks, loss weights and an `optimizer_step(loss)` callable.
+any attack direction (TOTAL, DGBA, SINGLE on one task, ...) and an optional GradAlign regulariser. Plain
+torch: the Lightning module hands over its model, tasks, loss weights and an `optimizer_step(loss)` callable.
 
 Every variant trains on adversarial examples only (no separate clean step), like its original:
 
@@ -32,10 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl_robust.attacks.checks import check_eps, check_positive, check_steps
-from mtl_robust.attacks.config import direction_string, parse_budget
+from mtl_robust.attacks.config import direction_spec
 from mtl_robust.attacks.directions import Direction, Total, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import MultiTaskObjective
+from mtl_robust.values.budget import format_pixels, from_pixels, parse_budget
+
+# The paper's budget; a defense at another one names it.
+PAPER_EPS = from_pixels(8)
 
 FAST_AT_METHODS = ("fgsm_rs", "n_fgsm", "free_at")
 
@@ -71,8 +75,8 @@ class FastATConfig:
         """e.g. "fgsm_rs:dgba"; settings that differ from the defaults are listed, e.g.
         "free_at[m=8]:total", "fgsm_rs[gradalign=0.2]:total", "n_fgsm[alpha=1.5eps]:dgba"."""
         extras = []
-        if not math.isclose(self.eps, 8 / 255, rel_tol=1e-6):
-            extras.append(f"eps={self.eps * 255:g}/255")
+        if not math.isclose(self.eps, PAPER_EPS, rel_tol=1e-6):
+            extras.append(f"eps={format_pixels(self.eps)}")
         if not math.isclose(self.alpha, DEFAULT_ALPHA[self.method] * self.eps, rel_tol=1e-6):
             extras.append(f"alpha={self.alpha / self.eps:g}eps")
         if self.method == "n_fgsm" and not math.isclose(self.noise, DEFAULT_NOISE["n_fgsm"] * self.eps):
@@ -117,7 +121,7 @@ def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
     grad_align = float(defense.get("grad_align") or 0.0)
     if not math.isfinite(grad_align) or grad_align < 0:
         raise ValueError(f"defense.grad_align (the GradAlign weight) must be >= 0, got {grad_align}")
-    direction = build_direction(direction_string(defense.get("direction", "total"))).spec()
+    direction = build_direction(direction_spec(defense.get("direction", "total"))).spec()
     return FastATConfig(method, eps, alpha, noise, method != "n_fgsm", replays, direction, grad_align)
 
 

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from mtl_robust.attacks.config import attack_from_config, direction_string
+from mtl_robust.attacks.config import attack_spec, direction_spec
 from mtl_robust.lightning.fast_at import FAST_AT_METHODS, FastAdversarialTraining, is_fast_at, parse_fast_at
 from mtl_robust.lightning.training_cost import TrainingCost
 from mtl_robust.models import build_model
@@ -39,9 +39,8 @@ def defense_name(defense: Mapping[str, Any] | None) -> str:
     if is_fast_at(defense):
         return parse_fast_at(defense).describe()
     attack = defense.get("attack", {})
-    return (
-        f"{defense['name']}:{attack.get('method', '?')}-{direction_string(defense.get('direction', 'total'))}"
-    )
+    direction = direction_spec(defense.get("direction", "total"))
+    return f"{defense['name']}:{attack.get('method', '?')}-{direction}"
 
 
 class MultiTaskModule(pl.LightningModule):
@@ -93,9 +92,8 @@ class MultiTaskModule(pl.LightningModule):
             if not 0.0 <= self.mix_weight <= 1.0:
                 raise ValueError(f"defense.mix_weight must lie in [0, 1], got {self.mix_weight}")
             # Built once; it reads the current weights on every call, so it attacks the model being trained.
-            self.adversary = attack_from_config(
-                self.defense["attack"], self.defense.get("direction", "total")
-            )
+            spec = attack_spec(self.defense["attack"], self.defense.get("direction", "total"))
+            self.adversary = spec.build()
             self.automatic_optimization = False  # two optimiser steps per batch in the paper's recipe
         self.meta = dict(meta or {})
         # Forward/backward passes and wall time of training (saved in checkpoints; rows carry them).

@@ -65,8 +65,8 @@ def budget_from(eps: Any = None, pixel_eps: Any = None) -> float:
 
 
 def from_pixels(pixels: float) -> float:
-    """0-255 units -> [0, 1] scale: from_pixels(8) == 8/255."""
-    return pixels / PIXEL_STEPS
+    """0-255 units -> [0, 1] scale: from_pixels(8) == 8/255 (any number or numeric string -> a float)."""
+    return float(pixels) / PIXEL_STEPS
 
 
 def to_pixels(eps: float) -> float:
@@ -91,6 +91,12 @@ def format_eps(eps: float) -> str:
     if abs(pixels - round(pixels)) < 1e-4:
         return f"{round(pixels)}/{PIXEL_STEPS}"
     return f"{pixels:.3g}/{PIXEL_STEPS}"
+
+
+def format_pixels(eps: float, spec: str = "g") -> str:
+    """The budget as its pixel count over 255, the count formatted by `spec`: '8/255' ('g'), '8.0/255'
+    ('.1f'). What logs and run names print; `format_eps` rounds to whole steps for tables instead."""
+    return f"{to_pixels(eps):{spec}}/{PIXEL_STEPS}"
 
 
 def eps_slug(eps: float) -> str:

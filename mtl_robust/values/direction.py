@@ -7,9 +7,11 @@ Text form (what store rows, sweeps and the Python API use): `total`, `dgba`, `dg
 the default tau stays `dgba` and existing stores keep their keys.
 
 The attack classes live in `mtl_robust.attacks.directions` (torch); this module is plain Python so that
-reports can order, name and colour directions without importing torch. A new direction registers its
-`DirectionStyle` next to its class (`mtl_robust.attacks.directions.register_direction`); a name nobody
-registered still reports, under its own name, after the registered ones, in a palette colour.
+reports can order, name and colour directions without importing torch. That is why the built-in
+directions' styles are declared here (`_STYLES`), while their classes register with no style. A new
+direction registers its `DirectionStyle` next to its class (`@register_direction(style)` in
+`mtl_robust.attacks.directions`, the one place a new style comes from); a name nobody registered still
+reports, under its own name, after the registered ones, in a palette colour.
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ def registered() -> list[str]:
     return sorted(_STYLES, key=lambda n: (_STYLES[n].order, n))
 
 
+def _numeric(style: DirectionStyle) -> bool:
+    """Whether a direction's argument is a number (tau, or any argument with a float default): its text
+    form is then `repr(float)`, so `dgba:1e-6` and `dgba:0.000001` are one spec."""
+    return style.arg_key == "tau" or (
+        isinstance(style.arg_default, float | int) and not isinstance(style.arg_default, bool)
+    )
+
+
 @dataclass(frozen=True, order=False)
 class DirectionSpec:
     """A direction: its registered name and its argument as text (`None` when absent or default).
@@ -144,9 +154,9 @@ class DirectionSpec:
         style = style_of(name)
         if arg is None or arg == "":
             return None
-        if style.arg_key == "tau":
-            tau = float(arg)
-            return None if style.arg_default is not None and tau == style.arg_default else repr(tau)
+        if _numeric(style):
+            value = float(arg)
+            return None if style.arg_default is not None and value == style.arg_default else repr(value)
         return str(arg)
 
     # ----------------------------------------------------------------------------------------- reading
@@ -168,7 +178,7 @@ class DirectionSpec:
         key = style_of(self.name).arg_key
         if self.arg is None or key is None:
             return {}
-        return {key: float(self.arg) if key == "tau" else self.arg}
+        return {key: float(self.arg) if _numeric(style_of(self.name)) else self.arg}
 
     @property
     def label(self) -> str:
@@ -193,12 +203,18 @@ class DirectionSpec:
         return (order, 0, str(self))
 
 
+def unbound_per_task(choice: str | DirectionSpec) -> bool:
+    """Whether a direction choice is a per-task name without its task (`single`), which stands for one
+    spec per task."""
+    return isinstance(choice, str) and ":" not in choice and style_of(choice.strip()).arg_key == "task"
+
+
 def expand_per_task(names: Sequence[str | DirectionSpec], tasks: Sequence[str]) -> list[DirectionSpec]:
     """Direction choices of a study -> specs: a per-task name without its argument (`single`) becomes
     one spec per task, in the given task order."""
     out: list[DirectionSpec] = []
     for item in names:
-        if isinstance(item, str) and style_of(item.strip()).arg_key == "task" and ":" not in item:
+        if unbound_per_task(item):
             out.extend(DirectionSpec(item.strip(), t) for t in tasks)
         else:
             out.append(DirectionSpec.parse(item))

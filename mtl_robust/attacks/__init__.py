@@ -15,7 +15,7 @@ from mtl_robust.attacks.attack_losses import (
     StepAwareLoss,
     build_attack_loss,
 )
-from mtl_robust.attacks.base import Attack, AttackResult, StepRecord, from_pixels, project
+from mtl_robust.attacks.base import Attack, AttackResult, StepRecord, project
 from mtl_robust.attacks.directions import (
     DGBA,
     DGBAReference,
@@ -36,6 +36,9 @@ from mtl_robust.attacks.model_call import MultiTaskAdapter, forward_tasks
 from mtl_robust.attacks.objective import Evaluation, MultiTaskObjective
 from mtl_robust.attacks.pgd import PGD
 from mtl_robust.attacks.registry import build_attack
+
+# 0-255 pixel units (the paper's eps = 8) -> the [0, 1] scale; the conversion lives with the budget value.
+from mtl_robust.values.budget import from_pixels
 
 __all__ = [
     "APGD",

@@ -21,10 +21,6 @@ from mtl_robust.attacks.checks import check_eps, check_input_image, check_tasks
 from mtl_robust.attacks.directions import Direction, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
-
-# 0-255 pixel units (the paper's eps = 8) -> the [0, 1] scale attacks use: the one conversion lives with the
-# budget value, re-exported here and as `mtl_robust.attacks.from_pixels`.
-from mtl_robust.values.budget import from_pixels
 from mtl_robust.values.direction import DirectionSpec
 
 

@@ -42,7 +42,7 @@ class LPCrossCheck(Callback):
         tol: float = 1e-6,
         attack: Attack | None = None,
         direction: str | Direction | None = None,
-        eps: float | str = 8 / 255,
+        eps: float | str = "8/255",
         alpha: float | None = None,
         on_train: bool = False,
         on_validation: bool = True,

@@ -100,3 +100,14 @@ def test_a_collapse_warns_and_restore_brings_back_the_best_weights(compose, monk
         assert len(weights_at_check) == 4 and not summary["restored"]
         assert not all(torch.equal(final[k], weights_at_check[1][k]) for k in final)
     assert restored.training_record()["co_watch"]["history"][2] == [0.9, 0.2]
+
+
+def test_watched_settings_follow_the_defense_budget_in_either_unit() -> None:
+    from mtl_robust.lightning.co_watch import watched_attack_settings
+
+    attack = {"method": "pgd", "eps": None, "pixel_eps": 4}
+    pixel = {"name": "adv_train", "attack": attack, "direction": "dgba"}
+    assert watched_attack_settings(pixel) == (4 / 255, "dgba")
+    plain = {"name": "adv_train", "attack": {"method": "pgd", "eps": "2/255"}, "direction": {"name": "total"}}
+    assert watched_attack_settings(plain) == (2 / 255, "total")
+    assert watched_attack_settings(None) == (8 / 255, "total")

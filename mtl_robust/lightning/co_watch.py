@@ -28,12 +28,11 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from mtl_robust.attacks.config import direction_spec
+from mtl_robust.attacks.config import attack_spec
 from mtl_robust.attacks.fgsm import FGSM
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.pgd import PGD
 from mtl_robust.lightning.fast_at import PAPER_EPS, is_fast_at, parse_fast_at
-from mtl_robust.values.budget import parse_budget
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,9 @@ def watched_attack_settings(defense: dict[str, Any] | None) -> tuple[float, str]
     if is_fast_at(defense):
         cfg = parse_fast_at(defense)
         return cfg.eps, cfg.direction
-    eps = parse_budget((defense.get("attack") or {}).get("eps", "8/255"), "defense.attack.eps")
-    return eps, str(direction_spec(defense.get("direction", "total")))
+    # Normalised like the attack training builds, so `defense.attack.pixel_eps=4` is watched at 4/255 too.
+    spec = attack_spec({"eps": PAPER_EPS, **(defense.get("attack") or {})}, defense.get("direction", "total"))
+    return spec.config["eps"], str(spec.direction)
 
 
 class CatastrophicOverfittingWatch(pl.Callback):

@@ -56,7 +56,9 @@ def run_entry_point(module: str, args: list[str], root: Path, timeout: int = 600
     import subprocess
     import sys
 
-    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "PYTHONPATH": str(REPO_ROOT)}
+    # the repository first; a test may add its own modules through PYTHONPATH (e.g. a contributed direction)
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "MTL_ROBUST_ROOT": str(root), "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,

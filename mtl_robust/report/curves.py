@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from mtl_robust.report.directions import direction_sort_key
-from mtl_robust.report.order import defense_sort_key, layout_ranks, method_sort_key, ordered_tasks
+from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks
 from mtl_robust.report.records import Record, Sources, latest_of
 from mtl_robust.report.tables import slug
 
@@ -65,10 +65,7 @@ def eps_curves(records: Sequence[Record], method: str | None = None) -> tuple[li
         groups,
         key=lambda k: (
             k.source,
-            k.data,
-            k.backbone,
-            defense_sort_key(k.defense),
-            method_sort_key(k.method),
+            *family_attack_order(k.data, k.backbone, k.defense, k.method),
             rank[k.layout],
         ),
     ):

@@ -23,6 +23,12 @@ def defense_sort_key(defense: str) -> tuple[int, str]:
     return (0 if defense == "none" else 1, defense)
 
 
+def family_attack_order(data: str, backbone: str, defense: str, method: str) -> tuple:
+    """The shared prefix of every table's and figure's order: data set, backbone, defense (undefended
+    first), attack method (paper order)."""
+    return (data, backbone, defense_sort_key(defense), method_sort_key(method))
+
+
 def ordered_tasks(records: Iterable[Record]) -> list[str]:
     tasks: set[str] = set()
     for r in records:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from mtl_robust.report.directions import direction_label, direction_sort_key
 from mtl_robust.report.flags import marked_layout
 from mtl_robust.report.models import ModelFamily, ModelKey, clean_gains, clean_rows
-from mtl_robust.report.order import defense_sort_key, layout_ranks, method_sort_key, ordered_tasks
+from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks
 from mtl_robust.report.records import Record, Sources, latest_of, num
 from mtl_robust.values.budget import eps_slug, format_eps
 
@@ -120,13 +120,7 @@ class AttackKey(NamedTuple):
     eps_key: float
 
     def sort_key(self) -> tuple:
-        return (
-            self.data,
-            self.backbone,
-            defense_sort_key(self.defense),
-            method_sort_key(self.method),
-            self.eps_key,
-        )
+        return (*family_attack_order(self.data, self.backbone, self.defense, self.method), self.eps_key)
 
 
 class RowKey(NamedTuple):

@@ -14,13 +14,7 @@ from typing import NamedTuple
 
 from mtl_robust.evaluation.relative import RelativeChange
 from mtl_robust.report.directions import SINGLE, spec_of
-from mtl_robust.report.order import (
-    defense_sort_key,
-    layout_ranks,
-    method_sort_key,
-    ordered_tasks,
-    task_sort_key,
-)
+from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks, task_sort_key
 from mtl_robust.report.records import Record, Sources, latest_of
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_slug, format_eps, same_eps
@@ -132,10 +126,7 @@ def transfer_sets(
         groups,
         key=lambda k: (
             k.source,
-            k.data,
-            k.backbone,
-            defense_sort_key(k.defense),
-            method_sort_key(k.method),
+            *family_attack_order(k.data, k.backbone, k.defense, k.method),
             k.eps_key,
             rank[k.layout],
             k.direction,

@@ -26,7 +26,13 @@ from mtl_robust.report.directions import (
     spec_of,
 )
 from mtl_robust.report.models import INDEPENDENT
-from mtl_robust.report.order import defense_sort_key, layout_order, layout_ranks, method_sort_key
+from mtl_robust.report.order import (
+    defense_sort_key,
+    family_attack_order,
+    layout_order,
+    layout_ranks,
+    method_sort_key,
+)
 from mtl_robust.report.records import Record
 from mtl_robust.report.seeds import Analysis, Group, ci, group_mean, pm
 from mtl_robust.report.tables import Table, slug
@@ -206,10 +212,7 @@ class SeedTableKey(NamedTuple):
     def sort_key(self) -> tuple:
         return (
             self.store,
-            self.data,
-            self.backbone,
-            defense_sort_key(self.defense),
-            method_sort_key(self.method),
+            *family_attack_order(self.data, self.backbone, self.defense, self.method),
             self.eps_key,
         )
 

@@ -227,10 +227,15 @@ def test_attack_loss_override_sees_iteration_index():
             seen.append((step, total_steps))
             return pred.flatten(1).mean(1)
 
+        def judge(self, pred, target):
+            seen.append("judge")
+            return pred.flatten(1).mean(1)
+
     x = torch.full((1, 1, 2, 2), 0.5)
     attack = PGD(EPS, steps=3, attack_losses={"a": Recording()})
     x_adv = attack.run(LinearToy(), x, {"a": x}, {"a": lambda p, t: -mean_loss(p, t)}, record=True).x_adv
-    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]  # 3 gradient steps, then the recorded final iterate
+    # 3 gradient steps (each also judged), then the recorded final iterate, judged only
+    assert seen == [(0, 3), "judge", (1, 3), "judge", (2, 3), "judge", "judge"]
     torch.testing.assert_close(x_adv, x + EPS)  # the override (ascend mean) replaced the given loss
 
 

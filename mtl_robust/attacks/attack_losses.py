@@ -4,7 +4,9 @@ An attack loss has the signature of a task's training loss, `(pred, target) -> T
 over that sample's valid pixels, 0 where none is valid), so any training loss is an attack loss. Losses
 that need the iteration index subclass `StepAwareLoss`: the attack then calls them as
 `loss(pred, target, step=k, total_steps=K)`, where `k` counts gradient evaluations from 0 (the first step)
-to K - 1; the evaluation of the final iterate (history, APGD best tracking) passes `step=K`.
+to K - 1. Values at different steps are values of different objectives, so a step-aware loss also has a
+step-independent `judge(pred, target)` form: what APGD keeps its best iterate and adapts its step by, what
+histories record and what a direction's clean-loss state is read from (docs/method.md *Judging iterates*).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class StepAwareLoss(ABC):
     @abstractmethod
     def __call__(self, pred: Tensor, target: Tensor, *, step: int = 0, total_steps: int = 1) -> Tensor:
         """Per-sample loss [N] at attack iteration `step` of `total_steps`."""
+
+    @abstractmethod
+    def judge(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Per-sample loss [N] that does not depend on the step: iterates are compared by it."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -85,6 +91,12 @@ class SegPGDLoss(StepAwareLoss):
         correct = pred.detach().argmax(dim=1) == safe_target
         pixel_weight = torch.where(correct, torch.full_like(ce, 1.0 - lam), torch.full_like(ce, lam))
         return _sample_mean(pixel_weight * ce, valid)
+
+    def judge(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Plain per-pixel CE, the loss SegPGD reweights: every step's weighting is a split of it, so
+        iterates compare by how much CE they caused, whatever lambda_k shaped their ascent."""
+        pred, valid, safe_target = _seg_inputs(pred, target, self.ignore_index)
+        return _sample_mean(F.cross_entropy(pred, safe_target, reduction="none"), valid)
 
     def __repr__(self) -> str:
         return f"SegPGDLoss(ignore_index={self.ignore_index})"

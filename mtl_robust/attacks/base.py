@@ -115,6 +115,11 @@ class Attack:
         for task, fn in self.attack_losses.items():
             if not callable(fn):
                 raise TypeError(f"attack_losses[{task!r}] must be callable or a loss name, got {fn!r}")
+            if getattr(fn, "step_aware", False) and not callable(getattr(fn, "judge", None)):
+                raise TypeError(
+                    f"attack_losses[{task!r}] depends on the step but has no judge(pred, target): the "
+                    "step-independent form iterates are compared by (see StepAwareLoss)"
+                )
         self.seed = None if seed is None else int(seed)
 
     # -------------------------------------------------------------------------------------------- calls
@@ -211,6 +216,20 @@ class Attack:
             grad = objective(x0, 0).grad
         assert grad is not None
         return x0, grad
+
+    def score(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        targets: Mapping[str, Tensor],
+        losses: Mapping[str, Any],
+        x_eval: Tensor,
+        *,
+        valid: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """[N] the objective this attack judges iterates by, at `x_eval` (state read at the clean x)."""
+        with self._crafting(model, x, targets, losses, valid) as (objective, _):
+            return objective(x_eval, self.total_steps, need_grad=False).objective
 
     @contextmanager
     def _crafting(

@@ -2,9 +2,11 @@
 
 A direction maps the per-task per-sample losses `L[t]: Tensor[N]` (float32) and validity flags
 `valid[t]: Bool[N]` (False for a sample with no valid pixel for task t) to a per-sample objective
-`f: Tensor[N]`. Its input gradient is the step direction (methods take its sign), and `f` itself is what
-APGD tracks its best iterate by. A direction whose step is not the gradient of one objective (SignSum)
-overrides `gradient`.
+`f: Tensor[N]`. Its input gradient is the ascent direction and `step` turns that into the unit-box step
+every consumer takes (the sign, by default), and `f` itself is what APGD tracks its best iterate by. A
+direction whose step is not the gradient of one objective (SignSum) overrides `gradient`. Consumers reach a
+direction only through `mtl_robust.attacks.objective.MultiTaskObjective` (state, objective, gradient) and
+`step`, so an override works in every attack, ensemble member and fast-AT variant.
 
 Directions are stateless and reusable; per-call state (e.g. the clean-loss weights of StaticRelative)
 is returned by `init` and handed back to `objective`.
@@ -75,6 +77,12 @@ class Direction:
     def gradient(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
         """Return a direction (shape of x) directly, or None to use the input gradient of `objective`."""
         return None
+
+    @property
+    def gradient_of_objective(self) -> bool:
+        """True when the ascent direction is the input gradient of `objective` (`gradient` not overridden):
+        then it can share a forward graph with a later backward and be differentiated (GradAlign)."""
+        return type(self).gradient is Direction.gradient
 
     def step(self, grad: Tensor) -> Tensor:
         """The unit-box step methods take from a direction: its sign (MinMax's exact step is fractional on

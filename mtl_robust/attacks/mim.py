@@ -16,7 +16,8 @@ from mtl_robust.attacks.pgd import PGD
 
 
 class MIM(PGD):
-    """m <- decay * m + g / mean|g| (per sample); x <- clip_pix(clip_ball(x + alpha * sign(m))).
+    """m <- decay * m + g / mean|g| (per sample); x <- clip_pix(clip_ball(x + alpha * step(m / max|m|))),
+    `step` the direction's own (the sign for all but MINMAX).
 
     Defaults: decay 1.0, alpha = eps / steps, no random start. A sample whose gradient is zero adds nothing
     to its momentum (no division by zero).
@@ -54,4 +55,8 @@ class MIM(PGD):
         momentum = state.get("momentum")
         momentum = normalised if momentum is None else self.decay * momentum + normalised
         state["momentum"] = momentum
-        return momentum.sign()
+        # The direction's own step of the momentum, scaled into the unit box first: a sign step is
+        # unchanged, and MINMAX's first step is its exact LP step (fractional tie coordinates kept).
+        peak = momentum.abs().flatten(1).amax(dim=1)
+        unit = momentum / per_sample(torch.where(peak > 0, peak, torch.ones_like(peak)), momentum)
+        return self.direction.step(unit)

@@ -5,6 +5,16 @@ only ever see `objective(x, step) -> Evaluation`. The model is called through `f
 `model(x, tasks=[...])` with just the tasks the direction needs when its forward accepts `tasks`, else as
 `model(x)`; the gradient is taken w.r.t. the input only (`torch.autograd.grad`), so
 parameters never receive `.grad`.
+
+It is the one place a direction meets a batch: the attacks, the ensemble's members, every fast-AT variant,
+GradAlign and the CO watch all take a direction's state (`init_state`), per-sample objective and ascent
+direction (`ascent`) from it, and the step from `Direction.step`, so a direction that overrides `gradient`
+or `step`, or needs `init`, behaves the same in all of them.
+
+Two objectives per iterate (docs/method.md *Judging iterates*): the ascent direction follows the attack
+losses at the current step index (SegPGD's weights move with it), while `Evaluation.objective`, which
+APGD keeps its best iterate by and adapts its step with, uses each step-dependent loss's step-independent
+`judge` form, so values from different steps compare.
 """
 
 from __future__ import annotations
@@ -26,9 +36,19 @@ LossFn = Callable[..., Tensor]
 class Evaluation:
     """Objective and direction at one iterate. Tensors are detached."""
 
-    objective: Tensor  # [N] float32, the direction's per-sample objective
-    task_losses: dict[str, Tensor]  # task -> [N] float32 attack losses
+    objective: Tensor  # [N] float32, the direction's per-sample objective of the judged losses
+    task_losses: dict[str, Tensor]  # task -> [N] float32 judged attack losses (step-independent)
     grad: Tensor | None  # ascent direction, shape of x (None when not requested)
+
+
+@dataclass(frozen=True)
+class StepLosses:
+    """Per-task [N] float32 attack losses at one iterate: `ascent` at the step index (what the direction
+    follows), `judged` step-independent (what iterates are compared by); the same tensors for losses that
+    do not depend on the step."""
+
+    ascent: dict[str, Tensor]
+    judged: dict[str, Tensor]
 
 
 def resolve_loss(obj: Any, task: str) -> tuple[LossFn, Callable[[Tensor], Tensor] | None]:
@@ -92,15 +112,7 @@ class MultiTaskObjective:
             self.valid[t] = _valid_flags(t, self.targets[t], count_fn, valid)
         self.state: Any = None
 
-    def _loss(self, task: str, pred: Tensor, step: int) -> Tensor:
-        fn = self.loss_fns[task]
-        # Losses, divisions and logs in float32 even when the model runs in reduced precision.
-        pred = pred.float()
-        if getattr(fn, "step_aware", False):
-            value = fn(pred, self.targets[task], step=step, total_steps=self.total_steps)
-        else:
-            value = fn(pred, self.targets[task])
-        n = pred.shape[0]
+    def _checked(self, task: str, value: Any, n: int) -> Tensor:
         if not isinstance(value, Tensor) or value.shape != (n,):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(
@@ -109,37 +121,92 @@ class MultiTaskObjective:
             )
         return value.float()
 
-    def _forward_losses(self, x: Tensor, step: int) -> dict[str, Tensor]:
-        preds = forward_tasks(self.model, x, self.tasks)
+    def losses_from(self, preds: Mapping[str, Tensor], step: int | None) -> StepLosses:
+        """The attack losses of predictions made at an iterate: what step `step` ascends and what iterates
+        are judged by (the same tensors unless a loss is step dependent; `step=None`: judged only)."""
         missing = [t for t in self.tasks if t not in preds]
         if missing:
             raise ValueError(f"the model returned no prediction for {missing} (it returned {sorted(preds)})")
-        return {t: self._loss(t, preds[t], step) for t in self.tasks}
+        ascent: dict[str, Tensor] = {}
+        judged: dict[str, Tensor] = {}
+        for task in self.tasks:
+            fn = self.loss_fns[task]
+            # Losses, divisions and logs in float32 even when the model runs in reduced precision.
+            pred, target = preds[task].float(), self.targets[task]
+            n = pred.shape[0]
+            if getattr(fn, "step_aware", False) and step is None:
+                ascent[task] = judged[task] = self._checked(task, fn.judge(pred, target), n)
+            elif getattr(fn, "step_aware", False):
+                value = fn(pred, target, step=step, total_steps=self.total_steps)
+                ascent[task] = self._checked(task, value, n)
+                judged[task] = self._checked(task, fn.judge(pred, target), n)
+            else:
+                ascent[task] = judged[task] = self._checked(task, fn(pred, target), n)
+        return StepLosses(ascent, judged)
+
+    def step_losses(self, x: Tensor, step: int | None) -> StepLosses:
+        """Forward the tasks the direction needs at x; their losses at step `step`."""
+        return self.losses_from(forward_tasks(self.model, x, self.tasks), step)
+
+    def _forward_losses(self, x: Tensor, step: int) -> dict[str, Tensor]:
+        """The losses step `step` ascends at x (the LP cross-check reads them)."""
+        return self.step_losses(x, step).ascent
 
     def init_state(self, x_clean: Tensor) -> None:
-        """Let a stateful direction read the clean losses (e.g. StaticRelative's weights)."""
+        """Let a stateful direction read the clean losses (e.g. StaticRelative's weights); the judged
+        (step-independent) ones, so the state does not depend on a loss schedule."""
         if not self.direction.needs_init:
             return
         with torch.no_grad():
-            losses = self._forward_losses(x_clean, 0)
+            losses = self.step_losses(x_clean, None).judged
         self.state = self.direction.init(losses, self.valid)
+
+    def ascent(
+        self,
+        x_leaf: Tensor,
+        losses: Mapping[str, Tensor],
+        *,
+        retain_graph: bool = False,
+        create_graph: bool = False,
+    ) -> Tensor:
+        """The direction's ascent direction at `x_leaf` from losses computed there (not detached).
+
+        `retain_graph` keeps the forward graph for a later backward (Free AT's weight step shares it);
+        `create_graph` makes the result differentiable (GradAlign). Both need a direction whose ascent is
+        the gradient of its objective: one that overrides `gradient` runs its own backward passes.
+        """
+        if not self.direction.gradient_of_objective and (retain_graph or create_graph):
+            raise ValueError(
+                f"direction {self.direction.spec()!r} computes its own gradient, which cannot keep or "
+                "differentiate the forward graph"
+            )
+        grad = self.direction.gradient(x_leaf, losses, self.valid, self.state)
+        if grad is None:
+            objective = self.direction.objective(losses, self.valid, self.state)
+            if objective.requires_grad:
+                (grad,) = torch.autograd.grad(
+                    objective.sum(),
+                    x_leaf,
+                    allow_unused=True,
+                    retain_graph=retain_graph or create_graph,
+                    create_graph=create_graph,
+                )
+            if grad is None:  # objective does not depend on x (e.g. no valid pixel anywhere)
+                grad = torch.zeros_like(x_leaf)
+        return grad
 
     def __call__(self, x: Tensor, step: int, need_grad: bool = True) -> Evaluation:
         if not need_grad:
             with torch.no_grad():
-                losses = self._forward_losses(x, step)
+                losses = self.step_losses(x, None).judged
                 objective = self.direction.objective(losses, self.valid, self.state)
             return Evaluation(objective.detach().float(), {t: v.detach() for t, v in losses.items()}, None)
         with torch.enable_grad():
             x_leaf = x.detach().requires_grad_(True)
-            losses = self._forward_losses(x_leaf, step)
-            objective = self.direction.objective(losses, self.valid, self.state)
-            grad = self.direction.gradient(x_leaf, losses, self.valid, self.state)
-            if grad is None:
-                if objective.requires_grad:
-                    (grad,) = torch.autograd.grad(objective.sum(), x_leaf, allow_unused=True)
-                if grad is None:  # objective does not depend on x (e.g. no valid pixel anywhere)
-                    grad = torch.zeros_like(x_leaf)
+            losses = self.step_losses(x_leaf, step)
+            with torch.no_grad():
+                objective = self.direction.objective(losses.judged, self.valid, self.state)
+            grad = self.ascent(x_leaf, losses.ascent)
         return Evaluation(
-            objective.detach().float(), {t: v.detach() for t, v in losses.items()}, grad.detach()
+            objective.detach().float(), {t: v.detach() for t, v in losses.judged.items()}, grad.detach()
         )

@@ -91,9 +91,7 @@ def _best_loss_decreased(
     result = attack.run(model, x, targets, tasks, record=True)
     recorded = torch.stack([r.objective for r in result.history]).amax(dim=0)
     # The returned point, re-scored from scratch, must reach the best objective the attack recorded.
-    with torch.no_grad(), eval_mode(model):
-        preds = forward_tasks(model, result.x_adv)
-        rescored = sum(task.loss(preds[t].float(), targets[t]) for t, task in tasks.items())
+    rescored = attack.score(model, x, targets, tasks, result.x_adv)
     return bool((rescored.cpu() < recorded - 1e-4 * recorded.abs().clamp_min(1.0)).any())
 
 

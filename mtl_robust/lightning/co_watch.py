@@ -73,7 +73,10 @@ def watched_attack_settings(defense: dict[str, Any] | None) -> tuple[float, str]
         cfg = parse_fast_at(defense)
         return cfg.eps, cfg.direction
     # Normalised like the attack training builds, so `defense.attack.pixel_eps=4` is watched at 4/255 too.
-    spec = attack_spec({"eps": PAPER_EPS, **(defense.get("attack") or {})}, defense.get("direction", "total"))
+    attack = dict(defense.get("attack") or {})
+    if attack.get("eps") is None and attack.get("pixel_eps") is None:
+        attack["eps"] = PAPER_EPS  # the paper's budget only where the defense gives none in either unit
+    spec = attack_spec(attack, defense.get("direction", "total"))
     return spec.config["eps"], str(spec.direction)
 
 

@@ -4,19 +4,24 @@ torch: the Lightning module hands over its model, tasks, loss weights and an `op
 
 Every variant trains on adversarial examples only (no separate clean step), like its original:
 
-* `fgsm_rs` (Wong, Rice & Kolter 2020): start uniformly in the eps-ball, one signed step of `alpha`
-  (default 1.25 eps) along the direction's input gradient, back onto the ball and [0, 1]; one weight step.
-* `n_fgsm` (de Jorge et al. 2022): start uniformly in a ball of radius `noise` (default 2 eps), one signed
-  step of `alpha` (default eps), clipped to [0, 1] only: the training perturbation may reach noise + alpha.
+* `fgsm_rs` (Wong, Rice & Kolter 2020): start uniformly in the eps-ball, one step of `alpha` (default
+  1.25 eps) along the direction's step (the sign of its ascent direction for all but MINMAX), back onto the
+  ball and [0, 1]; one weight step.
+* `n_fgsm` (de Jorge et al. 2022): start uniformly in a ball of radius `noise` (default 2 eps), one step of
+  `alpha` (default eps), clipped to [0, 1] only: the training perturbation may reach noise + alpha.
 * `free_at` (Shafahi et al. 2019): every batch is replayed `replays` times; each replay is one forward and
   one backward at x + delta whose gradient both updates the weights (one optimiser step) and moves delta
-  by `alpha` (default eps) along its sign, back onto the ball. delta carries over replays and batches.
+  by `alpha` (default eps) along the direction's step, back onto the ball. delta carries over replays and
+  batches.
 * `grad_align` > 0 (Andriushchenko & Flammarion 2020) adds `grad_align * mean(1 - cos(g(x), g(x + eta)))`
-  to the training loss, g the direction's input gradient and eta uniform in the eps-ball; the second
-  gradient is differentiated (a double backward).
+  to the training loss, g the direction's ascent direction and eta uniform in the eps-ball; the second
+  gradient is differentiated (a double backward), so the direction must be the gradient of its objective.
 
-The single-step variants craft in eval mode (like the paper's PGD-AT, and exact for DGBA's per-sample
-weights); Free AT and GradAlign use the training forward (train mode), since their point is to share it.
+The single-step variants craft in eval mode by default (`craft: eval`, like the paper's PGD-AT, and exact
+for DGBA's per-sample weights); `craft: train` crafts with the training forward's modes, as the published
+methods do, and is named in the defense ("fgsm_rs[craft=train]:total"). Free AT and GradAlign use the
+training forward, since their point is to share it. A stateful direction (StaticRelative, MinMax) reads its
+clean-loss state in eval mode. Fast AT ascends the training losses; attack losses are refused.
 Random starts come from torch's global generator, so the training seed covers them.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +54,16 @@ DEFAULT_ALPHA = {"fgsm_rs": 1.25, "n_fgsm": 1.0, "free_at": 1.0}
 DEFAULT_NOISE = {"fgsm_rs": 1.0, "n_fgsm": 2.0, "free_at": 0.0}
 DEFAULT_REPLAYS = 4
 
+# Where the single-step variants craft: "eval" (BatchNorm on running statistics, dropout off; the default)
+# or "train" (the training forward's modes, as the published methods do). Free AT always uses the
+# training forward: its one forward also trains the weights. docs/fast_adversarial_training.md says why.
+CRAFT_MODES = ("eval", "train")
+DEFAULT_CRAFT = "eval"
+
 _COMMON_KEYS = {"name", "eps", "alpha", "direction", "grad_align"}
 ALLOWED_KEYS = {
-    "fgsm_rs": _COMMON_KEYS,
-    "n_fgsm": _COMMON_KEYS | {"noise"},
+    "fgsm_rs": _COMMON_KEYS | {"craft"},
+    "n_fgsm": _COMMON_KEYS | {"noise", "craft"},
     "free_at": _COMMON_KEYS | {"replays"},
 }
 
@@ -70,10 +82,12 @@ class FastATConfig:
     replays: int
     direction: str
     grad_align: float
+    craft: str = DEFAULT_CRAFT  # "eval" or "train": the modes the single-step variants craft in
 
     def describe(self) -> str:
         """e.g. "fgsm_rs:dgba"; settings that differ from the defaults are listed, e.g.
-        "free_at[m=8]:total", "fgsm_rs[gradalign=0.2]:total", "n_fgsm[alpha=1.5eps]:dgba"."""
+        "free_at[m=8]:total", "fgsm_rs[gradalign=0.2]:total", "n_fgsm[alpha=1.5eps]:dgba",
+        "fgsm_rs[craft=train]:total"."""
         extras = []
         if not math.isclose(self.eps, PAPER_EPS, rel_tol=1e-6):
             extras.append(f"eps={format_pixels(self.eps)}")
@@ -85,6 +99,8 @@ class FastATConfig:
             extras.append(f"m={self.replays}")
         if self.grad_align > 0:
             extras.append(f"gradalign={self.grad_align:g}")
+        if self.craft != DEFAULT_CRAFT:
+            extras.append(f"craft={self.craft}")
         return f"{self.method}{'[' + ','.join(extras) + ']' if extras else ''}:{self.direction}"
 
 
@@ -100,6 +116,17 @@ def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
             f"unknown fast adversarial training method {method!r}; choose one of {FAST_AT_METHODS}"
         )
     unknown = sorted(set(defense) - ALLOWED_KEYS[method])
+    if method == "free_at" and "craft" in unknown:
+        raise ValueError(
+            "defense free_at does not take craft: it always crafts with the training forward, whose one "
+            "backward also trains the weights (craft is an option of fgsm_rs and n_fgsm)"
+        )
+    if "attack_losses" in unknown:
+        raise ValueError(
+            f"defense {method} does not take attack_losses: fast adversarial training ascends the training "
+            "losses (a step-dependent loss such as SegPGD needs several steps; attack losses are an "
+            "evaluation setting, attack.attack_losses)"
+        )
     if unknown:
         raise ValueError(
             f"defense {method} does not take {unknown}; its settings are {sorted(ALLOWED_KEYS[method])}"
@@ -121,8 +148,19 @@ def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
     grad_align = float(defense.get("grad_align") or 0.0)
     if not math.isfinite(grad_align) or grad_align < 0:
         raise ValueError(f"defense.grad_align (the GradAlign weight) must be >= 0, got {grad_align}")
-    direction = build_direction(direction_spec(defense.get("direction", "total"))).spec()
-    return FastATConfig(method, eps, alpha, noise, method != "n_fgsm", replays, direction, grad_align)
+    craft = defense.get("craft") or DEFAULT_CRAFT
+    if craft not in CRAFT_MODES:
+        raise ValueError(f"defense.craft must be one of {CRAFT_MODES}, got {craft!r}")
+    built = build_direction(direction_spec(defense.get("direction", "total")))
+    if grad_align > 0 and not built.gradient_of_objective:
+        raise ValueError(
+            f"defense.grad_align > 0 needs a direction whose ascent is the gradient of its objective, so "
+            f"that GradAlign can differentiate it; {built.spec()!r} computes its own (e.g. a sign vote or "
+            "an LP step), which has no second derivative"
+        )
+    return FastATConfig(
+        method, eps, alpha, noise, method != "n_fgsm", replays, built.spec(), grad_align, craft
+    )
 
 
 def training_epochs(defense: Mapping[str, Any] | None, max_epochs: int | None) -> int | None:
@@ -144,11 +182,6 @@ def per_sample_losses(
     return {t: task.loss(preds[t], targets[t]) for t, task in tasks.items()}
 
 
-def valid_flags(tasks: Mapping[str, Any], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Per task, which samples have a valid pixel (the others add 0 to a direction's objective)."""
-    return {t: task.valid_count(targets[t]) > 0 for t, task in tasks.items()}
-
-
 def weighted_mean_loss(losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
     """The training loss: sum over tasks of weight x batch-mean per-sample loss (as in clean training)."""
     return sum(weights[t] * loss.mean() for t, loss in losses.items())
@@ -165,16 +198,21 @@ class StepResult:
 
 
 class FastAdversarialTraining:
-    """One training iteration of a fast-AT variant on one batch."""
+    """One training iteration of a fast-AT variant on one batch.
+
+    The direction reaches every variant through `MultiTaskObjective` (state, objective, gradient) and
+    `Direction.step`, the same objects the attacks use, so e.g. SignSum's vote, MinMax's LP step and
+    StaticRelative's clean-loss weights act here as they do in an attack.
+    """
 
     def __init__(self, config: FastATConfig, tasks: Mapping[str, Any], loss_weights: Mapping[str, float]):
         self.config = config
         self.direction: Direction = build_direction(config.direction)
         self.direction.tasks_needed(list(tasks))  # a SINGLE task the model lacks fails here
         self.loss_weights = dict(loss_weights)
-        # Free AT takes delta's gradient from the weights' backward when that gradient has the direction's
-        # sign: TOTAL with equal loss weights. Otherwise one extra input-only backward per replay.
-        self.shared_backward = isinstance(self.direction, Total) and len(set(self.loss_weights.values())) <= 1
+        # Free AT takes delta's gradient from the weights' backward when that gradient is TOTAL's (TOTAL
+        # itself, equal loss weights). Otherwise one extra input-only backward per replay.
+        self.shared_backward = type(self.direction) is Total and len(set(self.loss_weights.values())) <= 1
         self.delta: Tensor | None = None  # Free AT's perturbation, carried over replays and batches
 
     @property
@@ -189,34 +227,45 @@ class FastAdversarialTraining:
         targets: Mapping[str, Tensor],
         optimizer_step: OptimizerStep,
     ) -> StepResult:
+        objective = self.objective(model, tasks, x, targets)
         if self.config.method == "free_at":
-            return self._free_step(model, tasks, x, targets, optimizer_step)
-        x_adv = self.single_step_example(model, tasks, x, targets)
+            return self._free_step(model, tasks, x, targets, objective, optimizer_step)
+        x_adv = self._single_step_example(objective, x)
         losses = per_sample_losses(model, tasks, x_adv, targets)
         total = weighted_mean_loss(losses, self.loss_weights)
         if self.config.grad_align > 0:
-            total = total + self.grad_align_penalty(model, tasks, x, targets)
+            total = total + self._grad_align_penalty(objective, x)
         optimizer_step(total)
         return StepResult({t: v.mean().detach() for t, v in losses.items()}, total.detach())
 
-    # ------------------------------------------------------------------------------------ single step
-    def direction_gradient(
+    def objective(
         self, model: nn.Module, tasks: Mapping[str, Any], x: Tensor, targets: Mapping[str, Tensor]
-    ) -> Tensor:
-        """The direction's ascent direction at x, in eval mode, without touching the weights' .grad."""
+    ) -> MultiTaskObjective:
+        """The direction bound to this batch; a stateful direction reads its state at the clean x, in eval
+        mode (no BatchNorm statistics move for it)."""
         needed = self.direction.tasks_needed(list(tasks))
         objective = MultiTaskObjective(model, targets, tasks, self.direction, needed)
-        with eval_mode(model):
-            return objective(x, 0).grad
+        if self.direction.needs_init:
+            with eval_mode(model):
+                objective.init_state(x.detach())
+        return objective
 
+    # ------------------------------------------------------------------------------------ single step
     def single_step_example(
         self, model: nn.Module, tasks: Mapping[str, Any], x: Tensor, targets: Mapping[str, Tensor]
     ) -> Tensor:
-        """FGSM-RS / N-FGSM: uniform start of radius `noise`, one signed step of `alpha`."""
+        """FGSM-RS / N-FGSM: uniform start of radius `noise`, one step of `alpha` along the direction's
+        step, crafted in the configured mode (eval, or the training forward's modes)."""
+        return self._single_step_example(self.objective(model, tasks, x, targets), x)
+
+    def _single_step_example(self, objective: MultiTaskObjective, x: Tensor) -> Tensor:
         cfg = self.config
         x = x.detach()
         start = (x + uniform_noise(x, cfg.noise)).clamp(0.0, 1.0)
-        x_adv = start + cfg.alpha * self.direction_gradient(model, tasks, start, targets).sign()
+        with eval_mode(objective.model) if cfg.craft == "eval" else nullcontext():
+            grad = objective(start, 0).grad
+        assert grad is not None
+        x_adv = start + cfg.alpha * self.direction.step(grad)
         if cfg.project:
             x_adv = torch.minimum(torch.maximum(x_adv, x - cfg.eps), x + cfg.eps)
         return x_adv.clamp(0.0, 1.0).detach()
@@ -234,28 +283,32 @@ class FastAdversarialTraining:
         tasks: Mapping[str, Any],
         x: Tensor,
         targets: Mapping[str, Tensor],
+        objective: MultiTaskObjective,
         optimizer_step: OptimizerStep,
     ) -> StepResult:
         cfg = self.config
         x = x.detach()
         delta = self._carried_delta(x)
-        valid = None if self.shared_backward else valid_flags(tasks, targets)
         for _ in range(cfg.replays):
             delta = delta.detach().requires_grad_(True)
-            losses = per_sample_losses(model, tasks, x + delta, targets)
+            preds = model(x + delta, tasks=list(tasks))
+            losses = {t: task.loss(preds[t], targets[t]) for t, task in tasks.items()}
             total = weighted_mean_loss(losses, self.loss_weights)
             if cfg.grad_align > 0:
-                total = total + self.grad_align_penalty(model, tasks, x, targets)
+                total = total + self._grad_align_penalty(objective, x)
             if self.shared_backward:
                 optimizer_step(total)  # the same backward fills delta.grad
-                grad = delta.grad
-            else:
-                objective = self.direction.objective(
-                    {t: losses[t].float() for t in self.direction.tasks_needed(list(tasks))}, valid, None
-                )
-                (grad,) = torch.autograd.grad(objective.sum(), delta, retain_graph=True)
+                grad = torch.zeros_like(x) if delta.grad is None else delta.grad
+            elif self.direction.gradient_of_objective:
+                # From the training forward, before the weights move; the graph stays for their backward.
+                grad = objective.ascent(delta, objective.losses_from(preds, 0).ascent, retain_graph=True)
                 optimizer_step(total)
-            step = cfg.alpha * (torch.zeros_like(x) if grad is None else grad).sign()
+            else:
+                # A direction with its own backward passes frees the graph they run through, so it gets its
+                # own forward (same modes, weights before the step): one extra forward per replay.
+                grad = objective(x + delta.detach(), 0).grad
+                optimizer_step(total)
+            step = cfg.alpha * self.direction.step(grad.detach())
             delta = (delta.detach() + step).clamp(-cfg.eps, cfg.eps)
             delta = (x + delta).clamp(0.0, 1.0) - x
         self.delta = delta.detach()
@@ -266,19 +319,18 @@ class FastAdversarialTraining:
         self, model: nn.Module, tasks: Mapping[str, Any], x: Tensor, targets: Mapping[str, Tensor]
     ) -> Tensor:
         """weight * mean over samples of 1 - cos(g(x), g(x + eta)); only g(x + eta) is differentiated."""
-        needed = self.direction.tasks_needed(list(tasks))
-        sub = {t: tasks[t] for t in needed}
-        valid = valid_flags(sub, targets)
+        return self._grad_align_penalty(self.objective(model, tasks, x, targets), x)
+
+    def _grad_align_penalty(self, objective: MultiTaskObjective, x: Tensor) -> Tensor:
         x = x.detach()
 
         def gradient(point: Tensor, create_graph: bool) -> Tensor:
-            point = point.requires_grad_(True)
-            losses = {t: v.float() for t, v in per_sample_losses(model, sub, point, targets).items()}
-            objective = self.direction.objective(losses, valid, None)
-            (grad,) = torch.autograd.grad(objective.sum(), point, create_graph=create_graph)
-            return grad
+            point = point.detach().requires_grad_(True)
+            with torch.enable_grad():
+                losses = objective.step_losses(point, 0).ascent
+                return objective.ascent(point, losses, create_graph=create_graph)
 
-        clean = gradient(x.clone(), create_graph=False).detach()
+        clean = gradient(x, create_graph=False).detach()
         noisy = gradient((x + uniform_noise(x, self.config.eps)).clamp(0.0, 1.0), create_graph=True)
         cos = F.cosine_similarity(clean.flatten(1), noisy.flatten(1), dim=1)
         return self.config.grad_align * (1.0 - cos).mean()

@@ -131,3 +131,37 @@ def test_reference_random_start_puts_each_sample_on_the_ball_boundary():
     assert (dist <= EPS + 1e-7).all()
     torch.testing.assert_close(dist.max(dim=1).values, torch.full((3,), EPS))
     assert (dist.mean(dim=1) < 0.8 * EPS).all()  # uniform inside, not all on the boundary
+
+
+# ------------------------------------------------------------------------- step-dependent attack losses
+def test_a_step_dependent_loss_shapes_the_ascent_but_not_the_judged_objective():
+    """SegPGD's weight moves with the step index: the ascent direction changes with it, the objective APGD
+    judges iterates by (SegPGD's plain CE) does not."""
+    model, (x, targets) = TreeStub(), make_batch(n=2, h=6, w=6)
+    attack = APGD(EPS, steps=10, attack_losses={"seg": "segpgd"})
+    objective = attack.bind(model.eval(), x, targets, stub_losses())
+    first, later = objective(x, 0), objective(x, 9)
+    torch.testing.assert_close(first.objective, later.objective, atol=0, rtol=0)
+    assert not torch.equal(first.grad, later.grad)
+
+
+def test_apgd_with_segpgd_returns_the_iterate_it_judged_best():
+    """The returned point scores (re-evaluated from scratch) the best objective the history recorded, and
+    the step size adapts as it does for a step-independent loss."""
+    model, (x, targets) = TreeStub(), make_batch(n=4, h=8, w=8, seed=2)
+    attack = APGD(EPS, steps=10, attack_losses={"seg": "segpgd"}, seed=0)
+    result = attack.run(model, x, targets, stub_losses(), record=True)
+    recorded = torch.stack([r.objective for r in result.history]).amax(dim=0)
+    rescored = attack.score(model, x, targets, stub_losses(), result.x_adv)
+    torch.testing.assert_close(rescored, recorded, atol=1e-5, rtol=1e-5)
+
+
+def test_a_step_dependent_loss_without_a_judged_form_is_refused():
+    class Scheduled:
+        step_aware = True
+
+        def __call__(self, pred, target, *, step, total_steps):
+            return pred.flatten(1).mean(1) * step
+
+    with pytest.raises(TypeError, match="no judge"):
+        APGD(EPS, attack_losses={"seg": Scheduled()})

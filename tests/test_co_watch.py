@@ -111,3 +111,8 @@ def test_watched_settings_follow_the_defense_budget_in_either_unit() -> None:
     plain = {"name": "adv_train", "attack": {"method": "pgd", "eps": "2/255"}, "direction": {"name": "total"}}
     assert watched_attack_settings(plain) == (2 / 255, "total")
     assert watched_attack_settings(None) == (8 / 255, "total")
+    # a hand-built config that gives its budget as pixel_eps alone (no eps key at all)
+    hand_built = {"name": "adv_train", "attack": {"method": "pgd", "pixel_eps": 4}, "direction": "total"}
+    assert watched_attack_settings(hand_built) == (4 / 255, "total")
+    fast = {"name": "free_at", "eps": "4/255", "direction": {"name": "sign_sum"}}
+    assert watched_attack_settings(fast) == (4 / 255, "sign_sum")

@@ -56,6 +56,8 @@ def sgd_step(module: MultiTaskModule, log: list[float]):
         ),
         (["defense=adv_train"], "adv_train:pgd-total"),
         (["defense=dgba/adv_train"], "adv_train:pgd-dgba"),
+        (["defense=n_fgsm", "+defense.craft=train"], "n_fgsm[craft=train]:total"),
+        (["defense=fgsm_rs", "+defense.craft=eval"], "fgsm_rs:total"),
     ],
 )
 def test_rows_name_each_defense_and_its_non_default_settings(compose, overrides, name) -> None:
@@ -82,6 +84,10 @@ def test_non_default_step_is_named() -> None:
         (["defense=fgsm_rs", "+defense.replays=2"], "does not take"),
         (["defense=fgsm_rs", "defense.direction.name=single", "+defense.direction.task=edges"], "edges"),
         (["defense=fgsm_rs", "defense.direction.name=diagonal"], "unknown attack direction"),
+        (["defense=fgsm_rs", "+defense.craft=test"], "defense.craft must be one of"),
+        (["defense=free_at", "+defense.craft=eval"], "free_at does not take craft"),
+        (["defense=fgsm_rs", "+defense.attack_losses={seg: segpgd}"], "does not take attack_losses"),
+        (["defense=fgsm_rs", "defense.grad_align=0.2", "defense.direction.name=sign_sum"], "GradAlign"),
     ],
 )
 def test_bad_defense_configs_fail_before_training(compose, overrides, message) -> None:
@@ -204,3 +210,24 @@ def test_checkpoints_record_counted_passes_and_their_defense(compose, overrides,
     assert cost["optimizer_steps"] == 2 * steps
     assert cost["seconds"] > 0
     assert restored.hparams.defense == OmegaConf.to_container(cfg.defense, resolve=True)
+
+
+def test_craft_train_crafts_with_the_training_forward(compose) -> None:
+    """craft=train crafts with BatchNorm on the batch's statistics, craft=eval on the running ones; both
+    give the model its modes back."""
+    module, x, targets, _ = module_and_batch(compose, ["defense=n_fgsm", "defense.noise=0"])
+    module.model.train()
+    examples = {}
+    for craft in ("eval", "train"):
+        fast = FastAdversarialTraining(
+            parse_fast_at({"name": "n_fgsm", "noise": 0, "craft": craft}), module.tasks, module.loss_weights
+        )
+        reference = copy.deepcopy(module.model).train(craft == "train")
+        attack = FGSM(EPS)  # an FGSM step of eps from x in the reference's modes
+        with torch.enable_grad():
+            objective = attack.bind(reference, x, targets, module.tasks)
+            expected = (x + EPS * objective(x, 0).grad.sign()).clamp(0, 1)
+        examples[craft] = fast.single_step_example(module.model, module.tasks, x, targets)
+        assert torch.isclose(examples[craft], expected, atol=1e-6).float().mean() > 0.999
+        assert module.model.training
+    assert not torch.equal(examples["eval"], examples["train"])

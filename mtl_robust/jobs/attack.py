@@ -25,7 +25,7 @@ from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
 from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows
 from mtl_robust.evaluation.store import ResultsStore, config_key
-from mtl_robust.jobs.failures import exit_with_sweep_status
+from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.runner import configure_threads, run_job
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
@@ -263,7 +263,9 @@ def attack_job(cfg: DictConfig) -> float:
     print(format_rows(rows, module.model.tasks))
     print(f"results: {cfg.store}")
     result = rows[0].get("results", {}).get("rel_avg")
-    return float(result) if result is not None else float("nan")
+    value = float(result) if result is not None else float("nan")
+    check_cells(rows, cfg.store, value)
+    return value
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.evaluation.store import config_key
 from mtl_robust.files import atomic_copy
 from mtl_robust.jobs.attack import evaluate_checkpoint
-from mtl_robust.jobs.failures import exit_with_sweep_status
+from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.runner import run_job, runtime_info
 from mtl_robust.jobs.train import train
@@ -143,6 +143,7 @@ def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
             print(f"\ntransfer matrix at eps={format_pixels(eps)} (%): SINGLE(attacked) -> evaluated task")
             print(format_matrix(transfer_matrix(singles)))
     print(f"\nresults: {cfg.store}")
+    check_cells(rows, cfg.store, rows)
     return rows
 
 

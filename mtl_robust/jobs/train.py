@@ -21,6 +21,7 @@ from mtl_robust.files import atomic_write_text
 from mtl_robust.jobs.failures import exit_with_sweep_status
 from mtl_robust.jobs.loggers import build_logger, finish_wandb_run
 from mtl_robust.jobs.runner import configure_threads, run_job, runtime_info, training_threads
+from mtl_robust.lightning.checkpoints import AtomicCheckpointIO
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
@@ -74,6 +75,7 @@ def train(cfg: DictConfig) -> TrainingResult:
         logger=build_logger(cfg.get("logger"), cfg),
         callbacks=callbacks,
         max_epochs=epochs,
+        plugins=[*(instantiate(p) for p in cfg.trainer.get("plugins") or []), AtomicCheckpointIO()],
         **no_bar,
     )
     trainer.fit(module, datamodule=datamodule)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.jobs.failures import CELLS_FAILED, FailedCells, full_error_requested, mark_job, one_line_error
+from mtl_robust.jobs.noise import quiet_third_party_noise
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def run_job(cfg: DictConfig, job) -> Any:
     on; a later success of the same job withdraws that failure. A single run that fails ends with one
     message, not a traceback (`HYDRA_FULL_ERROR=1` shows it).
     """
+    quiet_third_party_noise()
     try:
         result = job(cfg)
     except FailedCells as err:  # the job itself finished: its failed cells are rows of their own

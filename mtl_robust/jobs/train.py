@@ -25,6 +25,7 @@ from mtl_robust.lightning.checkpoints import AtomicCheckpointIO
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
+from mtl_robust.lightning.progress import EpochLines
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,11 @@ def train(cfg: DictConfig) -> TrainingResult:
     module = build_module(cfg, datamodule)
     log.info("layout: %s", module.model.layout.describe())
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    # Lightning's bar redraws with carriage returns on stdout: only on a terminal, never into a log file.
+    # Lightning's bar redraws with carriage returns on stdout: only on a terminal, never into a log file,
+    # which gets one line per epoch (or per ~30 s) instead.
     no_bar = {} if interactive(sys.stdout) else {"enable_progress_bar": False}
+    if no_bar:
+        callbacks.append(EpochLines())
     # Free AT replays each batch: fewer epochs for the same number of optimiser steps (fast_at.py).
     epochs = training_epochs(module.defense, cfg.trainer.get("max_epochs"))
     trainer: pl.Trainer = instantiate(

@@ -14,12 +14,14 @@ from omegaconf import DictConfig
 from mtl_robust.evaluation.progress import format_seconds
 from mtl_robust.files import atomic_write_text
 from mtl_robust.jobs.failures import MARKER_DIR
+from mtl_robust.jobs.report_wandb import is_wandb, log_report
 
 log = logging.getLogger(__name__)
 
 
 class ReportOnMultirunEnd(Callback):
-    """After the last job of a sweep, read the results store and write tables and plots."""
+    """After the last job of a sweep, read the results store and write tables and plots; with
+    `logger=wandb` the report is also one wandb run of job type `report` in the study's group."""
 
     def __init__(self, store: str, out: str, extra_args: list[str] | None = None) -> None:
         self.store, self.out, self.extra_args = store, out, list(extra_args or [])
@@ -29,6 +31,9 @@ class ReportOnMultirunEnd(Callback):
 
         log.info("writing the study report from %s to %s", self.store, self.out)
         report_main(["--store", self.store, "--out", self.out, *self.extra_args])
+        if is_wandb(config.get("logger")):
+            logged = log_report(config.logger, str(config.get("study", "default")), Path(self.out))
+            log.info("report logged to wandb: %s", logged)
 
 
 SWEEP_FILE = "sweep"  # in the marker folder: "<number of jobs> <start time (epoch seconds)>"

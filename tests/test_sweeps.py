@@ -122,7 +122,7 @@ def test_a_failed_cell_makes_the_sweep_exit_non_zero(
     ]
     proc = run_entry_point("mtl_robust.attack", args, tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "multirun: 1 cells failed in 1 of 2 jobs (job 1); first: 1 of 1 cells failed" in proc.stderr
+    assert "multirun: 1 cell failed in 1 of 2 jobs (job 1); first: 1 of 1 cells failed" in proc.stderr
     assert "boom: this direction always fails" in proc.stderr
     rows = cells(tmp_path).values()
     # the failed cell is a row of its own; no job-level failure row was added
@@ -133,8 +133,11 @@ def test_a_failed_cell_makes_the_sweep_exit_non_zero(
 
 
 def test_a_single_run_with_a_failed_cell_prints_its_tables_then_exits_1(
-    capsys: pytest.CaptureFixture,
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import mtl_robust.jobs.runner as runner
+
+    monkeypatch.setattr(runner, "in_multirun", lambda: False)  # whatever Hydra state earlier tests left
     from omegaconf import OmegaConf
 
     from mtl_robust.jobs.failures import check_cells

@@ -82,9 +82,9 @@ def test_a_study_report_is_one_report_run_with_tables_figures_and_summary(
         and run.name == "reliability_smoke-report"
     )
     for key, kind in [
-        ("tables/tables/relative", "table-file"),
-        ("tables/tables/clean", "table-file"),
-        ("figures/plots/eps_curve", "image-file"),
+        ("tables/relative", "table-file"),
+        ("tables/clean", "table-file"),
+        ("plots/eps_curve", "image-file"),
         ("summary", "html-file"),
     ]:
         assert run.history.get(f"{key}/_type") == f'"{kind}"', (key, run.history)

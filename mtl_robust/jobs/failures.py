@@ -104,7 +104,8 @@ def sweep_verdict(folder: Path) -> tuple[str, bool]:
         # The first line of a cells-failed marker is "<failed> of <cells> cells failed ...".
         counts = [int(p.read_text(encoding="utf-8").split(" ", 1)[0] or 0) for p in partial]
         jobs = ", ".join(str(_job_number(p)) for p in partial)
-        parts.append(f"{sum(counts)} cells failed in {len(partial)} of {total} jobs (job {jobs})")
+        cells = f"{sum(counts)} cell{'s' if sum(counts) != 1 else ''}"
+        parts.append(f"{cells} failed in {len(partial)} of {total} jobs (job {jobs})")
     first = (failed or partial)[0].read_text(encoding="utf-8").strip().splitlines()
     return f"multirun: {'; '.join(parts)}; first: {' | '.join(first[:2])}; markers in {folder}", True
 

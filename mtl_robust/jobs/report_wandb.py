@@ -1,6 +1,7 @@
 """A study's report on wandb: one run of job type `report`, grouped with the study's training and attack
-runs, holding every table of the report as a wandb Table, every figure as an image and summary.md as a
-panel. Offline mode works like for the other runs (`wandb sync` uploads it later)."""
+runs, holding every table of the report as a wandb Table, every figure as an image (each under its path
+in the report folder: `tables/<name>`, `plots/<name>`) and summary.md as a panel (`summary`). Offline mode
+works like for the other runs (`wandb sync` uploads it later)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ def _number(cell: str) -> Any:
         return cell
 
 
+def _key(path: Path, out: Path) -> str:
+    """A file's wandb key: its path in the report folder, without the suffix (`tables/rel_...`)."""
+    return path.relative_to(out).with_suffix("").as_posix()
+
+
 def summary_panel(markdown: str) -> str:
     """summary.md as an HTML panel: the markdown text itself, escaped and kept as written (wandb renders
     HTML, not markdown, in run media)."""
@@ -59,12 +65,10 @@ def log_report(logger_cfg: DictConfig, study: str, out: Path) -> dict[str, int]:
     for path in sorted(out.rglob("*.csv")):
         columns, data = read_table(path)
         if columns:
-            run.log(
-                {f"tables/{path.relative_to(out).with_suffix('').as_posix()}": wandb.Table(columns, data)}
-            )
+            run.log({_key(path, out): wandb.Table(columns, data)})
             counts["tables"] += 1
     for path in sorted(out.rglob("*.png")):
-        run.log({f"figures/{path.relative_to(out).with_suffix('').as_posix()}": wandb.Image(str(path))})
+        run.log({_key(path, out): wandb.Image(str(path))})
         counts["figures"] += 1
     summary = out / "summary.md"
     if summary.is_file():

@@ -154,7 +154,7 @@ def test_every_study_ends_with_its_report(compose, tmp_path: Path, experiment: s
     cfg = compose([f"experiment={experiment}"], config_name="pipeline")
     assert cfg.task_name == cfg.study and cfg.hydra.mode.name == "MULTIRUN"
     # Hydra calls end hooks last-first: the report is written before the failed-jobs summary line.
-    assert list(cfg.hydra.callbacks) == ["job_failures", "report"]
+    assert list(cfg.hydra.callbacks) == ["job_failures", "sweep_progress", "report"]
     report = instantiate(cfg.hydra.callbacks.report)
     assert isinstance(report, ReportOnMultirunEnd)
     assert report.store == str(tmp_path / "logs" / "results" / f"{cfg.study}.jsonl") == cfg.store

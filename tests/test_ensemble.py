@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mtl_robust.attacks import FGSM, PGD, Ensemble
-from mtl_robust.attacks.ensemble_config import ensemble_from_config
+from mtl_robust.attacks.config import ensemble_from_config
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.scores import joint_change, per_image_change, per_image_metrics
 from mtl_robust.tasks import build_tasks

@@ -28,3 +28,24 @@ def test_atomic_copy(tmp_path):
     src.write_bytes(b"x" * 10_000)
     out = atomic_copy(src, tmp_path / "dst")
     assert out.read_bytes() == src.read_bytes()
+
+
+def test_lightning_checkpoints_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    import torch
+
+    import mtl_robust.lightning.checkpoints as checkpoints
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io = checkpoints.AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+    assert torch.load(target)["state_dict"]["w"].sum() == 3
+
+    def killed(obj, path):  # a job killed mid-write: half a file, then nothing more
+        open(path, "wb").write(b"PK\x03\x04trunc")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
+    assert torch.load(target)["state_dict"]["w"].sum() == 3
+    assert os.listdir(target.parent) == ["last.ckpt"]

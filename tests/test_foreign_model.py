@@ -88,3 +88,39 @@ def test_attack_entry_point_evaluates_a_foreign_model(tmp_path):
     assert rows[-1]["status"] == "ok"
     assert rows[-1]["config"]["backbone"] == "tests.test_foreign_model.ForeignNet"
     assert rows[-1]["results"]["rel_avg"] < 0
+
+
+@pytest.mark.slow
+def test_a_libmtl_style_model_goes_through_a_whole_study(tmp_path):
+    """List output, no `tasks` keyword, the user's task order: attacked by the reliability study (no
+    training), its rows carry its fingerprint, and the study's report lists it like any model."""
+    torch.manual_seed(0)
+    weights = tmp_path / "libmtl.pt"
+    torch.save(ForeignListNet(classes=8).state_dict(), weights)
+    proc = run_entry_point(
+        "mtl_robust.pipeline",
+        [
+            "experiment=study_reliability_smoke",
+            "model={_target_: tests.test_foreign_model.ForeignListNet, classes: 8}",
+            f"model_weights={weights}",
+            "model_task_names=[seg,normal,depth]",
+            # the study's training axes mean nothing for a model it does not train: one job
+            "hydra.sweeper.params.sharing=all_shared",
+            "hydra.sweeper.params.defense=none",
+            "pipeline.eps=[8/255]",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "model: tests.test_foreign_model.ForeignListNet" in proc.stdout
+    assert "train epoch" not in proc.stderr  # nothing was trained
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "logs/results/reliability_smoke.jsonl").read_text().splitlines()
+    ]
+    assert rows and all(r["status"] == "ok" for r in rows)
+    assert {r["config"]["model_id"] for r in rows} == {rows[0]["config"]["model_id"]}
+    assert rows[0]["config"]["backbone"] == "tests.test_foreign_model.ForeignListNet"
+    assert rows[0]["config"]["method"] == "ensemble" and rows[0]["results"]["rel_avg"] < 0
+    summary = (tmp_path / "logs/reports/reliability_smoke/summary.md").read_text()
+    assert "ForeignListNet" in summary

@@ -90,6 +90,98 @@ def test_failed_jobs_are_withdrawn_when_their_retry_succeeds(checkpoint: Path, t
     assert report.returncode == 0 and "2 cells, 2 ok, 0 failed" in summary and "No failed cells." in summary
 
 
+# A direction whose cells fail at attack time (after the job built and validated everything): a cell failure,
+# not a job failure.
+FAILING_DIRECTION = """
+from mtl_robust.attacks.directions import Direction, register_direction
+from mtl_robust.values import DirectionStyle
+
+
+@register_direction(DirectionStyle("BOOM"))
+class Boom(Direction):
+    name = "boom"
+
+    def objective(self, losses, valid, state):
+        raise RuntimeError("boom: this direction always fails")
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_cell_makes_the_sweep_exit_non_zero(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "boom_direction.py").write_text(FAILING_DIRECTION)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "pkg"))
+    args = [
+        "-m",
+        f"ckpt={checkpoint}",
+        *QUICK,
+        "direction.name=total,boom",
+        "+direction.module=boom_direction",
+    ]
+    proc = run_entry_point("mtl_robust.attack", args, tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "multirun: 1 cell failed in 1 of 2 jobs (job 1); first: 1 of 1 cells failed" in proc.stderr
+    assert "boom: this direction always fails" in proc.stderr
+    rows = cells(tmp_path).values()
+    # the failed cell is a row of its own; no job-level failure row was added
+    assert sorted((r["config"].get("direction"), r["status"]) for r in rows) == [
+        ("boom", "failed"),
+        ("total", "ok"),
+    ]
+
+
+def test_a_single_run_with_a_failed_cell_prints_its_tables_then_exits_1(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mtl_robust.jobs.runner as runner
+
+    monkeypatch.setattr(runner, "in_multirun", lambda: False)  # whatever Hydra state earlier tests left
+    from omegaconf import OmegaConf
+
+    from mtl_robust.jobs.failures import check_cells
+    from mtl_robust.jobs.runner import run_job
+
+    rows = [
+        {"status": "ok", "config": {"method": "pgd", "direction": "total"}},
+        {
+            "status": "failed",
+            "config": {"method": "pgd", "direction": "dgba"},
+            "error": "RuntimeError: oom\n...",
+        },
+    ]
+
+    def job(cfg):
+        print("the tables")
+        check_cells(rows, "logs/results/x.jsonl", 0.5)
+        return 0.5
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(OmegaConf.create({}), job)
+    assert capsys.readouterr().out == "the tables\n"
+    assert str(exit_info.value.code).startswith(
+        "error: 1 of 2 cells failed (first: pgd dgba: RuntimeError: oom); their rows in logs/results/x.jsonl"
+    )
+    assert run_job(OmegaConf.create({}), lambda cfg: check_cells(rows[:1], "x.jsonl", 1.0)) is None
+
+
+def test_the_sweep_verdict_counts_failed_jobs_and_failed_cells(tmp_path: Path) -> None:
+    from mtl_robust.jobs.failures import sweep_verdict
+
+    (tmp_path / "0.ok").write_text("")
+    assert sweep_verdict(tmp_path) == ("multirun: all 1 jobs succeeded", False)
+    (tmp_path / "1.cells-failed").write_text("2 of 5 cells failed (first: pgd dgba: x)\nattack.eps=8/255")
+    (tmp_path / "2.cells-failed").write_text("1 of 5 cells failed (first: pgd total: y)\nattack.eps=4/255")
+    (tmp_path / "10.failed").write_text("attack.eps=2/255\nValueError: bad")
+    line, failed = sweep_verdict(tmp_path)
+    assert failed
+    assert line.startswith(
+        "multirun: 1 of 4 jobs failed (job 10); 3 cells failed in 2 of 4 jobs (job 1, 2); "
+        "first: attack.eps=2/255 | ValueError: bad"
+    )
+
+
 def test_a_resumed_sweep_recomputes_no_finished_cell(checkpoint: Path, tmp_path: Path) -> None:
     first = run_entry_point(
         "mtl_robust.attack", ["-m", f"ckpt={checkpoint}", *QUICK, "attack.eps=2/255,4/255"], tmp_path

@@ -20,9 +20,24 @@ NYU_METRICS = {
 }
 
 
-def test_smoke_training_logs_every_metric_and_checkpoint_rebuilds(compose, tmp_path: Path) -> None:
+def test_smoke_training_logs_every_metric_and_checkpoint_rebuilds(
+    compose, tmp_path: Path, monkeypatch
+) -> None:
+    from mtl_robust.lightning.checkpoints import AtomicCheckpointIO
+
+    written = []
+    atomic_save = AtomicCheckpointIO.save_checkpoint
+    monkeypatch.setattr(
+        AtomicCheckpointIO,
+        "save_checkpoint",
+        lambda self, c, p, storage_options=None: (
+            written.append(p),
+            atomic_save(self, c, p, storage_options),
+        ),
+    )
     cfg = compose(["experiment=smoke", "sharing=branch_at_2"])
     result = train(cfg)
+    assert str(result.checkpoint) in map(str, written), "Lightning's last.ckpt was not written atomically"
     for task, names in NYU_METRICS.items():
         for name in names:
             assert f"val/{task}/{name}" in result.metrics, f"val/{task}/{name} not logged"

@@ -53,6 +53,7 @@ class OfflineRun:
     tags: list[str] = field(default_factory=list)
     name: str = ""
     history_keys: set[str] = field(default_factory=set)
+    history: dict[str, str] = field(default_factory=dict)  # key -> its last value, as wandb's JSON text
     summary_keys: set[str] = field(default_factory=set)
     finished: bool = False  # the `exit` record is there: wandb wrote everything of the run
 
@@ -69,7 +70,10 @@ def read_run(path: Path) -> OfflineRun:
             run.group, run.job_type = record.run.run_group, record.run.job_type
             run.tags, run.name = list(record.run.tags), record.run.display_name
         elif kind == "history":
-            run.history_keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                run.history_keys.add(key)
+                run.history[key] = item.value_json
         elif kind == "summary":
             run.summary_keys |= {item.key or "/".join(item.nested_key) for item in record.summary.update}
         elif kind == "exit":

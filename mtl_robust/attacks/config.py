@@ -21,6 +21,8 @@ from types import MappingProxyType
 from typing import Any
 
 from mtl_robust.attacks.base import Attack
+from mtl_robust.attacks.ensemble import Ensemble
+from mtl_robust.attacks.ensemble_config import ENSEMBLE_METHOD, build_ensemble
 from mtl_robust.attacks.registry import build_attack
 
 # EPS_HINT and parse_budget are re-exported: code outside the attacks reads them here.
@@ -34,11 +36,11 @@ __all__ = [
     "attack_from_config",
     "attack_spec",
     "direction_spec",
+    "ensemble_from_config",
     "normalized_attack_config",
     "parse_budget",
 ]
 
-ENSEMBLE_METHOD = "ensemble"
 # The direction an ensemble cell's rows carry: its members hold their own directions.
 ENSEMBLE_DIRECTION = "ensemble"
 
@@ -99,8 +101,6 @@ class AttackSpec:
     def build(self, tasks: Sequence[str] | None = None) -> Attack:
         """The attack; for an ensemble its `Ensemble`, with `tasks` expanded to them and checked."""
         if self.is_ensemble:
-            from mtl_robust.attacks.ensemble_config import ensemble_from_config
-
             return ensemble_from_config(self.config, tasks)  # type: ignore[return-value]
         settings = {k: v for k, v in self.config.items() if k not in ("method", "direction")}
         if not settings["attack_losses"]:
@@ -137,3 +137,8 @@ def attack_from_config(attack: Mapping[str, Any], direction: DirectionConfig) ->
     An ensemble config (`method: ensemble`) is validated the same way but returns its `Ensemble`.
     """
     return attack_spec(attack, direction).build()
+
+
+def ensemble_from_config(attack: Mapping[str, Any], tasks: Sequence[str] | None = None) -> Ensemble:
+    """Build (and so validate) an ensemble config; with `tasks` its rules and members are checked too."""
+    return build_ensemble(attack, tasks, attack_from_config)

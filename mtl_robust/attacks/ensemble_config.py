@@ -15,16 +15,20 @@ an unknown method, direction or parameter fails before anything is loaded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mtl_robust.attacks.base import Attack
-from mtl_robust.attacks.config import ENSEMBLE_METHOD, attack_from_config
 from mtl_robust.attacks.ensemble import Ensemble
 from mtl_robust.values.budget import parse_budget
 from mtl_robust.values.direction import DirectionSpec, expand_per_task, unbound_per_task
 
-__all__ = ["ENSEMBLE_METHOD", "build_member", "ensemble_from_config", "member_configs", "rule_list"]
+__all__ = ["ENSEMBLE_METHOD", "build_ensemble", "build_member", "member_configs", "rule_list"]
+
+ENSEMBLE_METHOD = "ensemble"
+# Builds one member from its config and direction: `attacks.config.attack_from_config`, passed in by the
+# config module (the one dispatcher of attack configs), so that this module does not import it back.
+MemberBuilder = Callable[[Mapping[str, Any], str], Attack]
 
 # Without the model's tasks a per-task member (SINGLE) is built, and so validated, on this stand-in task.
 STAND_IN_TASK = "_"
@@ -66,16 +70,16 @@ def rule_list(rules: Sequence[str], tasks: Sequence[str] | None) -> list[str]:
     return out
 
 
-def build_member(name: str, cfg: Mapping[str, Any], eps: float) -> Attack:
+def build_member(name: str, cfg: Mapping[str, Any], eps: float, build: MemberBuilder) -> Attack:
     cfg = dict(cfg)
     direction = cfg.pop("direction")
     try:
-        return attack_from_config({**cfg, "eps": eps}, direction)
+        return build({**cfg, "eps": eps}, direction)
     except (ValueError, TypeError) as err:
         raise ValueError(f"ensemble member {name!r}: {err}") from err
 
 
-def ensemble_from_config(attack: Mapping[str, Any], tasks: Sequence[str] | None = None) -> Ensemble:
+def build_ensemble(attack: Mapping[str, Any], tasks: Sequence[str] | None, build: MemberBuilder) -> Ensemble:
     """Build (and so validate) an ensemble; with `tasks` also check its rules and members against them."""
     if attack.get("method") != ENSEMBLE_METHOD:
         raise ValueError(f"not an ensemble config: method {attack.get('method')!r}")
@@ -83,7 +87,7 @@ def ensemble_from_config(attack: Mapping[str, Any], tasks: Sequence[str] | None 
         raise ValueError("the ensemble needs eps, e.g. attack.eps=8/255")
     eps = parse_budget(attack["eps"], "eps")
     configs = member_configs(attack.get("members") or {}, tasks)
-    members = {name: build_member(name, cfg, eps) for name, cfg in configs.items()}
+    members = {name: build_member(name, cfg, eps, build) for name, cfg in configs.items()}
     ensemble = Ensemble(members, rule_list(list(attack.get("rules") or ["joint"]), tasks))
     if tasks is not None:
         ensemble.check_tasks(tasks)

@@ -128,7 +128,7 @@ def ensemble_cell_config(attack_cfg: Mapping[str, Any], ensemble: Ensemble) -> d
 
 def ensemble_cell(attack_cfg: Mapping[str, Any], tasks: Mapping[str, Any]) -> Any:
     """A runner `Cell` evaluating the ensemble of `attack_cfg` on a model with `tasks`."""
-    from mtl_robust.attacks.ensemble_config import ensemble_from_config
+    from mtl_robust.attacks.config import ensemble_from_config
     from mtl_robust.evaluation.runner import Cell
 
     ensemble = ensemble_from_config(attack_cfg, list(tasks))

@@ -25,12 +25,17 @@ from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
 from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows
 from mtl_robust.evaluation.store import ResultsStore, config_key
-from mtl_robust.jobs.failures import exit_with_sweep_status
+from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.runner import configure_threads, run_job
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
-from mtl_robust.lightning.user_model import check_user_outputs, load_user_model, user_model_info
+from mtl_robust.lightning.user_model import (
+    check_user_outputs,
+    is_user_model,
+    load_user_model,
+    user_model_info,
+)
 from mtl_robust.models.fingerprint import weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -162,10 +167,9 @@ def evaluate_checkpoint(
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
     split = cfg.get("split", "val")
-    user_model = cfg.get("model") if cfg.get("model") and "_target_" in cfg.model else None
-    if user_model is not None and ckpt:
+    if is_user_model(cfg) and ckpt:
         raise ValueError("give either ckpt=<trained .ckpt> or model={_target_: ...}, not both")
-    if user_model is not None:  # bring your own model: model._target_ (+ model_weights) instead of a ckpt
+    if is_user_model(cfg):  # bring your own model: model._target_ (+ model_weights) instead of a ckpt
         module = load_user_model(cfg, datamodule.build_tasks(), device)
         check_user_outputs(module, datamodule.dataset(split)[0][0][None].to(device))
         info = user_model_info(cfg, module, datamodule.name, split, cfg.get("study", "default"))
@@ -263,7 +267,9 @@ def attack_job(cfg: DictConfig) -> float:
     print(format_rows(rows, module.model.tasks))
     print(f"results: {cfg.store}")
     result = rows[0].get("results", {}).get("rel_avg")
-    return float(result) if result is not None else float("nan")
+    value = float(result) if result is not None else float("nan")
+    check_cells(rows, cfg.store, value)
+    return value
 
 
 def main() -> None:

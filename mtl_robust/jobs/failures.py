@@ -1,10 +1,12 @@
 """How a job ends, as a user sees it: one error line for a single run, and a verdict for a whole multirun.
 
 A single run that raises ends with `error: <message>` and exit status 1; the traceback is shown only with
-`HYDRA_FULL_ERROR=1`, Hydra's own convention. In a multirun every job leaves a marker (`ok` or `failed`) in
-`<sweep dir>/.jobs/`, from whichever process or machine ran it; when the sweep ends, `JobFailureSummary`
-prints one line counting the failed jobs and the entry point exits with status 1 (configurable with
-`hydra.callbacks.job_failures.exit_status=0`) so that scripts and CI notice.
+`HYDRA_FULL_ERROR=1`, Hydra's own convention. A job that ran to its end but had failed cells prints its
+tables, then ends the same way (`error: 1 of 5 cells failed ...`): the cells' rows say why, and a rerun
+retries them. In a multirun every job leaves a marker (`ok`, `failed`, or `cells-failed` when it finished
+with failed cells) in `<sweep dir>/.jobs/`, from whichever process or machine ran it; when the sweep ends,
+`JobFailureSummary` prints one line counting the failed jobs and the failed cells and the entry point exits
+with status 1 (configurable with `hydra.callbacks.job_failures.exit_status=0`) so that scripts and CI notice.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from mtl_robust.files import atomic_write_text
 log = logging.getLogger(__name__)
 
 MARKER_DIR = ".jobs"
+CELLS_FAILED = "cells-failed"
 
 # Set in the launching process by JobFailureSummary when a sweep ends; read by exit_with_sweep_status.
 _sweep_exit_status = 0
@@ -59,27 +62,66 @@ def mark_job(status: str, detail: str = "") -> None:
         atomic_write_text(marker, detail)
 
 
+class FailedCells(Exception):
+    """A job ran to its end, but some of its cells failed; `result` is what the job returns otherwise."""
+
+    def __init__(self, failed: int, total: int, first: str, where: str, result: Any = None) -> None:
+        self.failed, self.total, self.result = failed, total, result
+        super().__init__(
+            f"{failed} of {total} cells failed (first: {first}); their rows in {where} say why, "
+            "and running the command again retries them"
+        )
+
+
+def check_cells(rows: Sequence[Mapping[str, Any]], store: str, result: Any = None) -> None:
+    """Raise `FailedCells` when any row of the job is not ok (after the job printed its tables)."""
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        config = failed[0].get("config", {})
+        error = (failed[0].get("error") or "").strip().splitlines()
+        first = f"{config.get('method', '?')} {config.get('direction', '?')}: {error[0] if error else '?'}"
+        raise FailedCells(len(failed), len(rows), first, store, result)
+
+
+def _job_number(marker: Path) -> int:
+    stem = marker.name.split(".")[0]
+    return int(stem) if stem.isdigit() else -1
+
+
+def sweep_verdict(folder: Path) -> tuple[str, bool]:
+    """The summary line of a finished sweep from its job markers, and whether anything failed."""
+    failed = sorted(folder.glob("*.failed"), key=_job_number)
+    partial = sorted(folder.glob(f"*.{CELLS_FAILED}"), key=_job_number)
+    total = len(failed) + len(partial) + len(list(folder.glob("*.ok")))
+    if not failed and not partial:
+        return f"multirun: all {total} jobs succeeded", False
+    parts = []
+    if failed:
+        parts.append(
+            f"{len(failed)} of {total} jobs failed (job {', '.join(str(_job_number(p)) for p in failed)})"
+        )
+    if partial:
+        # The first line of a cells-failed marker is "<failed> of <cells> cells failed ...".
+        counts = [int(p.read_text(encoding="utf-8").split(" ", 1)[0] or 0) for p in partial]
+        jobs = ", ".join(str(_job_number(p)) for p in partial)
+        cells = f"{sum(counts)} cell{'s' if sum(counts) != 1 else ''}"
+        parts.append(f"{cells} failed in {len(partial)} of {total} jobs (job {jobs})")
+    first = (failed or partial)[0].read_text(encoding="utf-8").strip().splitlines()
+    return f"multirun: {'; '.join(parts)}; first: {' | '.join(first[:2])}; markers in {folder}", True
+
+
 class JobFailureSummary(Callback):
-    """After a multirun: one summary line, and a non-zero exit status when jobs failed."""
+    """After a multirun: one summary line, and a non-zero exit status when jobs or cells failed."""
 
     def __init__(self, exit_status: int = 1) -> None:
         self.exit_status = int(exit_status)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _sweep_exit_status
-        folder = Path(config.hydra.sweep.dir) / MARKER_DIR
-        failed = sorted(folder.glob("*.failed"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
-        total = len(failed) + len(list(folder.glob("*.ok")))
-        if not failed:
-            print(f"multirun: all {total} jobs succeeded", file=sys.stderr)
-            return
-        first = failed[0].read_text(encoding="utf-8").strip().splitlines()
-        print(
-            f"multirun: {len(failed)} of {total} jobs failed (job {', '.join(p.stem for p in failed)}); "
-            f"first: {' | '.join(first[:2])}; markers in {folder}",
-            file=sys.stderr,
-        )
-        _sweep_exit_status = self.exit_status
+        line, any_failed = sweep_verdict(Path(config.hydra.sweep.dir) / MARKER_DIR)
+        print(line, file=sys.stderr)
+        if any_failed:
+            _sweep_exit_status = self.exit_status
 
 
 def exit_with_sweep_status(hydra_main: Callable[[], Any]) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,12 @@ from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.evaluation.store import config_key
 from mtl_robust.files import atomic_copy
 from mtl_robust.jobs.attack import evaluate_checkpoint
-from mtl_robust.jobs.failures import exit_with_sweep_status
+from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.runner import run_job, runtime_info
 from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
+from mtl_robust.lightning.user_model import is_user_model
 from mtl_robust.report.transfer import format_matrix, transfer_matrix
 from mtl_robust.values.budget import format_pixels
 from mtl_robust.values.direction import DirectionSpec, expand_per_task
@@ -125,11 +128,11 @@ def format_clean(clean: PassResult, tasks: dict[str, Any]) -> str:
 
 
 def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
-    ckpt = trained_checkpoint(cfg)
+    ckpt = None if is_user_model(cfg) else trained_checkpoint(cfg)  # the user's model: attack only
     tasks = list(cfg.data.tasks)
     rows, clean, module = evaluate_checkpoint(cfg, ckpt, attack_list(cfg, tasks))
     log_rows(cfg.get("logger"), rows, cfg.study)
-    print(f"\ncheckpoint: {ckpt}\nlayout: {module.model.layout.describe()}\n")
+    print(f"\n{evaluated_model(cfg, ckpt, module)}\n")
     print(format_clean(clean, module.tasks))
     print("\nrelative change under attack (%, negative = worse; per task: mean over its metrics)")
     print(format_rows(rows, module.model.tasks))
@@ -143,7 +146,31 @@ def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
             print(f"\ntransfer matrix at eps={format_pixels(eps)} (%): SINGLE(attacked) -> evaluated task")
             print(format_matrix(transfer_matrix(singles)))
     print(f"\nresults: {cfg.store}")
+    check_cells(rows, cfg.store, rows)
     return rows
+
+
+def evaluated_model(cfg: DictConfig, ckpt: Path | None, module: Any) -> str:
+    if ckpt is None:
+        weights = cfg.get("model_weights") or "its initial weights"
+        return f"model: {cfg.model._target_} with {weights} (your own: not trained here)"
+    return f"checkpoint: {ckpt}\nlayout: {module.model.layout.describe()}"
+
+
+def own_model_overrides(args: Sequence[str]) -> list[str]:
+    """`model={_target_: ...}` replaces the trained model's config instead of merging into it.
+
+    The pipeline composes `model` from the backbone and sharing groups; Hydra merges a dict given on the
+    command line into that node (and refuses its new keys), so the dict is given as `~model +model={...}`,
+    which is what this writes for the user.
+    """
+    out: list[str] = []
+    for arg in args:
+        if arg.startswith("model={"):
+            out.extend(["~model", f"+{arg}"])
+        else:
+            out.append(arg)
+    return out
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pipeline")
@@ -152,6 +179,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = own_model_overrides(sys.argv[1:])
     exit_with_sweep_status(hydra_main)
 
 

@@ -10,7 +10,8 @@ import torch
 from omegaconf import DictConfig
 
 from mtl_robust.evaluation.store import ResultsStore, config_key
-from mtl_robust.jobs.failures import full_error_requested, mark_job, one_line_error
+from mtl_robust.jobs.failures import CELLS_FAILED, FailedCells, full_error_requested, mark_job, one_line_error
+from mtl_robust.jobs.noise import quiet_third_party_noise
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,15 @@ def run_job(cfg: DictConfig, job) -> Any:
     on; a later success of the same job withdraws that failure. A single run that fails ends with one
     message, not a traceback (`HYDRA_FULL_ERROR=1` shows it).
     """
+    quiet_third_party_noise()
     try:
         result = job(cfg)
+    except FailedCells as err:  # the job itself finished: its failed cells are rows of their own
+        if not in_multirun():
+            raise SystemExit(f"error: {err}") from None
+        result = err.result
+        _job_finished(cfg, CELLS_FAILED, f"{err}\n{' '.join(job_overrides())}")
+        return result
     except Exception as err:
         if in_multirun():
             mark_job("failed", f"{' '.join(job_overrides())}\n{type(err).__name__}: {err}")
@@ -103,9 +111,14 @@ def run_job(cfg: DictConfig, job) -> Any:
             raise
         raise one_line_error(err) from None
     if in_multirun():
-        if cfg.get("store"):
-            ResultsStore(cfg.store).resolve_failure(
-                config_key({"overrides": job_overrides()}), {"study": cfg.get("study", "default")}
-            )
-        mark_job("ok")
+        _job_finished(cfg, "ok")
     return result
+
+
+def _job_finished(cfg: DictConfig, status: str, detail: str = "") -> None:
+    """A multirun job that ran to its end withdraws a failure recorded by an earlier try of it."""
+    if cfg.get("store"):
+        ResultsStore(cfg.store).resolve_failure(
+            config_key({"overrides": job_overrides()}), {"study": cfg.get("study", "default")}
+        )
+    mark_job(status, detail)

@@ -21,9 +21,11 @@ from mtl_robust.files import atomic_write_text
 from mtl_robust.jobs.failures import exit_with_sweep_status
 from mtl_robust.jobs.loggers import build_logger, finish_wandb_run
 from mtl_robust.jobs.runner import configure_threads, run_job, runtime_info, training_threads
+from mtl_robust.lightning.checkpoints import AtomicCheckpointIO
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
+from mtl_robust.lightning.progress import EpochLines
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,11 @@ def train(cfg: DictConfig) -> TrainingResult:
     module = build_module(cfg, datamodule)
     log.info("layout: %s", module.model.layout.describe())
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    # Lightning's bar redraws with carriage returns on stdout: only on a terminal, never into a log file.
+    # Lightning's bar redraws with carriage returns on stdout: only on a terminal, never into a log file,
+    # which gets one line per epoch (or per ~30 s) instead.
     no_bar = {} if interactive(sys.stdout) else {"enable_progress_bar": False}
+    if no_bar:
+        callbacks.append(EpochLines())
     # Free AT replays each batch: fewer epochs for the same number of optimiser steps (fast_at.py).
     epochs = training_epochs(module.defense, cfg.trainer.get("max_epochs"))
     trainer: pl.Trainer = instantiate(
@@ -74,6 +79,7 @@ def train(cfg: DictConfig) -> TrainingResult:
         logger=build_logger(cfg.get("logger"), cfg),
         callbacks=callbacks,
         max_epochs=epochs,
+        plugins=[*(instantiate(p) for p in cfg.trainer.get("plugins") or []), AtomicCheckpointIO()],
         **no_bar,
     )
     trainer.fit(module, datamodule=datamodule)

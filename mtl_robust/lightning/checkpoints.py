@@ -1,8 +1,13 @@
-"""Reading checkpoints safely: tensors and plain containers only, and errors that name the file.
+"""Reading checkpoints safely (tensors and plain containers only, errors that name the file) and writing
+them whole.
 
 Checkpoints are loaded with `torch.load(weights_only=True)`: a file that carries pickled Python objects
 (which could run code on load) is refused. The project's own checkpoints hold only tensors, numbers,
 strings and containers; the few Lightning types older versions pickled are allow-listed explicitly.
+
+Lightning writes its checkpoints (`last.ckpt` included) through a temporary file in the system's temp
+folder that is then moved: across file systems that move is a copy, so a kill can leave a truncated
+`last.ckpt`. `AtomicCheckpointIO` writes next to the target and renames instead (`mtl_robust.files`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from mtl_robust.files import atomic_path
 
 EXPECTED = "a checkpoint written by `python -m mtl_robust.train` (a Lightning .ckpt)"
 
@@ -78,3 +86,16 @@ def _line_with(text: str, word: str) -> str:
                 return f"{line} {lines[i + 1]}"
             return line
     return ""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with every local checkpoint written whole or not at all."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own way
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)

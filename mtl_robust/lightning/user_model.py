@@ -34,6 +34,11 @@ class UserModule:
     tasks: dict[str, Task]
 
 
+def is_user_model(cfg: DictConfig) -> bool:
+    """Whether the job evaluates a model of the user's (`model._target_`) instead of one it trains."""
+    return bool(cfg.get("model")) and "_target_" in cfg.model
+
+
 def load_weights(model: nn.Module, path: str | Path, device: torch.device) -> None:
     path = Path(path)
     if not path.is_file():

@@ -42,7 +42,7 @@ STOP_GAP = 1e-9
 # floor under every relative gap, so an optimum that is 0 up to round-off (opposite tasks) is not a 100% gap.
 VALUE_FLOOR = 1e-9
 WARM_START_ROUNDS = 12
-FIRST_FREE = 4  # free coordinates per task in the first active-set round
+FIRST_FREE = 16  # free coordinates per task in the first active-set round
 GROWTH = 4
 HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
 
@@ -91,30 +91,33 @@ def _dual_value(lam: Tensor, a: Tensor) -> Tensor:
 def _simplex_quadratic_minimum(m: Tensor, valid: Tensor) -> Tensor:
     """[N, T] argmin of lambda^T M lambda over the simplex on the valid tasks, for small T: the minimiser
     of a convex quadratic on the simplex is the stationary point lambda_S ~ M_SS^-1 1 of its support S, so
-    every support is tried (2^T - 1 small solves, batched) and the best nonnegative one kept."""
+    every support is tried (2^T - 1 small solves, one batched call) and the best nonnegative one kept."""
     n, t, _ = m.shape
     diag = torch.diagonal(m, dim1=1, dim2=2).clamp_min(1e-300).sqrt()
     m = m / (diag[:, :, None] * diag[:, None, :])  # equilibrated: weights many orders apart stay accurate
-    best = torch.full((n,), float("inf"), dtype=m.dtype, device=m.device)
-    best_lam = valid.double() / valid.sum(dim=1, keepdim=True).clamp_min(1)
+    supports = _supports(t, m.device)  # [S, T]
+    keep = supports[None] & valid[:, None]  # [N, S, T]
+    usable = (keep == supports[None]).all(dim=2)
     eye = torch.eye(t, dtype=m.dtype, device=m.device)
-    for mask in range(1, 2**t):
-        support = torch.tensor([(mask >> i) & 1 for i in range(t)], dtype=torch.bool, device=m.device)
-        keep = support[None, :] & valid
-        usable = (keep == support[None, :]).all(dim=1)
-        outer = keep[:, :, None] & keep[:, None, :]
-        sub = torch.where(outer, m, eye) + 1e-13 * eye
-        rhs = torch.where(keep, 1.0 / diag, torch.zeros_like(diag))  # the simplex row in scaled coordinates
-        nu = torch.linalg.solve(sub, rhs.unsqueeze(2)).squeeze(2) * keep
-        total = (nu * rhs).sum(dim=1)
-        lam = nu / diag
-        ok = usable & (total > 0) & (nu >= 0).all(dim=1)
-        lam = lam / torch.where(ok, lam.sum(dim=1), torch.ones_like(total))[:, None]
-        value = torch.einsum("nt,ntu,nu->n", lam * diag, m, lam * diag)
-        take = ok & (value < best)
-        best = torch.where(take, value, best)
-        best_lam = torch.where(take[:, None], lam, best_lam)
-    return best_lam
+    sub = torch.where(keep[..., None] & keep[..., None, :], m[:, None], eye) + 1e-13 * eye
+    rhs = torch.where(keep, 1.0 / diag[:, None], torch.zeros((), dtype=m.dtype, device=m.device))
+    nu = torch.linalg.solve(sub, rhs.unsqueeze(3)).squeeze(3) * keep  # scaled coordinates
+    ok = usable & ((nu * rhs).sum(dim=2) > 0) & (nu >= 0).all(dim=2)
+    lam = nu / diag[:, None]
+    lam = lam / torch.where(ok, lam.sum(dim=2), torch.ones_like(lam[..., 0]))[..., None]
+    scaled = lam * diag[:, None]
+    value = torch.einsum("nst,ntu,nsu->ns", scaled, m, scaled)
+    value = torch.where(ok, value, torch.full_like(value, float("inf")))
+    best = value.argmin(dim=1)
+    chosen = lam[torch.arange(n, device=m.device), best]
+    fallback = valid.double() / valid.sum(dim=1, keepdim=True).clamp_min(1)
+    return torch.where(ok.any(dim=1)[:, None], chosen, fallback)
+
+
+def _supports(t: int, device: torch.device) -> Tensor:
+    """[2^T - 1, T] every nonempty subset of the tasks as a mask."""
+    codes = torch.arange(1, 2**t, device=device)
+    return (codes[:, None] >> torch.arange(t, device=device)) & 1 == 1
 
 
 def _warm_start(a: Tensor, valid: Tensor) -> Tensor:

@@ -17,13 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import AttackSpec, DirectionConfig, attack_spec
+from mtl_robust.attacks.precision import DEFAULT_PRECISION, parse_precision, with_precision
 from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
 from mtl_robust.evaluation.ensemble_cell import ensemble_cell
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
-from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows
+from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows, precision_key
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.jobs.failures import exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
@@ -179,6 +180,8 @@ def evaluate_checkpoint(
         info["deterministic"] = evaluation_deterministic(module, device)
     cells = build_cells(module, specs)
     eval_cfg = cfg.get("eval", {})
+    info["precision"] = parse_precision(eval_cfg.get("precision", DEFAULT_PRECISION))
+    model = with_precision(module.model, info["precision"])
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     # Which images are evaluated is part of every key: another split size or batch limit is another cell.
     info["data_id"] = config_key(
@@ -195,13 +198,13 @@ def evaluate_checkpoint(
         eval_cfg.get("max_batches"),
     )
     progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
-    clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"]})
+    clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)})
     per_image = bool(eval_cfg.get("per_image", False))
     clean_file = Path(cfg.store).parent / "per_image" / f"clean_{clean_key}.npz" if per_image else None
 
     def clean_pass() -> PassResult:
         return run_pass(
-            module.model,
+            model,
             module.tasks,
             batches(),
             device=device,
@@ -217,17 +220,17 @@ def evaluate_checkpoint(
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
     diagnostics = diagnostics_for_rows(
         cfg.get("diagnostics"),
-        module.model,
+        model,
         module.tasks,
         batches,
         device,
         Path(cfg.cache_dir),
-        {"model_id": info["model_id"], "data_id": info["data_id"]},
+        {"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)},
     )
     store = ResultsStore(cfg.store)
     examples = int(eval_cfg.get("examples", 0) or 0)
     rows = evaluate_cells(
-        module.model,
+        model,
         module.tasks,
         batches,
         cells,

@@ -131,6 +131,15 @@ class _Sized:
         return self.length
 
 
+def data_id(cfg: DictConfig, split: str) -> str:
+    """Which images are evaluated, part of every key: another split size or batch limit is another cell."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    max_batches = cfg.get("eval", {}).get("max_batches")
+    return config_key(
+        {"dataset": data_cfg["dataset"], "split": data_cfg["splits"].get(split), "max_batches": max_batches}
+    )
+
+
 def build_cells(module: MultiTaskModule, specs: Sequence[AttackSpec]) -> list[Cell]:
     """Every normalised attack built, and so validated against the model's tasks, before any model work."""
     cells = []
@@ -182,15 +191,7 @@ def evaluate_checkpoint(
     eval_cfg = cfg.get("eval", {})
     info["precision"] = parse_precision(eval_cfg.get("precision", DEFAULT_PRECISION))
     model = with_precision(module.model, info["precision"])
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    # Which images are evaluated is part of every key: another split size or batch limit is another cell.
-    info["data_id"] = config_key(
-        {
-            "dataset": data_cfg["dataset"],
-            "split": data_cfg["splits"].get(split),
-            "max_batches": eval_cfg.get("max_batches"),
-        }
-    )
+    info["data_id"] = data_id(cfg, split)
     batches = batches_factory(
         datamodule,
         split,

@@ -16,7 +16,8 @@ LAYERS = [
     {"evaluation"},
     {"lightning", "report"},
     {"jobs"},
-    {"train", "attack", "pipeline", "report.__main__"},
+    {"planning"},
+    {"train", "attack", "pipeline", "plan", "report.__main__"},
 ]
 
 

@@ -6,7 +6,7 @@ Prints, for a trained checkpoint (`--ckpt`, else a randomly initialised small_re
   * the time of one PGD step at each precision and with channels_last memory format, as a ratio to
     float32 (repeats interleaved, medians).
 
-    python experiments/benchmarks/bench_precision.py --ckpt <smoke .ckpt> --batch 32 --size 48
+    python experiments/benchmarks/bench_precision.py --ckpt <.ckpt> --experiment study_fast_at_smoke
 """
 
 from __future__ import annotations
@@ -29,11 +29,25 @@ except ImportError:  # pragma: no cover
     from bench_attacks import build, make_batch  # type: ignore[no-redef]
 
 
+def experiment_batch(experiment: str, size: int, device: torch.device) -> tuple[torch.Tensor, dict]:
+    from hydra.utils import instantiate
+    from torch.utils.data import DataLoader
+
+    from mtl_robust.planning.sweep import compose_job
+
+    datamodule = instantiate(compose_job([f"experiment={experiment}"]).data)
+    x, targets = next(iter(DataLoader(datamodule.dataset("val"), batch_size=size)))
+    return x.to(device), {t: v.to(device) for t, v in targets.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ckpt", default=None)
+    parser.add_argument(
+        "--experiment", default=None, help="take the images from this experiment's val split (e.g. smoke)"
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=5)
@@ -47,7 +61,9 @@ def main() -> None:
         module = load_module(args.ckpt, device).to(device)
         model, tasks, name = module.model, module.tasks, f"checkpoint {args.ckpt}"
     x, targets = make_batch(args.batch, args.size, device)
-    if "seg" in tasks:  # the checkpoint's class count
+    if args.experiment:
+        x, targets = experiment_batch(args.experiment, args.batch, device)
+    elif "seg" in tasks:  # the checkpoint's class count
         targets["seg"] = targets["seg"].clamp_max(tasks["seg"].out_channels - 1)
     attack = PGD(8 / 255, steps=10, direction="dgba")
     changes = {}
@@ -64,7 +80,7 @@ def main() -> None:
         )
         directions = {t: task.higher_is_better for t, task in tasks.items()}
         changes[precision] = compare(clean.metrics, adv.metrics, directions).per_task
-    print(f"model: {name}; batch {args.batch} x 3 x {args.size} x {args.size}; {device}; PGD-10 DGBA 8/255")
+    print(f"model: {name}; batch {tuple(x.shape)}; {device}; PGD-10 DGBA 8/255")
     for precision in ("bf16", "16"):
         diffs = {t: 100 * (changes[precision][t] - changes["32"][t]) for t in tasks}
         cells = "  ".join(

@@ -24,8 +24,9 @@ def input_size(cfg: DictConfig) -> tuple[int, int]:
     raise ValueError("the planner cannot tell the input resolution of this data config")
 
 
-def seconds_per_pass(cfg: DictConfig, batch_size: int, device: str, repeats: int = 2) -> float:
-    """Seconds of one forward + input-gradient backward per image (the best of `repeats` after a warm-up)."""
+def seconds_per_pass(cfg: DictConfig, batch_size: int, device: str, repeats: int = 5) -> float:
+    """Seconds of one forward + input-gradient backward per image: the best of `repeats` after a warm-up,
+    so that a busy machine is measured in its free moments."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     tasks = {t: TASK_CHANNELS.get(t, 1) for t in cfg.data.tasks}
     model = build_model(**{**model_cfg, "tasks": tasks}).to(device).eval()

@@ -18,7 +18,8 @@ LAYERS = [
     {"evaluation"},
     {"lightning", "report"},
     {"jobs"},
-    {"train", "attack", "pipeline"},
+    {"planning"},
+    {"train", "attack", "pipeline", "plan"},
 ]
 
 

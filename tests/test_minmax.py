@@ -20,7 +20,9 @@ GAP = 1e-6
 def check_against_lp(a: np.ndarray, s: float) -> None:
     sol = solve_minmax(a, s)
     assert np.all(np.abs(sol.delta) <= s * (1 + 1e-12))
-    assert sol.value == pytest.approx(float((a @ sol.delta).min()), rel=1e-12, abs=1e-15)
+    # float64 round-off of a . delta: terms up to s * max_t ||a_t||_1 cancel (badly scaled tasks)
+    roundoff = 1e-13 * s * float(np.abs(a).sum(axis=1).max(initial=0.0)) + 1e-15
+    assert sol.value == pytest.approx(float((a @ sol.delta).min()), rel=1e-12, abs=roundoff)
     _, lp_value = solve_minmax_lp(a, s)
     assert relative_gap(sol.value, lp_value, a, s) <= GAP
     assert sol.gap <= GAP  # the solver's own certificate
@@ -151,3 +153,39 @@ def test_lp_check_callback_compares_minmax_with_the_lp():
     callback._check(module, make_batch(n=2, h=4, w=4), 0, "val")
     assert callback.max_gap <= GAP
     assert module.logged["lp/max_gap"] <= GAP
+
+
+@pytest.mark.parametrize("scales", [(1e-4, 1.0, 1e3), (1e-5, 1.0, 1e4), (1e3, 1e-4, 1.0, 1e-2)])
+def test_badly_scaled_tasks_are_solved_to_the_lp(scales):
+    rng = np.random.default_rng(len(scales))
+    a = rng.normal(size=(len(scales), 600)) * np.array(scales)[:, None]
+    check_against_lp(a, 8 / 255)
+
+
+def test_scales_beyond_the_lp_still_get_a_certified_step_at_least_as_good():
+    # Tasks 1e12 apart: the optimum lies below the value floor, where a gap relative to it means little.
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(3, 600)) * np.array([1e-6, 1.0, 1e6])[:, None]
+    sol = solve_minmax(a, 8 / 255)
+    assert sol.gap <= GAP and sol.upper_bound >= sol.value > 0
+    assert sol.value >= solve_minmax_lp(a, 8 / 255)[1] * (1 - 1e-9)
+
+
+def test_a_batch_with_left_out_tasks_matches_each_sample_alone():
+    from mtl_robust.attacks.minmax_solver import solve_minmax_batch
+
+    rng = np.random.default_rng(3)
+    a = torch.from_numpy(rng.normal(size=(4, 3, 50)) * rng.uniform(0.01, 10, size=(4, 3, 1)))
+    valid = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=torch.bool)
+    batch = solve_minmax_batch(a, 0.1, valid)
+    assert batch.gap.max() <= GAP
+    assert torch.equal(batch.delta[2], torch.zeros(50, dtype=torch.float64))  # no valid task: no step
+    for n in (0, 1, 3):
+        alone = solve_minmax(a[n][valid[n]].numpy(), 0.1)
+        assert float(batch.value[n]) == pytest.approx(alone.value, rel=1e-9, abs=1e-15)
+        assert (
+            relative_gap(
+                float(batch.value[n]), solve_minmax_lp(a[n][valid[n]].numpy(), 0.1)[1], a[n].numpy(), 0.1
+            )
+            <= GAP
+        )

@@ -4,14 +4,12 @@ Per sample, with per-task input gradients g_t and losses L_t (a_t = g_t / L_t), 
 
     maximise  min_t a_t . delta   subject to  |delta_i| <= s  for every coordinate i.
 
-LP duality gives its value as s * min over the task simplex of ||sum_t lambda_t a_t||_1. `solve_minmax`
-solves that dual exactly with a cutting-plane (Kelley) method: ||A^T lambda||_1 is the maximum of the linear
-functions (A sigma) . lambda over sign vectors sigma, so each evaluation at a lambda_k adds the exact cut of
-sigma_k = sign(A^T lambda_k), and a small master LP over the simplex (T + 1 variables) gives the next lambda.
-The master's dual weights mu_k make delta = s * sum_k mu_k sigma_k a feasible step whose objective equals
-the master's value, a lower bound; the best cut value is an upper bound. The loop ends when they meet, so
-delta comes with a certificate of optimality. Where sum_t lambda_t a_t is nonzero, delta is s times its sign
-(complementary slackness); on the few tie coordinates the mu-weighted mix is fractional and balances tasks.
+LP duality gives its value as s * min over the task simplex of ||sum_t lambda_t a_t||_1. The whole batch is
+solved at once on the attack's device by `minmax_solver.solve_minmax_batch` (weights from reweighted least
+squares, then exact active-set rounds): every step comes with a certificate, an upper bound from dual
+weights that meets the step's own value. Where sum_t lambda_t a_t is nonzero, delta is s times its sign
+(complementary slackness); on the few tie coordinates it is fractional and balances tasks. `solve_minmax` is
+the same solver for one [T, D] NumPy problem.
 
 `solve_minmax_lp` states the primal literally in CVXPY and solves it with HiGHS: the reference the tests,
 the `lp_check` callback and `bench_minmax.py` compare against.
@@ -26,20 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linprog
 from torch import Tensor
 
 from mtl_robust.attacks.directions import DEFAULT_TAU, Direction, _masked, register_direction
-
-# The cutting planes stop when upper and lower bound agree to this relative tolerance (float64 sums over
-# up to ~1e6 coordinates carry about 1e-12 relative round-off, so tighter is noise).
-RELATIVE_TOL = 1e-11
-MAX_ITERATIONS = 500
-# Values below this share of the largest value any step could reach (s * max_t ||a_t||_1) count as 0: the
-# floor under every relative gap, so an optimum that is 0 up to round-off (opposite tasks) is not a 100% gap.
-VALUE_FLOOR = 1e-9
-# The cutting planes also stop once the bounds agree to float64 round-off of that largest value.
-ROUNDOFF = 1e-14
+from mtl_robust.attacks.minmax_solver import VALUE_FLOOR, solve_minmax_batch
 
 
 def value_floor(a: np.ndarray, s: float) -> float:
@@ -79,101 +67,52 @@ def _check_problem(a: np.ndarray, s: float) -> np.ndarray:
     return a
 
 
-def _master(cuts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """min_{lambda in simplex} max_k cuts[k] . lambda -> (lambda, value, mu); mu: the cuts' dual weights."""
-    k, t = cuts.shape
-    c = np.zeros(t + 1)
-    c[-1] = 1.0
-    a_ub = np.hstack([cuts, -np.ones((k, 1))])
-    a_eq = np.hstack([np.ones((1, t)), np.zeros((1, 1))])
-    bounds = [(0.0, None)] * t + [(None, None)]
-    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(k), A_eq=a_eq, b_eq=[1.0], bounds=bounds, method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"HiGHS failed on the minmax master LP: {res.message}")
-    mu = np.clip(-np.asarray(res.ineqlin.marginals, dtype=np.float64), 0.0, None)
-    total = mu.sum()
-    mu = mu / total if total > 0 else np.full(k, 1.0 / k)
-    return np.clip(res.x[:t], 0.0, None), float(res.x[-1]), mu
-
-
-def _warm_start(a_n: np.ndarray, rounds: int = 40) -> list[np.ndarray]:
-    """Weights near the dual optimum, for the first cuts: exponentiated-gradient steps on the smoothed dual
-    sum_i sqrt((lambda . a_i)^2 + mu^2) with mu shrinking. A head start only: the cuts make it exact."""
-    t = a_n.shape[0]
-    lam = np.full(t, 1.0 / t)
-    norm = float(np.abs(a_n).sum(axis=1).max())
-    mu = 1e-2 * float(np.abs(a_n).max())
-    visited = []
-    for k in range(rounds):
-        r = lam @ a_n
-        grad = a_n @ (r / np.sqrt(r * r + mu * mu))
-        lam = lam * np.exp(-np.clip(2.0 * grad / norm * (1.0 + k / 4), -50, 50))
-        lam /= lam.sum()
-        mu *= 0.7
-        visited.append(lam.copy())
-    return visited[-8:]
-
-
-def solve_minmax(
-    a: np.ndarray, s: float, tol: float = RELATIVE_TOL, max_iterations: int = MAX_ITERATIONS
-) -> MinMaxSolution:
-    """Exact maximiser of min_t a[t] . delta over the box |delta| <= s (see the module doc)."""
+def solve_minmax(a: np.ndarray, s: float) -> MinMaxSolution:
+    """Exact maximiser of min_t a[t] . delta over the box |delta| <= s, for one [T, D] problem."""
     a = _check_problem(a, s)
-    t, d = a.shape
-    scale = float(np.abs(a).max()) if a.size else 0.0
-    if scale == 0.0 or s == 0.0 or d == 0:
-        return MinMaxSolution(np.zeros(d), 0.0, np.full(t, 1.0 / t), 0.0, 0)
-    a_n = a / scale  # a positive factor changes no optimiser; it keeps the master LP well scaled
-    roundoff = ROUNDOFF * float(np.abs(a_n).sum(axis=1).max())
-    # Start from every SINGLE direction, equal weights (DGBA's sign direction) and a smoothed guess.
-    lambdas = [np.eye(t)[i] for i in range(t)]
-    if t > 1:
-        lambdas += [np.full(t, 1.0 / t), *_warm_start(a_n)]
-    signs: list[np.ndarray] = []
-    cuts: list[np.ndarray] = []
-    upper, best_lambda = np.inf, lambdas[0]
-    iterations = 0
-    mu = np.ones(1)
-    while iterations < max_iterations:
-        iterations += 1
-        for lam in lambdas:
-            sigma = np.sign(lam @ a_n)
-            cut = a_n @ sigma
-            value = float(cut @ lam)  # = ||A^T lam||_1
-            signs.append(sigma.astype(np.int8))
-            cuts.append(cut)
-            if value < upper:
-                upper, best_lambda = value, lam
-        lam, lower, mu = _master(np.asarray(cuts))
-        if upper - lower <= max(tol * abs(upper), roundoff):
-            break
-        lambdas = [lam]
-    delta_unit = np.zeros(d)
-    for weight, sigma in zip(mu, signs):
-        if weight > 0:
-            delta_unit += weight * sigma
-    np.clip(delta_unit, -1.0, 1.0, out=delta_unit)
-    delta = s * delta_unit
-    value = float((a @ delta).min())
-    return MinMaxSolution(delta, value, best_lambda, s * scale * upper, iterations, value_floor(a, s))
+    sol = solve_minmax_batch(torch.from_numpy(a)[None], s)
+    return MinMaxSolution(
+        delta=sol.delta[0].numpy(),
+        value=float(sol.value[0]),
+        weights=sol.weights[0].numpy(),
+        upper_bound=float(sol.upper_bound[0]),
+        iterations=sol.rounds,
+        floor=value_floor(a, s),
+    )
+
+
+def _primal_lp(a: np.ndarray, s: float) -> np.ndarray:
+    import cvxpy as cp
+
+    delta = cp.Variable(a.shape[1])
+    floor = cp.Variable()
+    problem = cp.Problem(cp.Maximize(floor), [a @ delta >= floor, delta <= s, delta >= -s])
+    problem.solve(solver="HIGHS")
+    if problem.status != cp.OPTIMAL or delta.value is None:
+        raise RuntimeError(f"HiGHS did not solve the minmax LP: status {problem.status}")
+    return np.clip(np.asarray(delta.value, dtype=np.float64), -s, s)
 
 
 def solve_minmax_lp(a: np.ndarray, s: float) -> tuple[np.ndarray, float]:
     """The primal LP literally, in CVXPY with HiGHS: (delta, optimum). A reference, not a hot path."""
-    import cvxpy as cp
-
     a = _check_problem(a, s)
     scale = float(np.abs(a).max()) if a.size else 0.0
     if scale == 0.0 or s == 0.0:
         return np.zeros(a.shape[1]), 0.0
-    delta = cp.Variable(a.shape[1])
-    floor = cp.Variable()
-    problem = cp.Problem(cp.Maximize(floor), [(a / scale) @ delta >= floor, delta <= s, delta >= -s])
-    problem.solve(solver="HIGHS")
-    if problem.status != cp.OPTIMAL or delta.value is None:
-        raise RuntimeError(f"HiGHS did not solve the minmax LP: status {problem.status}")
-    solution = np.asarray(delta.value, dtype=np.float64)
-    return solution, float((a @ solution).min())
+    best, best_value = np.zeros(a.shape[1]), 0.0  # delta = 0 is feasible, with value 0
+    # Badly scaled tasks (the worst task's terms far below the largest entry) get lost under HiGHS's absolute
+    # tolerances, so the LP is also solved scaled by the smallest task and then by the best value found.
+    row_peaks = np.abs(a).max(axis=1)
+    for divisor in (scale, float(row_peaks[row_peaks > 0].min()), None):
+        if divisor is None:
+            if best_value <= 0:
+                break
+            divisor = best_value / s
+        solution = _primal_lp(a / divisor, s)
+        value = float((a @ solution).min())
+        if value > best_value:
+            best, best_value = solution, value
+    return best, best_value
 
 
 @dataclass(frozen=True)
@@ -198,11 +137,11 @@ def crosscheck_minmax(a: np.ndarray, s: float) -> MinMaxCheck:
     return MinMaxCheck(gap, lp_value, closed.value, lp_time, closed_time, int(np.asarray(a).shape[1]))
 
 
-def task_matrices(
+def task_tensor(
     x: Tensor, losses: Mapping[str, Tensor], valid: Mapping[str, Tensor], tau: float = DEFAULT_TAU
-) -> list[np.ndarray]:
-    """Per sample, the [T_valid, D] float64 matrix of a_t = grad L_t / max(L_t, tau) (one backward per
-    task; samples are independent in eval mode). Tasks without valid pixels in a sample are left out."""
+) -> tuple[Tensor, Tensor]:
+    """([N, T, D] float64 task matrices a_t = grad L_t / max(L_t, tau), [N, T] validity) on x's device (one
+    backward per task; samples are independent in eval mode). Invalid (sample, task) rows are 0."""
     tasks = list(losses)
     per_task = []
     for i, task in enumerate(tasks):
@@ -213,14 +152,20 @@ def task_matrices(
         if grad is None:
             grad = torch.zeros_like(x)
         weight = 1.0 / loss.detach().clamp_min(tau)
-        per_task.append((grad.detach().flatten(1).double() * weight.double()[:, None]).cpu().numpy())
-    flags = torch.stack([valid[t].reshape(-1) for t in tasks]).cpu().numpy()  # [T, N]
-    return [
-        np.stack([per_task[k][n] for k in range(len(tasks)) if flags[k, n]])
-        if flags[:, n].any()
-        else np.zeros((0, per_task[0].shape[1]))
-        for n in range(x.shape[0])
-    ]
+        per_task.append(grad.detach().flatten(1).double() * weight.double()[:, None])
+    flags = torch.stack([valid[t].reshape(-1).to(x.device) for t in tasks], dim=1)  # [N, T]
+    a = torch.stack(per_task, dim=1)
+    return torch.where(flags[:, :, None], a, torch.zeros((), dtype=a.dtype, device=a.device)), flags
+
+
+def task_matrices(
+    x: Tensor, losses: Mapping[str, Tensor], valid: Mapping[str, Tensor], tau: float = DEFAULT_TAU
+) -> list[np.ndarray]:
+    """Per sample, the [T_valid, D] float64 NumPy matrix of `task_tensor` (tasks without valid pixels in a
+    sample left out): the problems the LP reference checks."""
+    a, flags = task_tensor(x, losses, valid, tau)
+    a, flags = a.cpu().numpy(), flags.cpu().numpy()
+    return [a[n][flags[n]] for n in range(a.shape[0])]
 
 
 @register_direction()
@@ -228,9 +173,9 @@ class MinMax(Direction):
     """Worst-task direction: per sample the exact maximiser of min_t (grad L_t . delta) / L_t over the unit
     box (`solve_minmax`), so the least-hurt task's relative loss rises fastest to first order.
 
-    Costs one backward per task plus a small LP per sample. Methods use the step as it is (`step` is the
-    identity: its tie coordinates are fractional on purpose). The tracked objective is the least relative
-    loss increase min_t log(L_t / L_t(x_clean)), what APGD keeps its best iterate by.
+    Costs one backward per task plus the batched solve (`solve_minmax_batch`). Methods use the step as it
+    is (`step` is the identity: its tie coordinates are fractional on purpose). The tracked objective is the
+    least relative loss increase min_t log(L_t / L_t(x_clean)), what APGD keeps its best iterate by.
     """
 
     name = "minmax"
@@ -256,11 +201,8 @@ class MinMax(Direction):
     def gradient(
         self, x: Tensor, losses: Mapping[str, Tensor], valid: Mapping[str, Tensor], state: Any
     ) -> Tensor | None:
-        steps = [
-            solve_minmax(a, 1.0).delta if a.shape[0] else np.zeros(a.shape[1])
-            for a in task_matrices(x, losses, valid, self.tau)
-        ]
-        return torch.from_numpy(np.stack(steps)).to(x.device, x.dtype).view_as(x)
+        a, flags = task_tensor(x, losses, valid, self.tau)
+        return solve_minmax_batch(a, 1.0, flags).delta.to(x.dtype).view_as(x)
 
     def step(self, grad: Tensor) -> Tensor:
         return grad

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.attacks.precision import DEFAULT_PRECISION
 from mtl_robust.evaluation.claims import claim, try_claim
 from mtl_robust.evaluation.passes import AttackFn, Batch, PassResult, run_pass
 from mtl_robust.evaluation.per_image import FORMAT_VERSION, save_stats
@@ -42,9 +43,18 @@ class Cell:
     attack: AttackFn  # (model, x, targets) -> x_adv
 
 
+def precision_key(model_info: Mapping[str, Any]) -> dict[str, str]:
+    """The precision as a key field: none at the default float32, so rows and caches written before the
+    option existed keep their keys (stores resume); {"precision": "bf16"} etc. otherwise."""
+    precision = model_info.get("precision", DEFAULT_PRECISION)
+    return {} if precision == DEFAULT_PRECISION else {"precision": precision}
+
+
 def row_key(model_info: Mapping[str, Any], cell_config: Mapping[str, Any]) -> str:
-    keyed = {k: v for k, v in {**model_info, **cell_config}.items() if k not in UNKEYED_FIELDS}
-    return config_key(keyed)
+    keyed = {
+        k: v for k, v in {**model_info, **cell_config}.items() if k not in UNKEYED_FIELDS and k != "precision"
+    }
+    return config_key({**keyed, **precision_key(model_info)})
 
 
 def summarize(

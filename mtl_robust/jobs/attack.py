@@ -17,13 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from mtl_robust.attacks.config import AttackSpec, DirectionConfig, attack_spec
+from mtl_robust.attacks.precision import DEFAULT_PRECISION, parse_precision, with_precision
 from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
 from mtl_robust.evaluation.ensemble_cell import ensemble_cell
 from mtl_robust.evaluation.passes import PassResult, cached_pass, run_pass
 from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
-from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows
+from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows, precision_key
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
@@ -135,6 +136,15 @@ class _Sized:
         return self.length
 
 
+def data_id(cfg: DictConfig, split: str) -> str:
+    """Which images are evaluated, part of every key: another split size or batch limit is another cell."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    max_batches = cfg.get("eval", {}).get("max_batches")
+    return config_key(
+        {"dataset": data_cfg["dataset"], "split": data_cfg["splits"].get(split), "max_batches": max_batches}
+    )
+
+
 def build_cells(module: MultiTaskModule, specs: Sequence[AttackSpec]) -> list[Cell]:
     """Every normalised attack built, and so validated against the model's tasks, before any model work."""
     cells = []
@@ -183,15 +193,9 @@ def evaluate_checkpoint(
         info["deterministic"] = evaluation_deterministic(module, device)
     cells = build_cells(module, specs)
     eval_cfg = cfg.get("eval", {})
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    # Which images are evaluated is part of every key: another split size or batch limit is another cell.
-    info["data_id"] = config_key(
-        {
-            "dataset": data_cfg["dataset"],
-            "split": data_cfg["splits"].get(split),
-            "max_batches": eval_cfg.get("max_batches"),
-        }
-    )
+    info["precision"] = parse_precision(eval_cfg.get("precision", DEFAULT_PRECISION))
+    model = with_precision(module.model, info["precision"])
+    info["data_id"] = data_id(cfg, split)
     batches = batches_factory(
         datamodule,
         split,
@@ -199,13 +203,13 @@ def evaluate_checkpoint(
         eval_cfg.get("max_batches"),
     )
     progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
-    clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"]})
+    clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)})
     per_image = bool(eval_cfg.get("per_image", False))
     clean_file = Path(cfg.store).parent / "per_image" / f"clean_{clean_key}.npz" if per_image else None
 
     def clean_pass() -> PassResult:
         return run_pass(
-            module.model,
+            model,
             module.tasks,
             batches(),
             device=device,
@@ -221,17 +225,17 @@ def evaluate_checkpoint(
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
     diagnostics = diagnostics_for_rows(
         cfg.get("diagnostics"),
-        module.model,
+        model,
         module.tasks,
         batches,
         device,
         Path(cfg.cache_dir),
-        {"model_id": info["model_id"], "data_id": info["data_id"]},
+        {"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)},
     )
     store = ResultsStore(cfg.store)
     examples = int(eval_cfg.get("examples", 0) or 0)
     rows = evaluate_cells(
-        module.model,
+        model,
         module.tasks,
         batches,
         cells,

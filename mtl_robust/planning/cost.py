@@ -1,0 +1,69 @@
+"""Forward+backward passes per image: of an attack cell and of a training. The unit is one forward and one
+input- or weight-gradient backward of the model on one image; estimates, not measurements."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# Multi-backward directions: one backward per task after one forward. A backward costs about twice a
+# forward, so T backwards after one forward cost (1 + 2T) / 3 passes.
+PER_TASK_BACKWARD = ("minmax", "dgba_reference")
+# An evaluation forward (metrics of x_adv), in passes.
+FORWARD = 1 / 3
+# Images per split of data sets whose size the config does not state (the standard splits).
+KNOWN_SPLIT_SIZES = {"nyuv2": {"train": 795, "val": 654, "test": 654}}
+
+
+def direction_factor(direction: str, n_tasks: int) -> float:
+    name = str(direction).split(":")[0]
+    return (1 + 2 * n_tasks) / 3 if name in PER_TASK_BACKWARD else 1.0
+
+
+def attack_steps(attack: Mapping[str, Any]) -> int:
+    """Gradient steps of one run of a method (restarts included)."""
+    method = attack.get("method")
+    if method == "fgsm":
+        return 1
+    steps = int(attack.get("steps", 10))
+    return steps * int(attack.get("n_restarts", 1) or 1)
+
+
+def cell_passes(attack: Mapping[str, Any], direction: str, n_tasks: int) -> float:
+    """Passes per image of one cell: every step of the attack (and of each ensemble member), plus the
+    forwards that score the result."""
+    if attack.get("method") == "ensemble":
+        members = attack.get("members") or {}
+        inner = sum(cell_passes(m, str(m.get("direction", "total")), n_tasks) for m in members.values())
+        return inner + FORWARD * len(attack.get("rules") or [])
+    return attack_steps(attack) * direction_factor(direction, n_tasks) + FORWARD
+
+
+def split_size(cfg: DictConfig, split: str) -> int:
+    """Images in `split` of the configured data (its `num_images`, else the data set's standard size)."""
+    splits = cfg.data.get("splits") or {}
+    entry = splits.get(split) or {}
+    if entry.get("num_images"):
+        return int(entry["num_images"])
+    known = KNOWN_SPLIT_SIZES.get(str(cfg.data.get("name")), {})
+    if split not in known:
+        raise ValueError(f"the planner does not know how many images {cfg.data.get('name')}/{split} has")
+    return known[split]
+
+
+def training_passes(cfg: DictConfig) -> float:
+    """Passes per training image over the whole training: epochs (or max_steps) times the passes of one
+    training step (1 clean; a defense adds its attack's steps on the batch)."""
+    per_step = 1.0
+    defense = OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else {}
+    if defense and defense.get("name") not in (None, "none"):
+        attack = defense.get("attack") or {}
+        per_step += attack_steps(attack) if attack else 1
+    n_train = split_size(cfg, "train")
+    batch = int(cfg.data.batch_size)
+    max_steps = int(cfg.train.get("max_steps", -1) or -1)
+    steps = max_steps if max_steps > 0 else int(cfg.train.max_epochs) * math.ceil(n_train / batch)
+    return steps * batch * per_step

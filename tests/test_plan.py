@@ -1,0 +1,53 @@
+"""The sweep planner: job expansion like Hydra's basic sweeper, pass counts per cell and per training."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtl_robust.planning.cost import cell_passes, direction_factor, training_passes
+from mtl_robust.planning.plan import JobPlan, report
+from mtl_robust.planning.sweep import compose_job, expand_jobs
+
+
+def test_a_study_expands_to_its_sweep_and_the_command_line_wins():
+    jobs = expand_jobs(["-m", "experiment=study_directions_smoke"])
+    assert len(jobs) == 6  # 3 sharings x 2 defenses from the study's sweeper params
+    narrowed = expand_jobs(["-m", "experiment=study_directions_smoke", "sharing=independent"])
+    assert len(narrowed) == 2 and all("sharing=independent" in job for job in narrowed)
+    paper = expand_jobs(["-m", "experiment=study_directions_paper", "launcher=slurm"])
+    assert len(paper) == 14  # 7 layouts x 2 defenses
+
+
+def test_a_comma_list_without_multirun_fails_clearly():
+    with pytest.raises(ValueError, match="only with -m"):
+        expand_jobs(["sharing=all_shared,independent"])
+    assert expand_jobs(["sharing=independent"]) == [["sharing=independent"]]
+
+
+def test_cell_passes_count_steps_restarts_tasks_and_members():
+    assert cell_passes({"method": "fgsm"}, "dgba", 3) == pytest.approx(1 + 1 / 3)
+    assert cell_passes({"method": "apgd", "steps": 10, "n_restarts": 2}, "total", 3) == pytest.approx(
+        20 + 1 / 3
+    )
+    assert direction_factor("minmax", 3) == pytest.approx(7 / 3)  # one forward, three backwards
+    ensemble = {
+        "method": "ensemble",
+        "rules": ["joint", "task"],
+        "members": {"a": {"method": "pgd", "steps": 4, "direction": "minmax"}, "b": {"method": "fgsm"}},
+    }
+    assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(4 * 7 / 3 + 1 / 3 + 1 + 1 / 3 + 2 / 3)
+
+
+def test_adversarial_training_costs_its_attack_steps_more():
+    clean = compose_job(["experiment=study_directions_smoke", "defense=none"])
+    adv = compose_job(["experiment=study_directions_smoke", "defense=adv_train"])
+    assert training_passes(adv) == pytest.approx(training_passes(clean) * 11)  # PGD-10 + the update
+
+
+def test_the_report_sums_jobs():
+    jobs = [
+        JobPlan(["a=1"], False, 4, None, 100.0, 50.0, 0.01),
+        JobPlan(["a=2"], True, 4, 4, 100.0, 0.0, 0.01),
+    ]
+    text = report(jobs, "slurm")
+    assert "2 array tasks: 1 trainings to run (1 cached), 8 cells (4 already in the store)" in text

@@ -213,7 +213,8 @@ def evaluate_checkpoint(
     clean, hit = cached_pass(Path(cfg.cache_dir) / f"clean_{clean_key}.json", clean_pass)
     if clean_file is not None and (clean.per_image is not None or not clean_file.is_file()):
         # A cached clean pass keeps no per-image statistics: recompute it once when its file is missing.
-        save_stats(clean_file, (clean.per_image or clean_pass().per_image), module.tasks)
+        stats = clean.per_image or clean_pass().per_image
+        save_stats(clean_file, stats, module.tasks, image_set=info["data_id"])
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
     diagnostics = diagnostics_for_rows(
         cfg.get("diagnostics"),

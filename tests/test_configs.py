@@ -220,7 +220,7 @@ TRAINING_KEYS = {
     "defense=dgba/n_fgsm": "66f647ba4ba70a19",
     "defense=free_at": "baf3ce8a2a040b05",
     "defense=dgba/free_at": "177d495b362519ac",
-    "experiment=study_reliability_smoke defense=adv_train": "434bc1bc666cfd8d",
+    "experiment=study_reliability_smoke defense=adv_train": "c94a1c377c9c6e97",  # mode=mixed: equal steps
     "experiment=study_fast_at_smoke defense=dgba/free_at": "8a1180c74ca6dfa3",
     "experiment=study_directions_smoke defense=adv_train seed=2": "9fd5b0b87bccbd77",
 }

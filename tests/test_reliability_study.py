@@ -28,7 +28,10 @@ def test_study_reliability_smoke(tmp_path: Path) -> None:
         # The row's main numbers are the joint selection's.
         assert row["results"]["rel_avg"] == pytest.approx(ens["rules"]["joint"]["rel_avg"])
         assert "flags" in row["results"]["diagnostics"]
+        assert set(row["results"]["trivial_baseline"]) == {"seg", "normal", "depth"}
     summary = (tmp_path / "logs" / "reports" / "reliability_smoke" / "summary.md").read_text()
     assert "## Reliable evaluation: single attacks vs the ensemble" in summary
     assert "Members vs ensemble" in summary and "Per-task worst case" in summary
     assert "Gradient-masking and sanity diagnostics" in summary
+    # One seed: no verdict about AT vs clean or layouts, whatever the numbers say.
+    assert "more robust" not in summary.split("## Paired comparisons", 1)[1].split("\n## ", 1)[0]

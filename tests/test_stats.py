@@ -129,3 +129,32 @@ def test_seeds_of_one_cell_group_together_whatever_their_training_run_measured()
 
     assert group_key(record(0, 144.3)) == group_key(record(1, 151.9)) == group_key(record(2, 139.0))
     assert group_key(record(0, 144.3)) != group_key(record(0, 144.3, direction="total"))
+
+
+def test_metric_set_is_fixed_by_the_full_set_and_failed_draws_are_counted() -> None:
+    """A draw whose clean error is 0 cannot compute the change: it is counted, not averaged over fewer
+    metrics, and the tiny clean denominator is flagged."""
+    tasks = {"edges": build_task("edges")}
+    ones = np.ones(N, dtype=np.int64)
+    clean_err = np.zeros(N)
+    clean_err[0] = 0.5  # only one image has any clean error
+    cell = SeedCell(
+        0,
+        {"edges": {"abs_sum": clean_err, "count": ones}},
+        {"edges": {"abs_sum": clean_err + 1.0, "count": ones}},
+    )
+    est = Bootstrap(300).estimate([cell], tasks)
+    # P(image 0 not drawn) = (1 - 1/N)^N, about 36 % of the draws
+    assert 0.25 * est.replicates < est.failed_replicates < 0.5 * est.replicates
+    assert est.near_zero == ("edges/err",)
+    assert np.isfinite(est.low) and est.low <= est.mean <= est.high
+
+
+def test_holm_adjustment_is_step_down_and_ignores_rows_without_a_test() -> None:
+    from mtl_robust.evaluation.stats import holm
+
+    adjusted = holm([0.01, 0.04, math.nan, 0.03])
+    assert adjusted[0] == pytest.approx(0.03)  # smallest of 3: x3
+    assert adjusted[3] == pytest.approx(0.06)  # second: x2
+    assert adjusted[1] == pytest.approx(0.06)  # third: x1, but never below the one before
+    assert math.isnan(adjusted[2])

@@ -215,10 +215,15 @@ def _decode(files: Mapping[str, np.ndarray], name: str, dtype: np.dtype) -> np.n
     return flat.reshape(shape)
 
 
-def save_stats(path: str | Path, stats: Stats, tasks: Mapping[str, Task]) -> Path:
-    """Write a cell's per-image statistics as one compressed npz, whole or not at all."""
+def save_stats(
+    path: str | Path, stats: Stats, tasks: Mapping[str, Task], image_set: str | None = None
+) -> Path:
+    """Write a cell's per-image statistics as one compressed npz, whole or not at all. `image_set` names
+    the evaluated images (the row's `data_id`): comparisons pair only cells of the same image set."""
     arrays: dict[str, np.ndarray] = {}
-    header = {"format": FORMAT_VERSION, "angle_bin_deg": ANGLE_BIN_DEG, "tasks": {}}
+    header: dict[str, Any] = {"format": FORMAT_VERSION, "angle_bin_deg": ANGLE_BIN_DEG, "tasks": {}}
+    if image_set is not None:
+        header["image_set"] = str(image_set)
     for task_name, states in stats.items():
         header["tasks"][task_name] = {
             "config": stats_task(tasks[task_name]).config(),

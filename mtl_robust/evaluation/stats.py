@@ -1,13 +1,17 @@
-"""Uncertainty of the paper's measure: mean and spread over seeds, bootstrap CIs, paired comparisons.
+"""Uncertainty of the paper's measure: mean and spread over seeds, calibrated CIs, paired comparisons.
 
 The measure of a cell (the average over tasks of the mean relative change of each task's metrics) is a
-function of the clean and adversarial metric statistics summed over the evaluated images. One replicate of
-the two-level bootstrap draws the seeds with replacement and, independently, the images with replacement
-(the same image draw for every seed: all seeds are scored on the same images), recomputes each drawn seed's
-measure on the drawn images and averages over the drawn seeds. The 2.5 and 97.5 percentiles of the
-replicates give the 95 % interval; it therefore contains both the training-seed spread and the
-finite-test-set noise. A paired comparison applies the same draws to both sides and bootstraps their
-difference, so image and seed effects common to both cancel. docs/statistics.md explains the method.
+function of the clean and adversarial metric statistics summed over the evaluated images. Each seed's
+measure is recomputed under shared bootstrap draws of the images (the same draw for every seed: all seeds
+are scored on the same images). The default interval ("t") is a t-interval over the seed means whose
+variance adds the image-bootstrap variance of the seed mean to the between-seed variance, with S-1 degrees
+of freedom (normal quantiles with one seed, where only image noise is known). The older two-level
+percentile bootstrap ("percentile") is kept for comparison: with 2-5 seeds it is far too narrow. A paired
+comparison applies the same draws to both sides, so image and seed effects common to both cancel.
+
+The metric set of a cell is fixed from the full image set: a replicate in which a kept metric cannot be
+computed (a clean value of 0 in that draw) is counted as failed and left out, never averaged over a
+different metric set. docs/statistics.md explains the method and shows its simulated coverage.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from mtl_robust.tasks.segmentation import SegmentationTask
 
 DEFAULT_REPLICATES = 1000
 CONFIDENCE = 0.95
+INTERVALS = ("t", "percentile")  # the calibrated default first; see the module doc
+# A clean metric whose image-bootstrap standard deviation exceeds this share of its value is a near-zero
+# denominator: the relative change it divides swings with the image draw.
+NEAR_ZERO_SPREAD = 0.25
 
 
 @dataclass(frozen=True)
@@ -36,11 +44,12 @@ class SeedCell:
     seed: int
     clean: Stats
     adv: Stats
+    image_set: str | None = None  # id of the evaluated images (from the side file); None: unknown
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Mean over seeds of the measure (fraction, not percent), its spread and its bootstrap interval."""
+    """Mean over seeds of the measure (fraction, not percent), its spread and its interval."""
 
     mean: float
     std: float  # over seeds (ddof 1); NaN with one seed
@@ -48,6 +57,10 @@ class Estimate:
     high: float
     num_seeds: int
     num_images: int
+    p_value: float = math.nan  # two-sided, against a true value of 0 (meaningful for differences)
+    failed_replicates: int = 0  # image draws in which a kept metric could not be computed
+    replicates: int = 0
+    near_zero: tuple[str, ...] = ()  # "task/metric" whose clean denominator is near zero
 
     @property
     def significant(self) -> bool:
@@ -55,7 +68,7 @@ class Estimate:
         return self.low > 0 or self.high < 0
 
 
-# --------------------------------------------------------------------------------- batched metrics
+# -------------------------------------------------------------------------------------------- batched metrics
 def batched_metrics(task: Task, states: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The task's metrics for B summed-state replicates at once ({state: [B, ...]} -> {metric: [B]}).
 
@@ -125,28 +138,46 @@ def relative_average(
     adv: Mapping[str, Mapping[str, np.ndarray]],
     directions: Mapping[str, Mapping[str, bool]],
 ) -> np.ndarray:
-    """The paper's measure for B replicates: mean over tasks of the mean signed relative change [B]."""
+    """The paper's measure for B replicates: mean over tasks of the mean signed relative change [B].
+
+    The metric set is fixed by replicate 0 (the full image set): a metric not computable there is left out
+    everywhere, as in the row; a replicate that cannot compute a kept metric is NaN (a failed replicate).
+    """
     per_task = []
+    size = 0
     for task, metrics in directions.items():
         changes = []
         for name, higher in metrics.items():
             c, a = clean[task][name], adv[task][name]
+            size = len(c)
             with np.errstate(divide="ignore", invalid="ignore"):
                 change = (1.0 if higher else -1.0) * (a - c) / np.abs(c)
-            changes.append(np.where(np.isfinite(change), change, np.nan))
-        per_task.append(_nanmean(np.stack(changes)))
-    return _nanmean(np.stack(per_task))
+            change = np.where(np.isfinite(change), change, np.nan)
+            if np.isfinite(change[0]):
+                changes.append(change)
+        if changes:
+            per_task.append(np.mean(np.stack(changes), axis=0))
+    if not per_task:
+        return np.full(size, np.nan)
+    return np.mean(np.stack(per_task), axis=0)
 
 
-def _nanmean(values: np.ndarray) -> np.ndarray:
-    """Mean over axis 0 of the finite entries; NaN where none is finite (as the row's measure)."""
-    finite = np.isfinite(values)
-    total = np.where(finite, values, 0.0).sum(0)
-    count = finite.sum(0)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+def near_zero_denominators(clean: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[str, ...]:
+    """ "task/metric" whose clean value is 0 on the full set or spreads over image draws by more than
+    `NEAR_ZERO_SPREAD` of itself."""
+    out = []
+    for task, metrics in clean.items():
+        for name, values in metrics.items():
+            full = values[0]
+            if not np.isfinite(full):
+                continue
+            spread = float(np.nanstd(values[1:])) if len(values) > 1 else 0.0
+            if full == 0 or spread > NEAR_ZERO_SPREAD * abs(full):
+                out.append(f"{task}/{name}")
+    return tuple(out)
 
 
-# ------------------------------------------------------------------------------------------ bootstrap
+# -------------------------------------------------------------------------------------------------- bootstrap
 def image_weights(num_images: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
     """[B, N] multiplicities of images drawn with replacement; replicate 0 is the full set (weights 1)."""
     draws = rng.integers(0, num_images, size=(replicates, num_images))
@@ -174,12 +205,19 @@ def _weighted_sums(states: Mapping[str, np.ndarray], weights: np.ndarray) -> dic
 
 def replicate_measure(cell: SeedCell, tasks: Mapping[str, Task], weights: np.ndarray) -> np.ndarray:
     """The measure of one seed's cell under each image weighting [B, N] -> [B]."""
+    return _replicates(cell, tasks, weights)[0]
+
+
+def _replicates(
+    cell: SeedCell, tasks: Mapping[str, Task], weights: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(measure under each image weighting [B], near-zero clean denominators)."""
     clean, adv = {}, {}
     for name, task in tasks.items():
         clean[name] = batched_metrics(task, _weighted_sums(cell.clean[name], weights))
         adv[name] = batched_metrics(task, _weighted_sums(cell.adv[name], weights))
     directions = {name: task.higher_is_better for name, task in tasks.items()}
-    return relative_average(clean, adv, directions)
+    return relative_average(clean, adv, directions), near_zero_denominators(clean)
 
 
 def _num_images(cell: SeedCell) -> int:
@@ -190,15 +228,20 @@ def _num_images(cell: SeedCell) -> int:
 class Bootstrap:
     """Shared bootstrap draws, so that every estimate and comparison of a report uses the same image and
     seed draws (a paired comparison needs them equal on both sides) and each cell's replicate measures
-    are computed once. Cells are cached by `SeedCell` identity: build each cell once per report."""
+    are computed once. Cells are cached by `SeedCell` identity: build each cell once per report.
 
-    def __init__(self, replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> None:
+    `interval` is "t" (the calibrated default) or "percentile" (the older two-level bootstrap, kept to
+    show its coverage); see the module doc."""
+
+    def __init__(self, replicates: int = DEFAULT_REPLICATES, seed: int = 0, interval: str = "t") -> None:
         if replicates < 2:
             raise ValueError(f"the bootstrap needs at least 2 replicates, got {replicates}")
-        self.replicates, self.seed = int(replicates), int(seed)
+        if interval not in INTERVALS:
+            raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
+        self.replicates, self.seed, self.interval = int(replicates), int(seed), interval
         self._weights: dict[int, np.ndarray] = {}
         self._seeds: dict[int, np.ndarray] = {}
-        self._measures: dict[int, tuple[SeedCell, np.ndarray]] = {}
+        self._measures: dict[int, tuple[SeedCell, np.ndarray, tuple[str, ...]]] = {}
 
     def weights(self, num_images: int) -> np.ndarray:
         if num_images not in self._weights:
@@ -212,16 +255,20 @@ class Bootstrap:
             self._seeds[num_seeds] = seed_draws(num_seeds, self.replicates, rng)
         return self._seeds[num_seeds]
 
-    def measure(self, cell: SeedCell, tasks: Mapping[str, Task]) -> np.ndarray:
-        """The cell's measure under every image draw [B] (replicate 0: all images)."""
+    def _cached(self, cell: SeedCell, tasks: Mapping[str, Task]) -> tuple[np.ndarray, tuple[str, ...]]:
         cached = self._measures.get(id(cell))
         if cached is None or cached[0] is not cell:
-            cached = (cell, replicate_measure(cell, tasks, self.weights(_num_images(cell))))
+            values, near_zero = _replicates(cell, tasks, self.weights(_num_images(cell)))
+            cached = (cell, values, near_zero)
             self._measures[id(cell)] = cached
-        return cached[1]
+        return cached[1], cached[2]
+
+    def measure(self, cell: SeedCell, tasks: Mapping[str, Task]) -> np.ndarray:
+        """The cell's measure under every image draw [B] (replicate 0: all images)."""
+        return self._cached(cell, tasks)[0]
 
     def estimate(self, cells: Sequence[SeedCell], tasks: Mapping[str, Task]) -> Estimate:
-        """Mean over seeds of a cell's measure with its two-level bootstrap interval."""
+        """Mean over seeds of a cell's measure with its interval."""
         return self._estimate([cells], tasks, lambda m: m[0])
 
     def paired(self, a: Sequence[SeedCell], b: Sequence[SeedCell], tasks: Mapping[str, Task]) -> Estimate:
@@ -231,6 +278,11 @@ class Bootstrap:
             raise ValueError("a paired comparison needs at least one seed evaluated on both sides")
         a = [next(c for c in a if c.seed == s) for s in shared]
         b = [next(c for c in b if c.seed == s) for s in shared]
+        sets = {c.image_set for c in a + b}
+        if len(sets) > 1:
+            raise ValueError(
+                f"the compared cells were scored on different image sets: {sorted(map(str, sets))}"
+            )
         return self._estimate([a, b], tasks, lambda m: m[0] - m[1])
 
     def _estimate(self, groups: Sequence[Sequence[SeedCell]], tasks: Mapping[str, Task], combine) -> Estimate:
@@ -242,29 +294,84 @@ class Bootstrap:
         num_images, num_seeds = sizes.pop(), len(groups[0])
         if num_seeds == 0:
             raise ValueError("an estimate needs at least one seed")
+        near_zero = sorted({name for g in groups for c in g for name in self._cached(c, tasks)[1]})
         per_seed = combine([np.stack([self.measure(c, tasks) for c in g]) for g in groups])  # [S, B]
-        draws = self.seed_draws(num_seeds)
-        with np.errstate(all="ignore"):
-            reps = np.nanmean(per_seed.T[np.arange(self.replicates)[:, None], draws], axis=1)[1:]
-        alpha = (1.0 - CONFIDENCE) / 2.0
-        finite = reps[np.isfinite(reps)]
-        low, high = np.quantile(finite, [alpha, 1.0 - alpha]) if finite.size else (math.nan, math.nan)
         point = per_seed[:, 0]
+        valid = np.isfinite(per_seed).all(axis=0)
+        valid[0] = False  # replicate 0 is the full set, not a draw
+        failed = int(self.replicates - 1 - valid.sum())
+        if self.interval == "t":
+            low, high, p_value = _t_interval(point, per_seed[:, valid])
+        else:
+            low, high, p_value = self._percentile_interval(per_seed)
         return Estimate(
             mean=float(np.mean(point)),
             std=float(np.std(point, ddof=1)) if num_seeds > 1 else math.nan,
-            low=float(low),
-            high=float(high),
+            low=low,
+            high=high,
             num_seeds=num_seeds,
             num_images=num_images,
+            p_value=p_value,
+            failed_replicates=failed,
+            replicates=self.replicates - 1,
+            near_zero=tuple(near_zero),
         )
+
+    def _percentile_interval(self, per_seed: np.ndarray) -> tuple[float, float, float]:
+        """Two-level percentile bootstrap: seeds and images drawn with replacement (the older method)."""
+        draws = self.seed_draws(len(per_seed))
+        with np.errstate(all="ignore"):
+            reps = per_seed.T[np.arange(self.replicates)[:, None], draws].mean(axis=1)[1:]
+        finite = reps[np.isfinite(reps)]
+        if not finite.size:
+            return math.nan, math.nan, math.nan
+        alpha = (1.0 - CONFIDENCE) / 2.0
+        low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+        p_value = min(1.0, 2.0 * min(float(np.mean(finite <= 0)), float(np.mean(finite >= 0))))
+        return float(low), float(high), p_value
+
+
+def _t_interval(point: np.ndarray, draws: np.ndarray) -> tuple[float, float, float]:
+    """(low, high, two-sided p against 0) of the seed mean: variance = between-seed variance / S plus the
+    image-bootstrap variance of the seed mean; S-1 degrees of freedom (normal with one seed)."""
+    from scipy import stats as scipy_stats  # scipy comes with cvxpy; imported where intervals are built
+
+    num_seeds = len(point)
+    if not np.isfinite(point).all() or draws.shape[1] < 2:
+        return math.nan, math.nan, math.nan
+    seed_var = float(np.var(point, ddof=1)) / num_seeds if num_seeds > 1 else 0.0
+    image_var = float(np.var(draws.mean(axis=0), ddof=1))
+    se = math.sqrt(seed_var + image_var)
+    mean = float(np.mean(point))
+    df = num_seeds - 1 if num_seeds > 1 else math.inf
+    quantile = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2.0, df))
+    if se == 0:
+        return mean, mean, 1.0 if mean == 0 else 0.0
+    p_value = float(2.0 * scipy_stats.t.sf(abs(mean) / se, df))
+    return mean - quantile * se, mean + quantile * se, p_value
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and is not counted in the family)."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    family = len(indexed)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (family - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def bootstrap_estimate(
-    cells: Sequence[SeedCell], tasks: Mapping[str, Task], replicates: int = DEFAULT_REPLICATES, seed: int = 0
+    cells: Sequence[SeedCell],
+    tasks: Mapping[str, Task],
+    replicates: int = DEFAULT_REPLICATES,
+    seed: int = 0,
+    interval: str = "t",
 ) -> Estimate:
-    """Mean over seeds of a cell's measure with its two-level bootstrap interval (see the module doc)."""
-    return Bootstrap(replicates, seed).estimate(cells, tasks)
+    """Mean over seeds of a cell's measure with its interval (see the module doc)."""
+    return Bootstrap(replicates, seed, interval).estimate(cells, tasks)
 
 
 def paired_difference(
@@ -273,6 +380,7 @@ def paired_difference(
     tasks: Mapping[str, Task],
     replicates: int = DEFAULT_REPLICATES,
     seed: int = 0,
+    interval: str = "t",
 ) -> Estimate:
-    """measure(a) - measure(b) on the same images and seeds, with its paired bootstrap interval."""
-    return Bootstrap(replicates, seed).paired(a, b, tasks)
+    """measure(a) - measure(b) on the same images and seeds, with its paired interval."""
+    return Bootstrap(replicates, seed, interval).paired(a, b, tasks)

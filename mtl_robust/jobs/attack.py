@@ -26,6 +26,7 @@ from mtl_robust.evaluation.per_image import save_stats
 from mtl_robust.evaluation.progress import interactive
 from mtl_robust.evaluation.runner import Cell, evaluate_cells, format_rows, precision_key
 from mtl_robust.evaluation.store import ResultsStore, config_key
+from mtl_robust.evaluation.trivial_baseline import baseline_for_rows
 from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.runner import configure_threads, run_job
@@ -221,7 +222,8 @@ def evaluate_checkpoint(
     clean, hit = cached_pass(Path(cfg.cache_dir) / f"clean_{clean_key}.json", clean_pass)
     if clean_file is not None and (clean.per_image is not None or not clean_file.is_file()):
         # A cached clean pass keeps no per-image statistics: recompute it once when its file is missing.
-        save_stats(clean_file, (clean.per_image or clean_pass().per_image), module.tasks)
+        stats = clean.per_image or clean_pass().per_image
+        save_stats(clean_file, stats, module.tasks, image_set=info["data_id"])
     log.info("clean pass %s (%d samples)", "reused from cache" if hit else "computed", clean.num_samples)
     diagnostics = diagnostics_for_rows(
         cfg.get("diagnostics"),
@@ -232,6 +234,12 @@ def evaluate_checkpoint(
         Path(cfg.cache_dir),
         {"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)},
     )
+    if eval_cfg.get("trivial_baseline", True) and data_cfg["splits"].get("train"):
+        # What "the model learned something" is measured against (report flag undertrained:<task>).
+        train_batches = batches_factory(datamodule, "train", datamodule.eval_batch_size, None)
+        key = config_key({"train": data_cfg["splits"]["train"], "data_id": info["data_id"]})
+        cache_file = Path(cfg.cache_dir) / f"trivial_{key}.json"
+        diagnostics |= baseline_for_rows(module.tasks, train_batches, batches, cache_file)
     store = ResultsStore(cfg.store)
     examples = int(eval_cfg.get("examples", 0) or 0)
     rows = evaluate_cells(

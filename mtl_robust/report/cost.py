@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.report.directions import DGBA, TOTAL, spec_of
+from mtl_robust.report.flags import mark
 from mtl_robust.report.order import defense_sort_key
 from mtl_robust.report.records import Record, Sources, latest_of, num
 from mtl_robust.report.tables import Table, slug
@@ -225,7 +226,7 @@ def cost_sets(
             dgba = cells[DGBA].rel_avg if DGBA in cells else math.nan
             rows.append(
                 CostRow(
-                    defense=defense,
+                    defense=mark(defense, any_row),  # ⚠ in the table and the legend
                     iterations=num(cost.get("iterations")),
                     passes_per_iteration=num(cost.get("passes_per_iteration")),
                     pass_ratio=_ratio(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from mtl_robust.report.directions import direction_sort_key
+from mtl_robust.report.flags import mark
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks
 from mtl_robust.report.records import Record, Sources, latest_of
 from mtl_robust.report.tables import slug
@@ -87,7 +88,7 @@ def eps_curves(records: Sequence[Record], method: str | None = None) -> tuple[li
                 backbone=key.backbone,
                 defense=key.defense,
                 method=key.method,
-                layout_name=key.layout,
+                layout_name=mark(key.layout, rows_in[0]),  # ⚠ where the model is flagged
                 tasks=tasks,
                 series=ordered,
             )

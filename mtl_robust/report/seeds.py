@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,9 +56,17 @@ def row_seed(record: Record) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
+def identity(record: Record) -> dict[str, Any]:
+    """Everything that defines a row's cell except its seed: the group identity comparisons pair on."""
+    return {k: v for k, v in record.config.items() if k not in SEED_FIELDS}
+
+
+def identity_key(store: str, config: Mapping[str, Any]) -> tuple:
+    return (store, repr(sorted(config.items(), key=lambda kv: kv[0])))
+
+
 def group_key(record: Record) -> tuple:
-    config = {k: v for k, v in record.config.items() if k not in SEED_FIELDS}
-    return (record.store, repr(sorted(config.items(), key=lambda kv: kv[0])))
+    return identity_key(record.store, identity(record))
 
 
 class StatsLoader:
@@ -90,8 +98,12 @@ class StatsLoader:
         adv = self.load(record.base_dir / side["adv"])
         if clean is None or adv is None:
             return None
-        (clean_stats, _), (adv_stats, adv_header) = clean, adv
-        return SeedCell(row_seed(record), clean_stats, adv_stats), header_tasks(adv_header)
+        (clean_stats, clean_header), (adv_stats, adv_header) = clean, adv
+        image_set = clean_header.get("image_set") or record.config.get("data_id")
+        cell = SeedCell(
+            row_seed(record), clean_stats, adv_stats, None if image_set is None else str(image_set)
+        )
+        return cell, header_tasks(adv_header)
 
 
 def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
@@ -121,6 +133,12 @@ def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
             cell, tasks = loaded
             cells.append(cell)
         groups.append(Group(rows, cells, tasks))
+    for g in groups:
+        if g.cells and len(g.cells) != len(g.records):
+            notes.append(
+                f"cell {g.first.key}: {len(g.records)} seeds have rows but {len(g.cells)} have per-image "
+                "statistics: its mean, spread and CI are over those seeds only"
+            )
     if without:
         notes.append(
             f"{without} attack rows have no readable per-image statistics (stores written before per-image "
@@ -138,6 +156,8 @@ def estimate(group: Group, bootstrap: Bootstrap) -> Estimate:
     std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
     if group.cells and group.tasks is not None:
         boot = bootstrap.estimate(group.cells, group.tasks)
+        if len(group.cells) != len(group.records):
+            return boot  # point and interval from the same seeds: those with per-image statistics
         return replace(boot, mean=mean, std=std, num_seeds=len(group.records))
     return Estimate(mean, std, math.nan, math.nan, len(group.records), 0)
 
@@ -179,4 +199,16 @@ class Analysis:
         notes: list[str] = []
         groups = seed_groups(records, notes)
         bootstrap = Bootstrap(replicates)
-        return cls(groups, [estimate(g, bootstrap) for g in groups], bootstrap, notes)
+        estimates = [estimate(g, bootstrap) for g in groups]
+        for g, est in zip(groups, estimates):
+            if est.failed_replicates:
+                notes.append(
+                    f"cell {g.first.key}: {est.failed_replicates} of {est.replicates} image draws could not "
+                    "compute a metric of the full set (a clean value of 0 in the draw); its CI uses the rest"
+                )
+            if est.near_zero:
+                notes.append(
+                    f"cell {g.first.key}: near-zero clean denominator ({', '.join(est.near_zero)}): its "
+                    "relative change swings with the image draw"
+                )
+        return cls(groups, estimates, bootstrap, notes)

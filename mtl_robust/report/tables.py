@@ -24,6 +24,7 @@ from mtl_robust.report.flags import marked_layout
 from mtl_robust.report.models import ModelFamily, ModelKey, clean_gains, clean_rows
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks
 from mtl_robust.report.records import Record, Sources, latest_of, num
+from mtl_robust.report.seeds import group_key, row_seed
 from mtl_robust.values.budget import eps_slug, format_eps
 
 Cell = str | int | float | None  # a table cell: None and NaN are "missing"
@@ -155,13 +156,22 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
         for r in rows_in:
             cells[RowKey(tuple(sources.values(r)), r.layout_name, r.direction)].append(r)
         layout_rank = layout_ranks(rows_in)
+        shown = {
+            cell: seeds_of_position(rs, f"{title}, {cell.layout} / {cell.direction}", notes)
+            for cell, rs in cells.items()
+        }
+        several = any(len(seeds) > 1 for seeds in shown.values())
+        if several:
+            columns = columns + ["seeds", "avg std (%)"]
         rows = []
         for cell in sorted(
             cells,
             key=lambda c: (c.sources, layout_rank[c.layout], direction_sort_key(c.direction, tasks)),
         ):
-            r = latest_of(cells[cell], f"{title}, {cell.layout} / {cell.direction}", notes)
+            seeds = shown[cell]
+            r = seeds[-1]
             score = r.sharing_score
+            averages = [r.rel_avg for r in seeds]
             rows.append(
                 list(cell.sources)
                 + [
@@ -169,8 +179,9 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
                     int(score) if math.isfinite(score) else None,
                     direction_label(r.direction),
                 ]
-                + [r.rel_task(t) for t in tasks]
-                + [r.rel_avg]
+                + [_mean([s.rel_task(t) for s in seeds]) for t in tasks]
+                + [_mean(averages)]
+                + ([len(seeds), _std(averages)] if several else [])
             )
         tables.append(
             Table(
@@ -180,11 +191,43 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
                 rows=rows,
                 description=(
                     "Relative change of each task's metrics under attack, in percent (negative = worse; "
-                    "mean over the task's metrics); `avg` is the mean over tasks (the paper's measure)."
+                    "mean over the task's metrics); `avg` is the mean over tasks (the paper's measure). "
+                    "With several seeds of a cell: the mean over seeds, `avg std` their standard deviation."
                 ),
             )
         )
     return tables, notes
+
+
+def seeds_of_position(candidates: Sequence[Record], where: str, notes: list[str]) -> list[Record]:
+    """The rows shown at one table position: the seeds of one cell (seeds are an axis, not a collision).
+    Rows of different cells (other settings) at the same position are a collision: the latest cell is
+    shown and a note says what distinguished them."""
+    by_cell: dict[tuple, list[Record]] = defaultdict(list)
+    for r in candidates:
+        by_cell[group_key(r)].append(r)
+    latest = [max(rs, key=lambda r: _time(r)) for rs in by_cell.values()]
+    chosen = latest_of(latest, where, notes)
+    rows = by_cell[group_key(chosen)]
+    by_seed = {row_seed(r): r for r in sorted(rows, key=_time)}  # a rerun of a seed: the latest counts
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def _time(record: Record) -> float:
+    return num(record.time) if math.isfinite(num(record.time)) else -math.inf
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _std(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return math.nan
+    mean = sum(finite) / len(finite)
+    return math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
 
 
 # ------------------------------------------------------------------------------------------- clean metrics

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from mtl_robust.report.directions import DGBA, TOTAL, direction_label, direction_sort_key, spec_of
+from mtl_robust.report.flags import marked_layout
 from mtl_robust.report.models import ModelKey, clean_gains
 from mtl_robust.report.order import defense_sort_key, method_sort_key
 from mtl_robust.report.records import Record, Sources, latest_of, num
@@ -134,7 +135,12 @@ def tradeoff_sets(
                 continue  # clean_gains() already noted the missing independent model
             points.append(
                 TradeoffPoint(
-                    sources.label(r), r.defense, r.layout_name, r.sharing_score, 100 * gain.average, r.rel_avg
+                    sources.label(r),
+                    r.defense,
+                    marked_layout(r),
+                    r.sharing_score,
+                    100 * gain.average,
+                    r.rel_avg,
                 )
             )
         if not points:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from mtl_robust.evaluation.relative import RelativeChange
 from mtl_robust.report.directions import SINGLE, spec_of
+from mtl_robust.report.flags import mark
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks, task_sort_key
 from mtl_robust.report.records import Record, Sources, latest_of
 from mtl_robust.report.tables import Table, slug
@@ -152,7 +153,7 @@ def transfer_sets(
                 defense=key.defense,
                 method=key.method,
                 eps=rows_in[0].eps,
-                layout_name=key.layout,
+                layout_name=mark(key.layout, r),  # ⚠ where the model is flagged
                 matrix=matrix,
                 direction=key.direction,
             )

@@ -23,7 +23,7 @@ from mtl_robust.report.summary import Summary
 from mtl_robust.report.tables import clean_tables, failed_table, relative_tables
 from mtl_robust.report.tradeoff import tradeoff_sets
 from mtl_robust.report.transfer import transfer_sets
-from mtl_robust.report.uncertainty import uncertainty_sections
+from mtl_robust.report.uncertainty import DEFAULT_MIN_SEEDS, uncertainty_sections
 from mtl_robust.values.budget import format_eps
 
 
@@ -35,12 +35,17 @@ def write_report(
     eps: float | None = None,
     max_examples: int = 12,
     example_images: int = 3,
+    min_seeds: int = DEFAULT_MIN_SEEDS,
+    include_flagged: bool = False,
 ) -> list[Path]:
     """Write every table, figure and summary.md under `out`; returns the files written (summary last).
 
     `method`/`eps` pick the attack the trade-off scatter uses and narrow the per-model figures (heatmaps,
-    eps curves, examples); tables always hold every cell.
+    eps curves, examples); tables always hold every cell. Comparisons of training procedures get a verdict
+    only with at least `min_seeds` seeds; models flagged undertrained get none unless `include_flagged`.
     """
+    if min_seeds < 1:
+        raise ValueError(f"min_seeds must be at least 1, got {min_seeds}")
     from mtl_robust.report import figures  # matplotlib only when a report is actually drawn
 
     out = Path(out)
@@ -76,7 +81,7 @@ def write_report(
     part = ["## Relative change under attack", ""]
     part += [s.table(t, tables_dir) for t in rel] or ["No successful attack rows.\n"]
     s.sections.append("\n".join(part))
-    s.sections += uncertainty_sections(records, s, tables_dir, plots_dir)
+    s.sections += uncertainty_sections(records, s, tables_dir, plots_dir, min_seeds, include_flagged)
 
     reliability, notes = reliability_section(records, lambda t: s.table(t, tables_dir))
     s.notes += notes

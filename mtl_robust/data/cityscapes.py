@@ -61,10 +61,10 @@ CITYSCAPES_TASKS = ("seg", "depth")
 CITYSCAPES_JSON = "cityscape.json"
 IGNORE_INDEX = 255
 CITYSCAPES_SOURCE = (
-    "the pre-processed Cityscapes archive linked in the MTAN README (https://github.com/lorenmt/mtan, "
-    "'Download our pre-processed Cityscapes dataset', 128x256 or 256x512) for format 'mtan', or the "
-    "Cityscapes download linked in the AdaShare README (https://github.com/sunxm2357/AdaShare, "
-    "section 'Datasets') for format 'adashare'"
+    "the pre-processed Cityscapes archives linked in the MTAN README (https://github.com/lorenmt/mtan; "
+    "128x256 or 256x512; unpack so that the folder holding train/ and val/ is the root) for format 'mtan', "
+    "or the Cityscapes download linked in the AdaShare README (https://github.com/sunxm2357/AdaShare, "
+    "section 'Datasets'; the folder holding cityscape.json is the root) for format 'adashare'"
 )
 # The Cityscapes categories without 'void', in the order of the official category ids 1..7.
 CITYSCAPES_7_CLASS_NAMES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")

@@ -95,7 +95,7 @@ HUMAN_PART_LABELS = {
 _LAYOUT = (
     "ImageSets/Context/train.txt, val.txt   image ids, one per line",
     "JPEGImages/<id>.jpg                    RGB image",
-    "semseg/pascal-context/<id>.png          8-bit labels 0..20, 255 = ignore (seg)",
+    "semseg/pascal-context/<id>.png         8-bit labels 0..20, 255 = ignore (seg)",
     "human_parts/<id>.mat                   PASCAL-Part 'anno' struct (human_parts)",
     "sal_distill/<id>.png                   8-bit saliency 0..255 (saliency)",
     "normals_distill/<id>.png               8-bit RGB normals (normal)",

@@ -23,6 +23,9 @@ __all__ = [
     "write_nyuv2_adashare",
     "write_nyuv2_mtan",
     "write_taskonomy_adashare",
+    "write_cityscapes",
+    "write_pascal_part_mat",
+    "write_pascal_context",
 ]
 
 
@@ -149,4 +152,137 @@ def write_taskonomy_adashare(
     root.mkdir(parents=True, exist_ok=True)
     (root / "taskonomy.json").write_text(json.dumps(info))
     np.save(root / "semseg_prior_factor.npy", np.linspace(0.5, 2.0, 17).astype(np.float32))
+    return root
+
+
+def _cityscapes_frame(rng: np.random.Generator, height: int, width: int) -> dict[str, np.ndarray]:
+    """One frame's arrays as the MTAN/AdaShare archives store them (labels -1 = ignore, depth 0 = invalid)."""
+    depth = rng.uniform(0.005, 0.3, size=(height, width, 1)).astype(np.float32)
+    depth[rng.random((height, width)) < 0.15] = 0.0
+    return {
+        "image": rng.random((height, width, 3)).astype(np.float32),
+        "label_2": _labels(rng, height, width, 2, -1).astype(np.float32),
+        "label_7": _labels(rng, height, width, 7, -1).astype(np.float32),
+        "label_19": _labels(rng, height, width, 19, -1).astype(np.float32),
+        "depth": depth,
+    }
+
+
+def write_cityscapes(
+    root: str | Path,
+    n_train: int,
+    n_val: int,
+    format: str = "mtan",
+    height: int = 32,
+    width: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Cityscapes: MTAN {train,val}/{image,label_7,label_19,depth}/{i}.npy, or AdaShare's cityscape.json
+    listing [image, depth, label_2, label_7, label_19] .npy files per frame under train/ and test/."""
+    if format not in ("mtan", "adashare"):
+        raise ValueError(f"format must be 'mtan' or 'adashare', got {format!r}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    entries: dict[str, list[list[str]]] = {"train": [], "test": []}
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            frame = _cityscapes_frame(rng, height, width)
+            if format == "mtan":
+                frame.pop("label_2")
+                for key, array in frame.items():
+                    (root / split / key).mkdir(parents=True, exist_ok=True)
+                    np.save(root / split / key / f"{i}.npy", array)
+                continue
+            folder = "train" if split == "train" else "test"
+            rel = [
+                f"{folder}/{key}/frame_{i:04d}.npy"
+                for key in ("image", "depth", "label_2", "label_7", "label_19")
+            ]
+            for key, r in zip(("image", "depth", "label_2", "label_7", "label_19"), rel):
+                (root / r).parent.mkdir(parents=True, exist_ok=True)
+                np.save(root / r, frame[key])
+            entries[folder].append(rel)
+    if format == "adashare":
+        (root / "cityscape.json").write_text(json.dumps(entries))
+    return root
+
+
+# PASCAL-Context class ids used by the fake context label maps: ids listed in nyu_classes.json have normals.
+_CONTEXT_CLASSES = {"wall": 1, "floor": 2, "sky": 3, "tvmonitor": 4, "grass": 5}
+_NYU_CLASSES = ["unknown", "wall", "floor", "television"]
+
+
+def write_pascal_part_mat(
+    path: str | Path, objects: list[tuple[int, np.ndarray, dict[str, np.ndarray]]]
+) -> Path:
+    """A PASCAL-Part annotation .mat: struct anno with imname and objects(class, class_ind, mask, parts),
+    parts(part_name, mask); ``objects`` lists (class index, object mask, {part name: part mask})."""
+    import scipy.io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj_dtype = [("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")]
+    part_dtype = [("part_name", "O"), ("mask", "O")]
+    records = np.zeros((1, len(objects)), dtype=obj_dtype)
+    for j, (class_ind, mask, parts) in enumerate(objects):
+        part_records = np.zeros((1, len(parts)), dtype=part_dtype) if parts else np.zeros((0, 0))
+        for k, (name, part_mask) in enumerate(parts.items()):
+            part_records[0, k] = (name, part_mask.astype(np.uint8))
+        records[0, j] = (
+            "person" if class_ind == 15 else "other",
+            np.array([[class_ind]]),
+            mask.astype(np.uint8),
+            part_records,
+        )
+    anno = np.zeros((1, 1), dtype=[("imname", "O"), ("objects", "O")])
+    anno[0, 0] = (path.stem, records)
+    scipy.io.savemat(path, {"anno": anno})
+    return path
+
+
+def write_pascal_context(
+    root: str | Path, n_train: int, n_val: int, height: int = 30, width: int = 40, seed: int = 0
+) -> Path:
+    """PASCAL_MT folder: ImageSets/Context/{train,val}.txt, JPEGImages/*.jpg, semseg/pascal-context/*.png,
+    human_parts/*.mat (every other image has a person with head and torso parts), sal_distill/*.png,
+    normals_distill/*.png, pascal-context/trainval/*.mat (LabelMap) and json/{nyu,context}_classes.json."""
+    import scipy.io
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, n_train)):
+        ids = [f"2008_{offset + i:06d}" for i in range(n)]
+        (root / "ImageSets" / "Context").mkdir(parents=True, exist_ok=True)
+        (root / "ImageSets" / "Context" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        for i, image_id in enumerate(ids):
+            (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                root / "JPEGImages" / f"{image_id}.jpg", quality=95
+            )
+            write_png(
+                root / "semseg" / "pascal-context" / f"{image_id}.png", _labels(rng, height, width, 21, 255)
+            )
+            write_png(root / "sal_distill" / f"{image_id}.png", rng.integers(0, 256, (height, width)))
+            write_png(root / "normals_distill" / f"{image_id}.png", rng.integers(0, 256, (height, width, 3)))
+            label_map = np.ones((height, width), dtype=np.uint16)  # wall, with floor / sky / grass blocks
+            label_map[height // 2 :, : width // 2] = 2
+            label_map[: height // 3, width // 2 :] = 3
+            label_map[height // 2 :, width // 2 :] = 5
+            (root / "pascal-context" / "trainval").mkdir(parents=True, exist_ok=True)
+            scipy.io.savemat(
+                root / "pascal-context" / "trainval" / f"{image_id}.mat", {"LabelMap": label_map}
+            )
+            objects = [(7, np.zeros((height, width), bool), {})]  # a non-person object comes first
+            if i % 2 == 0:
+                head = np.zeros((height, width), bool)
+                head[2:6, 3:8] = True
+                torso = np.zeros((height, width), bool)
+                torso[6:14, 2:9] = True
+                objects.append(
+                    (15, head | torso, {"head": head, "torso": torso, "luarm": np.zeros_like(head)})
+                )
+            write_pascal_part_mat(root / "human_parts" / f"{image_id}.mat", objects)
+    (root / "json").mkdir(parents=True, exist_ok=True)
+    (root / "json" / "context_classes.json").write_text(json.dumps(_CONTEXT_CLASSES))
+    (root / "json" / "nyu_classes.json").write_text(json.dumps(_NYU_CLASSES))
     return root

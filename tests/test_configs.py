@@ -114,12 +114,21 @@ def test_trainers_instantiate(compose, trainer: str) -> None:
 
 
 def test_real_data_configs_point_at_readers(compose, tmp_path: Path) -> None:
-    from tests.fakes_formats import write_nyuv2_adashare, write_nyuv2_mtan, write_taskonomy_adashare
+    from tests.fakes_formats import (
+        write_cityscapes,
+        write_nyuv2_adashare,
+        write_nyuv2_mtan,
+        write_pascal_context,
+        write_taskonomy_adashare,
+    )
 
     roots = {
         "nyuv2": write_nyuv2_adashare(tmp_path / "nyu", n_train=2, n_test=2),
         "nyuv2_mtan": write_nyuv2_mtan(tmp_path / "mtan", n_train=2, n_val=2, height=48, width=64),
         "taskonomy": write_taskonomy_adashare(tmp_path / "taskonomy", n_train=2, n_test=2, n_test_small=2),
+        "cityscapes": write_cityscapes(tmp_path / "city", n_train=2, n_val=2),
+        "cityscapes_adashare": write_cityscapes(tmp_path / "city_ada", n_train=2, n_val=2, format="adashare"),
+        "pascal_context": write_pascal_context(tmp_path / "pascal", n_train=2, n_val=2),
     }
     for data, root in roots.items():
         cfg = compose([f"data={data}", f"data.root={root}", "data.num_workers=0"])

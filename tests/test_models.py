@@ -91,7 +91,7 @@ def test_small_resnet_options():
 
 
 def test_backbone_registry():
-    assert set(BACKBONES) == {"resnet34_deeplab", "mobilenetv2", "small_resnet"}
+    assert set(BACKBONES) == {"resnet34_deeplab", "mobilenetv2", "small_resnet", "vit_small"}
 
 
 def _toy_backbone(num_coarse: int) -> Backbone:

@@ -147,7 +147,7 @@ def _task(name: str):
 def _batch(task, seed: int, n: int = 2, size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     pred = torch.randn(n, task.out_channels, size // 2, size // 2, generator=g)  # half resolution
-    if task.name == "seg":
+    if task.target_channels is None:  # a label map (seg, human_parts)
         target = torch.randint(0, 5, (n, size, size), generator=g)
         target[0, 0] = 255
     else:

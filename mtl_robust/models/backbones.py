@@ -18,6 +18,11 @@ Builders (registry `BACKBONES`):
   * `resnet34_deeplab`: TreeMTL's DeepLab ResNet-34 (17 fine blocks, output stride 8, 512-d features).
   * `mobilenetv2`: MobileNetV2 split into 32 fine blocks as TreeMTL's prototxt builder does, 1280-d features.
   * `small_resnet`: a tiny ResNet with the same five-group structure, for fast CPU runs.
+  * `vit_small`: a ViT-S/16-class vision transformer (`models/vit.py`): patch embedding + 4 groups of
+    transformer blocks, 384-d tokens at output stride 16.
+
+Every builder also takes `weights=<path>`: an ImageNet state_dict in a public release's key layout, loaded
+into the backbone before a model copies its blocks into the branches (`models/pretrained.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "resnet34_deeplab",
     "mobilenetv2",
     "small_resnet",
+    "vit_small",
 ]
 
 
@@ -404,10 +410,18 @@ def mobilenetv2(
     return backbone
 
 
+def vit_small(**kwargs: Any) -> Backbone:
+    """ViT-S/16; see `mtl_robust.models.vit.vit_small` (imported on use: vit.py builds on this module)."""
+    from .vit import vit_small as build
+
+    return build(**kwargs)
+
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "resnet34_deeplab": resnet34_deeplab,
     "mobilenetv2": mobilenetv2,
     "small_resnet": small_resnet,
+    "vit_small": vit_small,
 }
 
 
@@ -427,11 +441,17 @@ def check_backbone(backbone: Any, name: str) -> Backbone:
     return backbone
 
 
-def build_backbone(name: str, **kwargs: Any) -> Backbone:
+def build_backbone(name: str, weights: str | None = None, **kwargs: Any) -> Backbone:
+    """The registered backbone `name` built with `kwargs`; `weights`: a pretrained state_dict to load."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
     try:
         backbone = BACKBONES[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"bad arguments {kwargs} for backbone {name!r}: {err}") from err
-    return check_backbone(backbone, name)
+    backbone = check_backbone(backbone, name)
+    if weights is not None:
+        from .pretrained import load_pretrained  # pretrained.py builds on this module
+
+        load_pretrained(backbone, weights)
+    return backbone

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ASPPHead", "ASPPBranch", "LightHead", "HEADS", "build_head"]
+from .neck import DPTHead
+
+__all__ = ["ASPPHead", "ASPPBranch", "LightHead", "DPTHead", "HEADS", "build_head"]
 
 
 class ASPPBranch(nn.Module):
@@ -84,7 +86,8 @@ class LightHead(nn.Module):
         return self.classifier(x)
 
 
-HEADS: dict[str, Callable[..., nn.Module]] = {"aspp": ASPPHead, "light": LightHead}
+# "dpt": a DPT-like neck per head, for the vision transformer's token maps (models/neck.py).
+HEADS: dict[str, Callable[..., nn.Module]] = {"aspp": ASPPHead, "light": LightHead, "dpt": DPTHead}
 
 
 def build_head(name: str, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:

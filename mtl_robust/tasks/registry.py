@@ -9,8 +9,11 @@ from typing import Any
 
 from mtl_robust.tasks.base import Task
 from mtl_robust.tasks.depth import DepthTask
+from mtl_robust.tasks.edge import EdgeTask
+from mtl_robust.tasks.human_parts import HumanPartsTask
 from mtl_robust.tasks.normal import NormalTask
 from mtl_robust.tasks.regression import RegressionTask
+from mtl_robust.tasks.saliency import SaliencyTask
 from mtl_robust.tasks.segmentation import SegmentationTask
 
 # name -> factory(**kwargs) -> Task. Add an entry to register a new task.
@@ -20,6 +23,10 @@ TASKS: dict[str, Callable[..., Task]] = {
     "depth": DepthTask,
     "keypoints": partial(RegressionTask, "keypoints"),
     "edges": partial(RegressionTask, "edges"),
+    # PASCAL-Context's: "edge" is a binary boundary map, unlike Taskonomy's "edges" regression.
+    "human_parts": HumanPartsTask,
+    "saliency": SaliencyTask,
+    "edge": EdgeTask,
 }
 
 

@@ -234,10 +234,11 @@ def evaluate_checkpoint(
         Path(cfg.cache_dir),
         {"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)},
     )
-    if eval_cfg.get("trivial_baseline", True) and data_cfg["splits"].get("train"):
+    train_split = OmegaConf.to_container(cfg.data, resolve=True)["splits"].get("train")
+    if eval_cfg.get("trivial_baseline", True) and train_split:
         # What "the model learned something" is measured against (report flag undertrained:<task>).
         train_batches = batches_factory(datamodule, "train", datamodule.eval_batch_size, None)
-        key = config_key({"train": data_cfg["splits"]["train"], "data_id": info["data_id"]})
+        key = config_key({"train": train_split, "data_id": info["data_id"]})
         cache_file = Path(cfg.cache_dir) / f"trivial_{key}.json"
         diagnostics |= baseline_for_rows(module.tasks, train_batches, batches, cache_file)
     store = ResultsStore(cfg.store)

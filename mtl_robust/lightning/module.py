@@ -249,6 +249,17 @@ class MultiTaskModule(pl.LightningModule):
         }
 
 
+def _without_pretrained_weights(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters with the backbone's `weights` file dropped: the checkpoint's state_dict holds
+    the trained weights, so a reload must neither need nor re-read the ImageNet file it started from."""
+    spec = hparams.get("model_spec")
+    backbone = spec.get("backbone") if isinstance(spec, Mapping) else None
+    if isinstance(backbone, Mapping) and "weights" in backbone:
+        backbone = {k: v for k, v in backbone.items() if k != "weights"}
+        hparams = {**hparams, "model_spec": {**spec, "backbone": backbone}}
+    return hparams
+
+
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskModule:
     """The trained module (eval mode) from a checkpoint alone, without the config that trained it.
 
@@ -259,7 +270,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> M
 
     checkpoint = read_checkpoint(path, map_location)
     try:
-        module = MultiTaskModule(**dict(checkpoint["hyper_parameters"]))
+        module = MultiTaskModule(**_without_pretrained_weights(dict(checkpoint["hyper_parameters"])))
         module.load_state_dict(checkpoint["state_dict"])
         module.on_load_checkpoint(checkpoint)  # Lightning's own loader calls this hook too
     except (TypeError, ValueError, KeyError, RuntimeError) as err:

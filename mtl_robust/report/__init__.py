@@ -12,7 +12,7 @@ Modules, one job each: `records` (store rows -> `Record`), `order` (row and colu
 independent baselines), `tables` (`Table` and the tables built from records), `curves`, `transfer`,
 `tradeoff`, `examples` (what the figures draw), `figures` (matplotlib), `seeds` (rows grouped over seeds,
 with their estimates), the sections `uncertainty`, `reliability` and `cost`, and `summary`/`write`
-(summary.md and `write_report`). The command line is `mtl_robust.jobs.report`.
+(summary.md and `write_report`). The command line is `report/__main__` (`python -m mtl_robust.report`).
 
 Importing the package needs neither torch nor matplotlib: per-image statistics (torch) are loaded inside
 the uncertainty section, figures (matplotlib) when a report is written.

@@ -1,7 +1,7 @@
 """`python -m mtl_robust.report`: results store(s) -> tables (markdown + CSV), PNG figures and a summary.md.
 
     python -m mtl_robust.report --store results.jsonl [--store other.jsonl ...] --out report/ \
-        [--method pgd] [--eps 8/255] [--study transfer]
+        [--method pgd] [--eps 8/255] [--study transfer] [--min-seeds 3] [--include-flagged]
 
 `--method`/`--eps` pick the attack the trade-off scatter uses and narrow the per-model figures (heatmaps,
 eps curves, examples); tables always hold every cell. Several stores are compared side by side (a `store`
@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from mtl_robust.report import load_records, write_report
+from mtl_robust.report.write import DEFAULT_MIN_SEEDS
 from mtl_robust.values.budget import parse_eps
 
 
@@ -57,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="keep only rows of this config.study (repeatable)",
     )
+    parser.add_argument(
+        "--min-seeds",
+        type=int,
+        default=DEFAULT_MIN_SEEDS,
+        help="seeds a comparison of training procedures needs for a verdict (default %(default)s)",
+    )
+    parser.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="give verdicts on models flagged undertrained too (marked ⚠ all the same)",
+    )
     parser.add_argument("--max-examples", type=int, default=12, help="at most this many example grids")
     parser.add_argument("--example-images", type=int, default=3, help="images (rows) per example grid")
     return parser
@@ -76,7 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     outputs = write_report(
-        records, args.out, args.store, args.method, args.eps, args.max_examples, args.example_images
+        records,
+        args.out,
+        args.store,
+        args.method,
+        args.eps,
+        args.max_examples,
+        args.example_images,
+        min_seeds=args.min_seeds,
+        include_flagged=args.include_flagged,
     )
     for path in outputs:
         print(f"wrote {path}")

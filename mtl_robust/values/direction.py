@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-TASK_ORDER = ("seg", "normal", "depth", "keypoints", "edges")
+# NYUv2 and Taskonomy in the paper's order; PASCAL-Context's extra tasks where its papers list them.
+TASK_ORDER = ("seg", "human_parts", "saliency", "normal", "depth", "keypoints", "edges", "edge")
 
 # Floor of a per-sample loss inside DGBA's log (and the relative directions' division); the default that a
 # direction's text form leaves out.

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from mtl_robust.attacks.base import project
-from mtl_robust.attacks.config import attack_from_config
+from mtl_robust.attacks.config import attack_from_config, ensemble_from_config
 from mtl_robust.attacks.directions import DIRECTIONS, build_direction
-from mtl_robust.attacks.ensemble_config import ensemble_from_config
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import MultiTaskObjective
 from mtl_robust.attacks.registry import METHODS

@@ -153,6 +153,7 @@ REPORT_EXTRA_ARGS = {
     "study_fast_at_smoke": ["--method", "pgd", "--eps", "8/255"],
     "study_tradeoff_paper": ["--method", "pgd", "--eps", "8/255"],
     "study_tradeoff_smoke": ["--method", "pgd", "--eps", "8/255"],
+    "study_tradeoff_vit_smoke": ["--method", "pgd", "--eps", "8/255"],
 }
 
 

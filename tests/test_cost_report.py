@@ -109,3 +109,63 @@ def test_no_section_without_training_costs(tmp_path: Path) -> None:
     out = tmp_path / "report"
     write_report(load_records([path]), out, [path])
     assert "Training cost vs robustness" not in (out / "summary.md").read_text()
+
+
+def test_fast_variants_are_paired_with_pgd_at_on_adversarial_examples_only() -> None:
+    from mtl_robust.report.uncertainty import pgd_at_like
+
+    assert pgd_at_like("fgsm_rs:total") == "adv_train[adv_only]:pgd-total"
+    assert pgd_at_like("fgsm_rs[gradalign=0.2]:dgba") == "adv_train[adv_only]:pgd-dgba"
+    assert pgd_at_like("free_at[m=8]:single:seg") == "adv_train[adv_only]:pgd-single:seg"
+    assert pgd_at_like("adv_train:pgd-total") is None and pgd_at_like("none") is None
+
+
+def test_the_cost_table_quotes_the_ensemble_and_the_paired_comparison(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from mtl_robust.report.cost import ENSEMBLE_COLUMN, VS_PGD_AT_COLUMN
+    from mtl_robust.report.uncertainty import FAST_VS_PGD_AT
+
+    path = tmp_path / "fast_at_smoke.jsonl"
+    defenses = {"none": (cost(2, 0.1), -0.6), "adv_train[adv_only]:pgd-total": (cost(22, 1.1), -0.2)}
+    defenses["fgsm_rs:total"] = (cost(4, 0.2), -0.3)
+    for defense, (training, value) in defenses.items():
+        write_rows(path, "all_shared", defense, training, {"total": value, "dgba": value - 0.1}, 0.5)
+    store = ResultsStore(path)
+    for defense, (training, value) in defenses.items():  # the ensemble's row: one per model and eps
+        config = {
+            "study": "fast_at_smoke",
+            "data": "synthetic",
+            "backbone": "small_resnet",
+            "layout_name": "all_shared",
+            "tasks": ["seg", "depth"],
+            "defense": defense,
+            "method": "ensemble",
+            "direction": "ensemble",
+            "eps": 8 / 255,
+            "training": training,
+        }
+        results = {"clean": {"seg": {"miou": 0.5}}, "higher_is_better": HIB, "rel_avg": value - 0.2}
+        store.append(f"{defense}-ensemble", config, results)
+    records = load_records([path])
+    fast = next(r for r in records if r.defense == "fgsm_rs:total" and r.method == "ensemble")
+    paired = SimpleNamespace(
+        kind=FAST_VS_PGD_AT,
+        a="fgsm_rs:total",
+        context={"group": SimpleNamespace(first=fast), "data": "synthetic", "backbone": "small_resnet"}
+        | {"layout": "all_shared", "method": "ensemble", "eps": 8 / 255},
+        estimate=SimpleNamespace(mean=-0.1, low=-0.15, high=-0.05),
+        verdict=lambda: "too few seeds (1 < 3): no verdict",
+    )
+    (cs,) = cost_sets(records, comparisons=[paired])[0]
+    rows = {r.defense: r for r in cs.rows}
+    assert rows["fgsm_rs:total"].ensemble == pytest.approx(-50)
+    assert rows["fgsm_rs:total"].vs_pgd_at == "-10.00 [-15.00, -5.00]"
+    assert rows["fgsm_rs:total"].vs_pgd_at_verdict.startswith("too few seeds")
+    assert rows["none"].vs_pgd_at == "" and rows["none"].ensemble == pytest.approx(-80)
+    table = cs.table()
+    assert table.columns[-3:] == [ENSEMBLE_COLUMN, VS_PGD_AT_COLUMN, "verdict"]
+    # without ensemble rows the table keeps its columns
+    plain = [r for r in records if r.method != "ensemble"]
+    (cs_plain,) = cost_sets(plain)[0]
+    assert ENSEMBLE_COLUMN not in cs_plain.table().columns

@@ -15,6 +15,7 @@ from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.report import load_records, write_report
 from mtl_robust.report.curves import eps_curves
 from mtl_robust.report.directions import OTHER_COLORS, direction_style
+from mtl_robust.report.flags import FLAG_MARK
 from mtl_robust.report.tables import relative_tables
 from mtl_robust.values.direction import DirectionStyle, register_style
 from tests.test_report import TASKS, config, results
@@ -53,7 +54,8 @@ def line_colours(path: Path) -> dict[str, str]:
     from mtl_robust.report.figures import draw_eps_curves
 
     curves, _ = eps_curves(load_records([path]))
-    (shared,) = [c for c in curves if c.layout_name == "all_shared"]
+    # a flagged model (e.g. an undertrained smoke model) carries ⚠ after its layout name
+    (shared,) = [c for c in curves if c.layout_name.removesuffix(f" {FLAG_MARK}") == "all_shared"]
     fig = draw_eps_curves(shared)
     try:
         lines = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]

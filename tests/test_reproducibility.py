@@ -140,4 +140,4 @@ def test_rows_of_one_trained_model_count_as_one_seed(two_runs, tmp_path: Path) -
     store.write_text("\n".join(lines + copies) + "\n")
     assert report_main(["--store", str(store), "--out", str(tmp_path / "dup")]) == 0
     text = (tmp_path / "dup" / "summary.md").read_text()
-    assert "| all_shared | DGBA | 1 |" in text and "several rows for seed 0 of the same cell" in text
+    assert "| all_shared ⚠ | DGBA | 1 |" in text and "several rows for seed 0 of the same cell" in text

@@ -40,7 +40,18 @@ def defense_name(defense: Mapping[str, Any] | None) -> str:
         return parse_fast_at(defense).describe()
     attack = defense.get("attack", {})
     direction = direction_spec(defense.get("direction", "total"))
-    return f"{defense['name']}:{attack.get('method', '?')}-{direction}"
+    return f"{defense['name']}{_schedule_tag(defense)}:{attack.get('method', '?')}-{direction}"
+
+
+def _schedule_tag(defense: Mapping[str, Any]) -> str:
+    """The training schedule in the name when it is not the paper's: two PGD-AT models that differ only
+    there are different procedures (optimiser steps per batch), so their rows must not share a name."""
+    mode = defense.get("mode", "clean_then_adv")
+    if mode == "clean_then_adv":
+        return ""
+    if mode == "mixed":
+        return f"[mixed={float(defense.get('mix_weight', 0.5)):g}]"
+    return f"[{mode}]"
 
 
 class MultiTaskModule(pl.LightningModule):

@@ -4,7 +4,9 @@ Rows of checkpoints trained by this framework carry `config.training` (mtl_robus
 training_cost.py): forward+backward passes and wall time per training iteration and for the whole run, and
 the catastrophic-overfitting watch's verdict. Costs are shown as ratios to the undefended (`none`) model of
 the same layout in the same store and study, i.e. measured in the same sweep. Robustness is each model's
-average relative change (%) under TOTAL and DGBA of one method and eps.
+average relative change (%) under TOTAL and DGBA of one method and eps and, where the models were also
+attacked by an ensemble, under its per-image worst case, with each fast variant's paired difference to
+PGD-AT trained on adversarial examples only (95 % CI and verdict, from the report's paired comparisons).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from mtl_robust.report.flags import mark
 from mtl_robust.report.order import defense_sort_key
 from mtl_robust.report.records import Record, Sources, latest_of, num
 from mtl_robust.report.tables import Table, slug
+from mtl_robust.report.uncertainty import FAST_VS_PGD_AT
 from mtl_robust.values.budget import eps_slug, format_eps, same_eps
 from mtl_robust.values.direction import DirectionSpec
 
 BASELINE = "none"
+ENSEMBLE_METHOD = "ensemble"
 PAPER_AT = "adv_train:pgd-total"
 
 
@@ -43,6 +47,9 @@ class CostRow:
     dgba: float  # average relative change under <method>-DGBA, %
     dgba_vs_paper_at: float  # DGBA drop relative to PGD-AT's, % (positive = larger drop than PGD-AT)
     watch: str
+    ensemble: float = math.nan  # average relative change under the ensemble's joint worst case, %
+    vs_pgd_at: str = ""  # fast AT - PGD-AT (adv_only) under the ensemble: "Δ [CI]" (pp)
+    vs_pgd_at_verdict: str = ""
 
 
 @dataclass
@@ -56,6 +63,10 @@ class CostSet:
     method: str
     eps: float
     rows: list[CostRow]
+
+    @property
+    def has_ensemble(self) -> bool:
+        return any(math.isfinite(r.ensemble) for r in self.rows)
 
     @property
     def name(self) -> str:
@@ -73,6 +84,8 @@ class CostSet:
 
     def table(self) -> Table:
         m = self.method.upper()
+        ensemble = self.has_ensemble
+        extra_columns = [ENSEMBLE_COLUMN, VS_PGD_AT_COLUMN, "verdict"] if ensemble else []
         return Table(
             name=self.name,
             title=self.title,
@@ -89,6 +102,7 @@ class CostSet:
                 f"{m}-{DGBA.label} avg (%)",
                 f"{DGBA.label} drop vs PGD-AT (%)",
                 "overfitting watch",
+                *extra_columns,
             ],
             rows=[
                 [
@@ -104,6 +118,7 @@ class CostSet:
                     r.dgba,
                     r.dgba_vs_paper_at,
                     r.watch,
+                    *([r.ensemble, r.vs_pgd_at, r.vs_pgd_at_verdict] if ensemble else []),
                 ]
                 for r in self.rows
             ],
@@ -116,8 +131,20 @@ class CostSet:
                 f"`{DGBA.label} drop vs PGD-AT` = {DGBA.label} avg / that of `{PAPER_AT}` - 1 "
                 "(positive = a larger drop). "
                 "The watch column says whether catastrophic overfitting was detected during training."
+                + (ENSEMBLE_TEXT if ensemble else "")
             ),
         )
+
+
+ENSEMBLE_COLUMN = "ensemble avg (%)"
+VS_PGD_AT_COLUMN = "vs PGD-AT[adv_only], ensemble: Δ (pp) [95 % CI]"
+ENSEMBLE_TEXT = (
+    " `ensemble avg`: the per-image worst case over the ensemble's members (joint rule). Each fast variant "
+    "is paired with `adv_train[adv_only]` of the same inner direction (adversarial examples only, one "
+    "optimiser step per batch, as the fast variants take) on the same images under the ensemble: positive "
+    "Δ = the fast variant loses less; the verdict is that of the paired comparison table (fast AT vs "
+    "PGD-AT), which needs enough seeds for a verdict about a training procedure."
+)
 
 
 class CostKey(NamedTuple):
@@ -173,9 +200,13 @@ def _clean_change(base: Record, value: Record) -> float:
 
 
 def cost_sets(
-    records: Sequence[Record], method: str | None = None, eps: float | None = None
+    records: Sequence[Record],
+    method: str | None = None,
+    eps: float | None = None,
+    comparisons: Sequence[Any] = (),
 ) -> tuple[list[CostSet], list[str]]:
-    """One CostSet per (source, data, backbone, layout) whose rows carry training costs."""
+    """One CostSet per (source, data, backbone, layout) whose rows carry training costs; `comparisons` (the
+    report's paired comparisons) give the fast variants' difference to PGD-AT under the ensemble."""
     notes: list[str] = []
     sources = Sources.of(records)
     attacked = [
@@ -199,6 +230,17 @@ def cost_sets(
     for r in selected:
         key = CostKey(sources.label(r), r.data, r.backbone, r.layout_name)
         groups[key][r.defense][spec_of(r.direction)].append(r)
+    ensembles: dict[tuple[CostKey, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r.ok and r.method == ENSEMBLE_METHOD and training_cost(r) and same_eps(r.eps, chosen_eps):
+            ensembles[(CostKey(sources.label(r), r.data, r.backbone, r.layout_name), r.defense)].append(r)
+    against_pgd_at = {
+        (CostKey(sources.label(c.context["group"].first), *_where(c)), c.a): c
+        for c in comparisons
+        if c.kind == FAST_VS_PGD_AT
+        and c.context["method"] == ENSEMBLE_METHOD
+        and same_eps(c.context["eps"], chosen_eps)
+    }
     out = []
     for key in sorted(groups):
         by_defense = groups[key]
@@ -224,6 +266,10 @@ def cost_sets(
             any_row = next(iter(cells.values()))
             cost = training_cost(any_row)
             dgba = cells[DGBA].rel_avg if DGBA in cells else math.nan
+            ensemble_rows = ensembles.get((key, defense))
+            where = f"cost vs robustness {' · '.join(key)} / {defense} / ensemble"
+            ensemble = latest_of(ensemble_rows, where, notes) if ensemble_rows else None
+            paired = against_pgd_at.get((key, defense))
             rows.append(
                 CostRow(
                     defense=mark(defense, any_row),  # ⚠ in the table and the legend
@@ -245,6 +291,9 @@ def cost_sets(
                     dgba=dgba,
                     dgba_vs_paper_at=_relative_difference(dgba, paper.rel_avg if paper else math.nan),
                     watch=watch_verdict(any_row),
+                    ensemble=ensemble.rel_avg if ensemble is not None else math.nan,
+                    vs_pgd_at=_difference_text(paired) if paired is not None else "",
+                    vs_pgd_at_verdict=paired.verdict() if paired is not None else "",
                 )
             )
         out.append(
@@ -259,6 +308,23 @@ def cost_sets(
             )
         )
     return out, notes
+
+
+def _where(comparison: Any) -> tuple[str, str, str]:
+    ctx = comparison.context
+    return ctx["data"], ctx["backbone"], ctx["layout"]
+
+
+def _difference_text(comparison: Any) -> str:
+    est = comparison.estimate
+    if not math.isfinite(est.mean):
+        return ""
+    interval = (
+        f" [{100 * est.low:+.2f}, {100 * est.high:+.2f}]"
+        if math.isfinite(est.low) and math.isfinite(est.high)
+        else " (no CI)"
+    )
+    return f"{100 * est.mean:+.2f}{interval}"
 
 
 def plot_cost_set(cs: CostSet, path: Path) -> Path:
@@ -292,9 +358,10 @@ def cost_section(
     plots_dir: Path,
     method: str | None = None,
     eps: float | None = None,
+    comparisons: Sequence[Any] = (),
 ) -> str | None:
     """The report's cost-vs-robustness section (None when no row carries a training cost)."""
-    sets, notes = cost_sets(records, method, eps)
+    sets, notes = cost_sets(records, method, eps, comparisons)
     summary.notes += notes
     if not sets:
         return None

@@ -105,6 +105,13 @@ DGBA_VS_TOTAL = f"{DGBA.label} vs {TOTAL.label}"
 DGBA_VS_SINGLE = f"{DGBA.label} vs best SINGLE"
 LAYOUT_VS_LAYOUT = "layout vs layout"
 AT_VS_CLEAN = "AT vs clean model"
+FAST_VS_PGD_AT = "fast AT vs PGD-AT"
+# Comparisons of training procedures (different models): a verdict needs `min_seeds` seeds.
+PROCEDURE_KINDS = (LAYOUT_VS_LAYOUT, AT_VS_CLEAN, FAST_VS_PGD_AT)
+# Fast adversarial training methods (their defense names start with these) and the PGD-AT they are compared
+# with: the one trained, like them, on adversarial examples only (one optimiser step per batch).
+FAST_AT_PREFIXES = ("fgsm_rs", "n_fgsm", "free_at")
+PGD_AT_LIKE_FAST = "adv_train[adv_only]:pgd-{direction}"
 # Config fields that describe the layout: what a layout comparison swaps; every other field must agree.
 LAYOUT_FIELDS = ("layout_name", "layout", "sharing_score", "shared_fraction")
 
@@ -134,6 +141,15 @@ class GroupKey(NamedTuple):
             record.eps_key,
             record.direction,
         )
+
+
+def pgd_at_like(defense: str) -> str | None:
+    """The PGD-AT a fast defense is compared with: adversarial examples only, the same inner direction
+    (`fgsm_rs[gradalign=0.2]:dgba` -> `adv_train[adv_only]:pgd-dgba`); None for other defenses."""
+    method, _, direction = defense.partition(":")
+    if not method.startswith(FAST_AT_PREFIXES) or not direction:
+        return None
+    return PGD_AT_LIKE_FAST.format(direction=direction)
 
 
 def _without(group: Group, fields: Sequence[str]) -> tuple:
@@ -168,7 +184,7 @@ def comparisons(
     out: list[Comparison] = []
 
     def add(kind: str, a: Group, b: Group, a_name: str, b_name: str, context: dict, better: str) -> None:
-        procedure = kind in (LAYOUT_VS_LAYOUT, AT_VS_CLEAN)
+        procedure = kind in PROCEDURE_KINDS
         flags = sorted({f for g in (a, b) for r in g.records for f in undertrained_flags(r)})
         excluded = (
             f"excluded: undertrained model ({', '.join(flags)})" if flags and not include_flagged else ""
@@ -237,6 +253,16 @@ def comparisons(
                 continue
             ctx = context_of(g, direction=direction_label(g.first.direction))
             add(AT_VS_CLEAN, g, plain, defense, "none", ctx, "robust")
+        for defense, g in family.items():
+            reference = pgd_at_like(defense)
+            if reference is None:
+                continue
+            if reference not in family:
+                if any(d.startswith("adv_train") for d in family):
+                    _note_unpaired(FAST_VS_PGD_AT, g, "defense", reference, groups, notes)
+                continue
+            ctx = context_of(g, direction=direction_label(g.first.direction))
+            add(FAST_VS_PGD_AT, g, family[reference], defense, reference, ctx, "robust")
     # Layouts: each against the reference (independent where present, else the first in sharing order).
     for family in by_layout.values():
         for name, same_name in family.items():
@@ -323,9 +349,13 @@ class SeedTableKey(NamedTuple):
 
 
 def uncertainty_tables(
-    analysis: Analysis, min_seeds: int = DEFAULT_MIN_SEEDS, include_flagged: bool = False
+    analysis: Analysis,
+    min_seeds: int = DEFAULT_MIN_SEEDS,
+    include_flagged: bool = False,
+    found: list[Comparison] | None = None,
 ) -> tuple[list[Table], list[Table]]:
-    """(seed tables, comparison tables); notes about unpaired or uncomparable groups go to the analysis."""
+    """(seed tables, comparison tables); notes about unpaired or uncomparable groups go to the analysis.
+    `found`, when given, receives every comparison (other sections quote them)."""
     groups, bootstrap = analysis.groups, analysis.bootstrap
     estimates = {id(g): e for g, e in zip(analysis.groups, analysis.estimates)}
     by_table: dict[SeedTableKey, list[Group]] = defaultdict(list)
@@ -365,11 +395,13 @@ def uncertainty_tables(
             )
         )
     comps = comparisons(groups, bootstrap, analysis.notes, min_seeds, include_flagged)
+    if found is not None:
+        found.extend(comps)
     by_kind: dict[str, list[Comparison]] = defaultdict(list)
     for c in comps:
         by_kind[c.kind].append(c)
     comp_tables = []
-    for kind in (DGBA_VS_TOTAL, DGBA_VS_SINGLE, LAYOUT_VS_LAYOUT, AT_VS_CLEAN):
+    for kind in (DGBA_VS_TOTAL, DGBA_VS_SINGLE, LAYOUT_VS_LAYOUT, AT_VS_CLEAN, FAST_VS_PGD_AT):
         items = by_kind.get(kind)
         if not items:
             continue
@@ -438,7 +470,7 @@ def _position_settings(groups: Sequence[Group]) -> dict[int, str]:
 
 
 def _family_text(kind: str, family: int, min_seeds: int) -> str:
-    procedure = kind in (LAYOUT_VS_LAYOUT, AT_VS_CLEAN)
+    procedure = kind in PROCEDURE_KINDS
     text = (
         f" Multiplicity: Holm over the {family} comparisons of this table that get a verdict (family size "
         f"{family}); the verdict uses the adjusted p, `raw decision` the comparison's own 95 % CI."
@@ -472,6 +504,12 @@ _COMPARISON_TEXT = {
     AT_VS_CLEAN: (
         "Adversarially trained against clean model of the same layout under the same attack (each against "
         "its own clean metrics); positive = the trained model loses less."
+    ),
+    FAST_VS_PGD_AT: (
+        "Each fast adversarial training variant against PGD-AT trained the same way (adversarial examples "
+        "only, one optimiser step per batch, same epochs and inner direction) under the same attack; "
+        "positive = the fast variant loses less. Does a fast variant match PGD-AT: a CI that contains 0 "
+        "says the data cannot tell them apart, not that they are equal."
     ),
 }
 
@@ -556,10 +594,12 @@ def uncertainty_sections(
     plots_dir: Path,
     min_seeds: int = DEFAULT_MIN_SEEDS,
     include_flagged: bool = False,
+    found: list[Comparison] | None = None,
 ) -> list[str]:
-    """The report's seed and comparison sections (markdown), written through the summary's helpers."""
+    """The report's seed and comparison sections (markdown), written through the summary's helpers;
+    `found` receives the comparisons."""
     analysis = Analysis.of(records)
-    seed_tables, comp_tables = uncertainty_tables(analysis, min_seeds, include_flagged)
+    seed_tables, comp_tables = uncertainty_tables(analysis, min_seeds, include_flagged, found)
     summary.notes += analysis.notes
     part = ["## Over seeds: mean ± std and 95 % CI", ""]
     part += [summary.table(t, tables_dir) for t in seed_tables] or ["No successful attack rows.\n"]

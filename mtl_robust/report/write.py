@@ -81,7 +81,8 @@ def write_report(
     part = ["## Relative change under attack", ""]
     part += [s.table(t, tables_dir) for t in rel] or ["No successful attack rows.\n"]
     s.sections.append("\n".join(part))
-    s.sections += uncertainty_sections(records, s, tables_dir, plots_dir, min_seeds, include_flagged)
+    found: list = []  # the paired comparisons, quoted by the cost section
+    s.sections += uncertainty_sections(records, s, tables_dir, plots_dir, min_seeds, include_flagged, found)
 
     reliability, notes = reliability_section(records, lambda t: s.table(t, tables_dir))
     s.notes += notes
@@ -108,7 +109,7 @@ def write_report(
         )
     s.sections.append("\n".join(part))
 
-    cost = cost_section(records, s, tables_dir, plots_dir, method, eps)  # studies of training defenses
+    cost = cost_section(records, s, tables_dir, plots_dir, method, eps, found)  # studies of training defenses
     if cost:
         s.sections.append(cost)
 

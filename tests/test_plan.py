@@ -51,3 +51,27 @@ def test_the_report_sums_jobs():
     ]
     text = report(jobs, "slurm")
     assert "2 array tasks: 1 trainings to run (1 cached), 8 cells (4 already in the store)" in text
+
+
+def test_fixed_costs_of_a_job_are_counted():
+    from mtl_robust.planning.cost import co_watch_passes, diagnostics_passes, validation_passes
+
+    cfg = compose_job(["experiment=study_fast_at_smoke", "defense=fgsm_rs"])
+    # 32 val images, 4 epochs validated every 4th: the sanity check (2 batches of 32, capped at 32 images),
+    # one validation after epoch 4 and the train job's final one, each a forward (a third of a pass)
+    assert validation_passes(cfg) == pytest.approx((32 + 32 * 2) / 3)
+    # 4 epochs x 4 batches = 16 steps, a check every 8: 2 checks of 4 images, FGSM + PGD-5 + 3 forwards
+    assert co_watch_passes(cfg) == pytest.approx(2 * 4 * (1 + 5 + 1))
+    # diagnostics: one batch of 32 images, 3 steps: 9 x 3 attack steps, a backward per task, 8 forwards
+    assert diagnostics_passes(cfg, 3, 32) == pytest.approx(32 * (27 + 3 + 8 / 3))
+    plain = compose_job(["experiment=smoke"])
+    assert co_watch_passes(plain) == 0 and diagnostics_passes(plain, 3, 32) == 0
+
+
+def test_a_single_member_without_a_task_runs_once_per_task():
+    member = {"method": "pgd", "steps": 4}
+    one = {"method": "ensemble", "rules": ["joint"], "members": {"s": {**member, "direction": "single:seg"}}}
+    each = {"method": "ensemble", "rules": ["joint"], "members": {"s": {**member, "direction": "single"}}}
+    assert cell_passes(each, "ensemble", 3) - 1 / 3 == pytest.approx(
+        3 * (cell_passes(one, "ensemble", 3) - 1 / 3)
+    )

@@ -37,9 +37,27 @@ def cell_passes(attack: Mapping[str, Any], direction: str, n_tasks: int) -> floa
     forwards that score the result."""
     if attack.get("method") == "ensemble":
         members = attack.get("members") or {}
-        inner = sum(cell_passes(m, str(m.get("direction", "total")), n_tasks) for m in members.values())
+        inner = sum(
+            cell_passes(m, str(m.get("direction", "total")), n_tasks) * _copies(m, n_tasks)
+            for m in members.values()
+        )
         return inner + FORWARD * len(attack.get("rules") or [])
     return attack_steps(attack) * direction_factor(direction, n_tasks) + FORWARD
+
+
+def _copies(member: Mapping[str, Any], n_tasks: int) -> int:
+    """An ensemble member whose direction is SINGLE without a task runs once per task."""
+    direction = member.get("direction", "total")
+    if isinstance(direction, Mapping):
+        name, task = direction.get("name"), direction.get("task")
+    else:
+        name, _, task = str(direction).partition(":")
+    return n_tasks if name == "single" and not task else 1
+
+
+def training_steps(cfg: DictConfig) -> int:
+    """Optimiser-loop iterations of the training (each carries the loop's fixed cost)."""
+    return _epochs_and_steps(cfg)[1]
 
 
 def split_size(cfg: DictConfig, split: str) -> int:
@@ -67,3 +85,46 @@ def training_passes(cfg: DictConfig) -> float:
     max_steps = int(cfg.train.get("max_steps", -1) or -1)
     steps = max_steps if max_steps > 0 else int(cfg.train.max_epochs) * math.ceil(n_train / batch)
     return steps * batch * per_step
+
+
+def _epochs_and_steps(cfg: DictConfig) -> tuple[float, int]:
+    n_train = split_size(cfg, "train")
+    batch = int(cfg.data.batch_size)
+    per_epoch = math.ceil(n_train / batch)
+    max_steps = int(cfg.train.get("max_steps", -1) or -1)
+    if max_steps > 0:
+        return max_steps / per_epoch, max_steps
+    return float(cfg.train.max_epochs), int(cfg.train.max_epochs) * per_epoch
+
+
+def validation_passes(cfg: DictConfig) -> float:
+    """Passes (in images x passes) of the validation forwards around a training: the sanity check, every
+    `check_val_every_n_epoch`-th epoch and the final validation the train job prints."""
+    n_val = split_size(cfg, "val")
+    batch = int(cfg.data.get("eval_batch_size") or cfg.data.batch_size)
+    epochs, _ = _epochs_and_steps(cfg)
+    every = int((cfg.get("trainer") or {}).get("check_val_every_n_epoch") or 1)
+    sanity = min(n_val, int((cfg.get("trainer") or {}).get("num_sanity_val_steps", 2) or 0) * batch)
+    return FORWARD * (sanity + n_val * (math.floor(epochs / every) + 1))
+
+
+def co_watch_passes(cfg: DictConfig) -> float:
+    """The catastrophic-overfitting watch's FGSM and PGD probes on its fixed batch during training."""
+    watch = ((cfg.get("callbacks") or {}).get("co_watch")) or {}
+    if not watch or not watch.get("enabled", True) or not watch.get("every_n_steps"):
+        return 0.0
+    _, steps = _epochs_and_steps(cfg)
+    checks = max(1, steps // int(watch.every_n_steps))
+    per_image = 1 + int(watch.get("pgd_steps", 10)) + 3 * FORWARD  # FGSM, PGD, clean and both scored
+    return checks * int(watch.get("num_images", 16)) * per_image
+
+
+def diagnostics_passes(cfg: DictConfig, n_tasks: int, eval_batch: int) -> float:
+    """The gradient-masking checks on `max_batches` batches: PGD at eps and 2 eps, APGD at eps, with 4x
+    the steps, at eps = 1 and its best-iterate re-check (9x the steps), a backward per task, noise, scores."""
+    diag = cfg.get("diagnostics") or {}
+    if not diag.get("enabled", False):
+        return 0.0
+    images = int(diag.get("max_batches", 1) or 1) * eval_batch
+    steps = int(diag.get("steps", 10))
+    return images * (9 * steps + n_tasks + 8 * FORWARD)

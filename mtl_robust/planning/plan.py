@@ -17,13 +17,32 @@ from mtl_robust.jobs.attack import build_cells, data_id, model_info, resolve_dev
 from mtl_robust.jobs.pipeline import attack_list, training_key
 from mtl_robust.jobs.runner import configure_threads
 from mtl_robust.lightning.module import load_module
-from mtl_robust.planning.calibrate import seconds_per_pass
-from mtl_robust.planning.cost import cell_passes, split_size, training_passes
-from mtl_robust.planning.sweep import compose_job, expand_jobs
+from mtl_robust.planning.calibrate import job_startup_seconds, seconds_per_pass
+from mtl_robust.planning.cost import (
+    cell_passes,
+    co_watch_passes,
+    diagnostics_passes,
+    split_size,
+    training_passes,
+    training_steps,
+    validation_passes,
+)
+from mtl_robust.planning.sweep import compose_job, expand_jobs, split_multirun
 
 # Reduced precision's speed-up is not assumed: the calibration runs in float32, so a bf16 plan is an upper
 # bound. Training steps cost about this many input-gradient passes (the weight gradients and the optimiser).
 TRAINING_OVERHEAD = 1.3
+# Fixed costs that no model pass shows, fitted on two smoke studies (study_transfer_smoke and
+# study_fast_at_smoke, each alone on a 2-core CPU): per training step (Lightning's loop, the optimiser,
+# logging), per job (trainer, data set-up, checkpoint, clean pass and diagnostics' bookkeeping, store) and
+# per cell (building the attack, the row, per-image statistics). At paper scale they are noise; at smoke
+# scale they are most of the time.
+STEP_SECONDS = 0.06
+JOB_SECONDS = 4.5
+CELL_SECONDS = 0.3
+# The report a study writes when its sweep ends.
+REPORT_SECONDS = 10.0
+FRESH_PROCESS_LAUNCHERS = ("slurm", "submitit_local")
 
 
 @dataclass
@@ -32,17 +51,27 @@ class JobPlan:
     training_cached: bool
     cells: int
     cells_done: int | None  # None: unknown before the model exists (none of them can be done)
-    train_passes: float
-    attack_passes: float
+    train_passes: float  # training steps, the validation forwards and the CO watch's probes
+    attack_passes: float  # attack cells, the clean pass and the diagnostics
     seconds_per_pass: float
+    startup_seconds: float = 0.0  # a fresh interpreter importing the job's modules
+    train_steps: int = 0
 
     @property
     def seconds(self) -> float:
         train = 0.0 if self.training_cached else self.train_passes * TRAINING_OVERHEAD
-        return (train + self.attack_passes) * self.seconds_per_pass
+        fixed = JOB_SECONDS + CELL_SECONDS * (self.cells - (self.cells_done or 0))
+        fixed += 0.0 if self.training_cached else STEP_SECONDS * self.train_steps
+        return self.startup_seconds + fixed + (train + self.attack_passes) * self.seconds_per_pass
 
 
-def plan_job(cfg: DictConfig, overrides: list[str], calibration: dict[tuple, float], device: str) -> JobPlan:
+def plan_job(
+    cfg: DictConfig,
+    overrides: list[str],
+    calibration: dict[tuple, float],
+    device: str,
+    startup_seconds: float = 0.0,
+) -> JobPlan:
     tasks = list(cfg.data.tasks)
     split = cfg.get("split", "val")
     n_eval = split_size(cfg, split)
@@ -58,6 +87,7 @@ def plan_job(cfg: DictConfig, overrides: list[str], calibration: dict[tuple, flo
     if cached:
         done, pending_cells = _cells_in_store(cfg, ckpt, cells, split)
     passes = sum(cell_passes(a, d, len(tasks)) for a, d in pending_cells) + 1 / 3  # + the clean pass
+    diagnostics = diagnostics_passes(cfg, len(tasks), batch) if pending_cells else 0.0
     key = (str(cfg.model), tuple(cfg.data.tasks), batch)
     if key not in calibration:
         configure_threads(cfg.get("num_threads"))  # the thread count the job itself would run with
@@ -67,9 +97,11 @@ def plan_job(cfg: DictConfig, overrides: list[str], calibration: dict[tuple, flo
         training_cached=cached,
         cells=len(cells),
         cells_done=done,
-        train_passes=training_passes(cfg),
-        attack_passes=passes * n_eval,
+        train_passes=training_passes(cfg) + validation_passes(cfg) + co_watch_passes(cfg),
+        attack_passes=passes * n_eval + diagnostics,
         seconds_per_pass=calibration[key],
+        startup_seconds=startup_seconds,
+        train_steps=training_steps(cfg),
     )
 
 
@@ -91,15 +123,29 @@ def format_hours(seconds: float) -> str:
 def plan(args: Sequence[str], device: str | None = None) -> list[JobPlan]:
     jobs = expand_jobs(args)
     calibration: dict[tuple, float] = {}
+    # Hydra's basic launcher runs the jobs one after another in this process (and joblib reuses its
+    # workers): the interpreter starts once. Cluster and submitit jobs each start a fresh one.
+    startup = job_startup_seconds()
+    fresh_process = _launcher(args) in FRESH_PROCESS_LAUNCHERS
     plans = []
-    for overrides in jobs:
+    for i, overrides in enumerate(jobs):
         cfg = compose_job(overrides)
         chosen = device or str(resolve_device(cfg.get("device", "auto")))
-        plans.append(plan_job(cfg, overrides, calibration, chosen))
+        starts = fresh_process or i == 0
+        plans.append(plan_job(cfg, overrides, calibration, chosen, startup if starts else 0.0))
     return plans
 
 
-def report(plans: Sequence[JobPlan], launcher: str | None) -> str:
+def end_of_sweep_seconds(args: Sequence[str]) -> float:
+    """What a sweep spends after its last job: the study's report, when it writes one."""
+    multirun, overrides = split_multirun(args)
+    if not multirun:
+        return 0.0
+    callbacks = compose_job(overrides).hydra.get("callbacks") or {}
+    return REPORT_SECONDS if "report" in callbacks else 0.0
+
+
+def report(plans: Sequence[JobPlan], launcher: str | None, end_seconds: float = 0.0) -> str:
     lines = []
     for i, job in enumerate(plans):
         done = "?" if job.cells_done is None else str(job.cells_done)
@@ -107,13 +153,13 @@ def report(plans: Sequence[JobPlan], launcher: str | None) -> str:
             f"job {i}: {' '.join(job.overrides) or '(defaults)'}\n"
             f"    training {'cached' if job.training_cached else 'to run'} "
             f"({job.train_passes:.3g} passes), cells {job.cells} ({done} in the store), "
-            f"{job.attack_passes:.3g} attack passes, {1e3 * job.seconds_per_pass:.2f} ms/pass "
-            f"-> about {format_hours(job.seconds)}"
+            f"{job.attack_passes:.3g} attack passes, {1e3 * job.seconds_per_pass:.2f} ms/pass, "
+            f"{job.startup_seconds:.0f} s start-up -> about {format_hours(job.seconds)}"
         )
     trainings = sum(not j.training_cached for j in plans)
     cells = sum(j.cells for j in plans)
     done = sum(j.cells_done or 0 for j in plans)
-    total = sum(j.seconds for j in plans)
+    total = sum(j.seconds for j in plans) + end_seconds
     unit = "array task" if launcher == "slurm" else "job"
     lines.append(
         f"{len(plans)} {unit}s: {trainings} trainings to run ({len(plans) - trainings} cached), "
@@ -139,4 +185,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         if a.startswith("--device="):
             device = a.split("=", 1)[1]
             args.remove(a)
-    print(report(plan(args, device), _launcher(args)))
+    print(report(plan(args, device), _launcher(args), end_of_sweep_seconds(args)))

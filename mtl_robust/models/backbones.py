@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone_contract import NUM_COARSE_BLOCKS, Backbone, check_backbone
+
 __all__ = [
     "Backbone",
     "BasicBlock",
@@ -50,51 +52,6 @@ __all__ = [
     "small_resnet",
     "vit_small",
 ]
-
-
-# Every layout (named, TreeMTL index, explicit) has one partition per coarse block, and the configs' layout
-# indices count trees over exactly five blocks.
-NUM_COARSE_BLOCKS = 5
-
-
-class Backbone(nn.Module):
-    """Fine blocks run in order; `coarse_groups[c]` lists the fine-block indices of coarse block c."""
-
-    def __init__(
-        self,
-        blocks: Sequence[nn.Module],
-        coarse_groups: Sequence[Sequence[int]],
-        out_channels: int,
-        output_stride: int,
-        name: str = "",
-    ) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.coarse_groups = [list(g) for g in coarse_groups]
-        flat = [f for g in self.coarse_groups for f in g]
-        if flat != list(range(len(self.blocks))):
-            raise ValueError(
-                f"coarse_groups {self.coarse_groups} must list the fine blocks 0..{len(self.blocks) - 1} "
-                "in order, each exactly once"
-            )
-        if any(not g for g in self.coarse_groups):
-            raise ValueError(f"every coarse block needs at least one fine block: {self.coarse_groups}")
-        self.out_channels = int(out_channels)
-        self.output_stride = int(output_stride)
-        self.name = name
-
-    @property
-    def num_fine_blocks(self) -> int:
-        return len(self.blocks)
-
-    @property
-    def num_coarse_blocks(self) -> int:
-        return len(self.coarse_groups)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
 
 
 def init_weights(module: nn.Module, scheme: str = "paper") -> None:
@@ -411,7 +368,7 @@ def mobilenetv2(
 
 
 def vit_small(**kwargs: Any) -> Backbone:
-    """ViT-S/16; see `mtl_robust.models.vit.vit_small` (imported on use: vit.py builds on this module)."""
+    """ViT-S/16; see `mtl_robust.models.vit.vit_small` (imported on use: it is the heaviest module)."""
     from .vit import vit_small as build
 
     return build(**kwargs)
@@ -425,22 +382,6 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
 }
 
 
-def check_backbone(backbone: Any, name: str) -> Backbone:
-    """`backbone` if it keeps the contract of this module's docstring; a ValueError naming `name` if not."""
-    if not isinstance(backbone, Backbone):
-        raise ValueError(
-            f"backbone {name!r} must be a mtl_robust.models.Backbone (wrap its blocks with "
-            f"Backbone(blocks, coarse_groups, out_channels, output_stride)); got {type(backbone).__name__}"
-        )
-    if backbone.num_coarse_blocks != NUM_COARSE_BLOCKS:
-        raise ValueError(
-            f"backbone {name!r} must provide {NUM_COARSE_BLOCKS} coarse blocks (stem + 4 stages) as "
-            "coarse_groups, one list of fine-block indices per coarse block, since layouts branch between "
-            f"them; got {backbone.num_coarse_blocks}: {backbone.coarse_groups}"
-        )
-    return backbone
-
-
 def build_backbone(name: str, weights: str | None = None, **kwargs: Any) -> Backbone:
     """The registered backbone `name` built with `kwargs`; `weights`: a pretrained state_dict to load."""
     if name not in BACKBONES:
@@ -451,7 +392,7 @@ def build_backbone(name: str, weights: str | None = None, **kwargs: Any) -> Back
         raise ValueError(f"bad arguments {kwargs} for backbone {name!r}: {err}") from err
     backbone = check_backbone(backbone, name)
     if weights is not None:
-        from .pretrained import load_pretrained  # pretrained.py builds on this module
+        from .pretrained import load_pretrained  # torch.load and key maps only when weights are given
 
         load_pretrained(backbone, weights)
     return backbone

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbones import Backbone
+from .backbone_contract import Backbone
 
 __all__ = ["PretrainedWeightsError", "LoadReport", "load_pretrained", "LAYOUTS"]
 

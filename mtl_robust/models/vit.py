@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import NUM_COARSE_BLOCKS, Backbone
+from .backbone_contract import NUM_COARSE_BLOCKS, Backbone
 
 __all__ = ["PatchEmbed", "TransformerBlock", "FinalNorm", "vit_small", "vision_transformer"]
 

@@ -36,11 +36,28 @@ def unit_of(module: str) -> str:
     return parts[0] if parts else ""
 
 
+def module_name(path: Path) -> str:
+    """The dotted name of a package file; a package is named by its __init__."""
+    module = ".".join(("mtl_robust", *path.relative_to(PACKAGE).with_suffix("").parts))
+    return module.removesuffix(".__init__")
+
+
+def absolute_module(node: ast.ImportFrom, path: Path) -> str | None:
+    """The module an ImportFrom names, with `from .x import y` resolved against the importing file."""
+    if node.level == 0:
+        return node.module
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        if isinstance(node, ast.ImportFrom) and (module := absolute_module(node, path)):
+            found.add(module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
     return {m for m in found if m.startswith("mtl_robust.")}
@@ -48,11 +65,7 @@ def imports(path: Path) -> set[str]:
 
 def module_files() -> dict[str, Path]:
     """Dotted module name -> file, for every module of the package (a package named by its __init__)."""
-    out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = ".".join(("mtl_robust", *path.relative_to(PACKAGE).with_suffix("").parts))
-        out[module.removesuffix(".__init__")] = path
-    return out
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -62,11 +75,11 @@ def import_graph() -> dict[str, set[str]]:
     for module, path in files.items():
         targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            if isinstance(node, ast.ImportFrom) and (base := absolute_module(node, path)):
+                names = [f"{base}.{alias.name}" for alias in node.names]
                 targets.update(n for n in names if n in files)
                 if not all(n in files for n in names):
-                    targets.add(node.module)
+                    targets.add(base)
             elif isinstance(node, ast.Import):
                 targets.update(alias.name for alias in node.names)
         graph[module] = {t for t in targets if t in files and t != module}
@@ -136,3 +149,11 @@ def test_lazy_imports_inside_functions_are_seen(tmp_path: Path) -> None:
     )
     assert imports(module) == {"mtl_robust.jobs.attack", "mtl_robust.report.figures"}
     assert layer_of(unit_of("mtl_robust.jobs.attack")) > layer_of(unit_of("mtl_robust.evaluation.store"))
+
+
+def test_relative_imports_resolve_against_the_importing_file() -> None:
+    tree = PACKAGE / "models" / "tree.py"
+    init = PACKAGE / "models" / "__init__.py"
+    assert "mtl_robust.models.backbones" in imports(tree)
+    assert "mtl_robust.models.heads" in imports(init)
+    assert "mtl_robust.models.backbones" in import_graph()["mtl_robust.models.tree"]

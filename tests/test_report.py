@@ -396,3 +396,53 @@ def test_messy_rows_do_not_break_the_report(tmp_path: Path) -> None:
     assert "'gone.pt'" in summary and "not found" in summary  # the missing example file is reported
     assert "k-cut" not in summary
     assert len(list((out / "plots").glob("example_*.png"))) == 1
+
+
+def test_seeds_of_a_cell_are_averaged_in_every_one_number_table(tmp_path: Path) -> None:
+    """Three training seeds per cell: every table shows the mean over seeds, no table calls them a collision,
+    and a position is flagged when any seed's model is."""
+    store_path = tmp_path / "store" / "results.jsonl"
+    store = ResultsStore(store_path)
+    scale = {0: 0.8, 1: 1.0, 2: 1.2}  # seed -> multiplier of the attack effect; the mean is the seed-1 value
+    for seed, factor in scale.items():
+        for layout in LAYOUTS:
+            for direction in DIRECTIONS:
+                cfg = config(layout, direction, 8) | {
+                    "train_seed": seed,
+                    "model_id": f"id-{layout}-{seed}",
+                    "checkpoint": f"/ckpt/{layout}-{seed}.ckpt",
+                }
+                rel = {t: factor * v for t, v in rel_task(direction, LAYOUTS[layout][2], 8).items()}
+                row = results(layout, rel)
+                row["clean"] = {
+                    t: {m: v * (factor if t == "depth" else 1.0) for m, v in ms.items()}
+                    for t, ms in LAYOUTS[layout][1].items()
+                }
+                if seed == 2 and layout == "47":
+                    row["diagnostics"] = {"flags": ["gradient_masking"]}
+                store.append(config_key(cfg), cfg, row)
+    out = tmp_path / "out"
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["--store", str(store_path), "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "rows for the same position" not in summary
+    assert "different checkpoints" not in summary
+
+    relative = read_csv(out / "tables" / "rel_synthetic_small_resnet_none_pgd_eps8.csv")
+    dgba = {r["layout"]: r for r in relative if r["direction"] == "DGBA"}
+    assert float(dgba["all_shared"]["avg (%)"]) == pytest.approx(-20.0)  # the seed-1 value is the mean
+    assert dgba["all_shared"]["seeds"] == "3"
+    assert "47 ⚠" in dgba  # one of its three seeds is flagged
+    clean = {r["layout"]: r for r in read_csv(out / "tables" / "clean_synthetic_small_resnet_none.csv")}
+    assert float(clean["all_shared"]["depth/abs_err"]) == pytest.approx(0.55)  # mean of 0.8, 1.0, 1.2 x 0.55
+    points = {
+        r["layout"]: r for r in read_csv(out / "tables" / "tradeoff_synthetic_small_resnet_pgd_eps8.csv")
+    }
+    assert float(points["all_shared"]["DGBA avg (%)"]) == pytest.approx(-20.0)
+    assert "47 ⚠" in points
+    sets, _ = transfer_sets(load_records([store_path]), method="pgd", eps=parse_eps("8/255"))
+    shared = {s.layout_name: s.matrix for s in sets}["all_shared"]
+    assert shared["seg"]["seg"] == pytest.approx(-25.0) and shared["seg"]["normal"] == pytest.approx(-10.0)

@@ -22,7 +22,8 @@ from mtl_robust.evaluation.relative import compare
 from mtl_robust.report.directions import DGBA, TOTAL, spec_of
 from mtl_robust.report.flags import mark
 from mtl_robust.report.order import defense_sort_key
-from mtl_robust.report.records import Record, Sources, latest_of, num
+from mtl_robust.report.records import Record, Sources, num
+from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.report.uncertainty import FAST_VS_PGD_AT
 from mtl_robust.values.budget import eps_slug, format_eps, same_eps
@@ -244,12 +245,13 @@ def cost_sets(
     out = []
     for key in sorted(groups):
         by_defense = groups[key]
+        prefix = f"cost vs robustness {' · '.join(key)}"
         latest = {
             d: {
-                direction: latest_of(rs, f"cost vs robustness {' · '.join(key)} / {d} / {direction}", notes)
-                for direction, rs in dirs.items()
+                direction: position_row(rs, f"{prefix} / {d} / {direction}", notes)
+                for direction, rs in cells.items()
             }
-            for d, dirs in by_defense.items()
+            for d, cells in by_defense.items()
         }
         base_rows = latest.get(BASELINE)
         if not base_rows:
@@ -268,7 +270,7 @@ def cost_sets(
             dgba = cells[DGBA].rel_avg if DGBA in cells else math.nan
             ensemble_rows = ensembles.get((key, defense))
             where = f"cost vs robustness {' · '.join(key)} / {defense} / ensemble"
-            ensemble = latest_of(ensemble_rows, where, notes) if ensemble_rows else None
+            ensemble = position_row(ensemble_rows, where, notes) if ensemble_rows else None
             paired = against_pgd_at.get((key, defense))
             rows.append(
                 CostRow(

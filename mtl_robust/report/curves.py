@@ -11,7 +11,8 @@ from typing import NamedTuple
 from mtl_robust.report.directions import direction_sort_key
 from mtl_robust.report.flags import mark
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks
-from mtl_robust.report.records import Record, Sources, latest_of
+from mtl_robust.report.records import Record, Sources
+from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import slug
 
 
@@ -75,7 +76,7 @@ def eps_curves(records: Sequence[Record], method: str | None = None) -> tuple[li
         tasks = ordered_tasks(rows_in)
         series: dict[str, list[CurvePoint]] = defaultdict(list)
         for (direction, _eps), rs in cells.items():
-            r = latest_of(rs, f"ε curves {' · '.join(part for part in key if part)} / {direction}", notes)
+            r = position_row(rs, f"ε curves {' · '.join(part for part in key if part)} / {direction}", notes)
             series[direction].append(CurvePoint(r.eps, {t: r.rel_task(t) for t in tasks}, r.rel_avg))
         ordered = {
             d: sorted(series[d], key=lambda p: p.eps)

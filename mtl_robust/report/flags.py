@@ -48,7 +48,8 @@ def undertrained_flags(record: Record, min_gain: float = MIN_GAIN) -> list[str]:
 def model_flags(record: Record) -> list[str]:
     """The flags of the model a row belongs to (empty when not diagnosed or all clear)."""
     diagnostics = record.results.get("diagnostics") or {}
-    return [str(f) for f in diagnostics.get("flags") or []] + undertrained_flags(record)
+    flags = [str(f) for f in diagnostics.get("flags") or []] + undertrained_flags(record)
+    return list(dict.fromkeys(flags))
 
 
 def mark(label: str, record: Record) -> str:

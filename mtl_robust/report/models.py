@@ -17,6 +17,7 @@ from typing import NamedTuple
 from mtl_robust.evaluation.relative import RelativeChange, compare
 from mtl_robust.report.order import defense_sort_key
 from mtl_robust.report.records import Record, num
+from mtl_robust.report.seeds import mean_over_seeds, row_seed
 
 INDEPENDENT = "independent"
 
@@ -82,7 +83,8 @@ def independent_baseline(chosen: Mapping[ModelKey, Record], key: ModelKey) -> Re
 
 
 def clean_rows(records: Sequence[Record], notes: list[str] | None = None) -> dict[ModelKey, Record]:
-    """The row whose clean metrics stand for each model; clean-only rows (method 'none') are preferred."""
+    """The row whose clean metrics stand for each model; clean-only rows (method 'none') are preferred.
+    A model trained with several seeds stands for the mean over its seeds (`mean_over_seeds`)."""
     notes = [] if notes is None else notes
     candidates: dict[ModelKey, list[Record]] = defaultdict(list)
     for r in records:
@@ -91,16 +93,23 @@ def clean_rows(records: Sequence[Record], notes: list[str] | None = None) -> dic
     chosen = {}
     for key, rows in candidates.items():
         clean_only = [r for r in rows if not r.is_attack]
-        pool = clean_only or rows
-        best = max(pool, key=lambda r: num(r.time) if math.isfinite(num(r.time)) else -math.inf)
-        models = {r.text("model_id") for r in rows}
-        if len(models) > 1:
-            notes.append(
-                f"layout {key.layout} ({key.data}, {key.backbone}, defense {key.defense}) has rows of "
-                f"{len(models)} different checkpoints ({', '.join(sorted(models))}); clean metrics of "
-                f"{best.text('model_id')} are used"
-            )
-        chosen[key] = best
+        by_seed: dict[int, list[Record]] = defaultdict(list)
+        for r in clean_only or rows:
+            by_seed[row_seed(r)].append(r)
+        seeds = [
+            max(pool, key=lambda r: num(r.time) if math.isfinite(num(r.time)) else -math.inf)
+            for pool in by_seed.values()
+        ]
+        for seed in sorted(by_seed):
+            models = {r.text("model_id") for r in rows if row_seed(r) == seed}
+            if len(models) > 1:
+                used = next(r for r in seeds if row_seed(r) == seed)
+                notes.append(
+                    f"layout {key.layout} ({key.data}, {key.backbone}, defense {key.defense}) has rows of "
+                    f"{len(models)} different checkpoints for seed {seed} ({', '.join(sorted(models))}); "
+                    f"clean metrics of {used.text('model_id')} are used"
+                )
+        chosen[key] = mean_over_seeds(seeds)
     return chosen
 
 

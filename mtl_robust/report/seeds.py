@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mtl_robust.report.records import Record
+from mtl_robust.report.flags import model_flags
+from mtl_robust.report.records import Record, latest_of, num
 
 if TYPE_CHECKING:
     from mtl_robust.evaluation.per_image import Stats
@@ -67,6 +68,51 @@ def identity_key(store: str, config: Mapping[str, Any]) -> tuple:
 
 def group_key(record: Record) -> tuple:
     return identity_key(record.store, identity(record))
+
+
+def seeds_of_position(candidates: Sequence[Record], where: str, notes: list[str]) -> list[Record]:
+    """The rows shown at one table position: the seeds of one cell, in seed order (seeds are an axis, not
+    a collision). Rows of different cells (other settings) at the same position are a collision: the latest
+    cell is shown and a note says what distinguished them."""
+    by_cell: dict[tuple, list[Record]] = defaultdict(list)
+    for r in candidates:
+        by_cell[group_key(r)].append(r)
+    latest = [max(rs, key=_time) for rs in by_cell.values()]
+    chosen = latest_of(latest, where, notes)
+    by_seed = {row_seed(r): r for r in sorted(by_cell[group_key(chosen)], key=_time)}  # a rerun: the latest
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def position_row(candidates: Sequence[Record], where: str, notes: list[str]) -> Record:
+    """The one row a one-number-per-position table shows: the mean over the seeds of the position's cell."""
+    return mean_over_seeds(seeds_of_position(candidates, where, notes))
+
+
+def mean_over_seeds(seeds: Sequence[Record]) -> Record:
+    """The rows of one cell's seeds as one record: every number in the results is the mean over the seeds
+    that have it (finite values only); everything else is the latest seed's. The model's flags are the
+    union over seeds, so a table marks the position when any seed's model is flagged."""
+    latest = max(seeds, key=_time)
+    if len(seeds) == 1:
+        return latest
+    results = _mean_tree([r.results for r in seeds], latest.results)
+    flags = list(dict.fromkeys(f for r in seeds for f in model_flags(r)))
+    results["diagnostics"] = {**(results.get("diagnostics") or {}), "flags": flags}
+    return replace(latest, results=results)
+
+
+def _mean_tree(values: Sequence[Any], latest: Any) -> Any:
+    if isinstance(latest, Mapping):
+        present = [v for v in values if isinstance(v, Mapping)]
+        return {k: _mean_tree([v[k] for v in present if k in v], latest[k]) for k in latest}
+    if isinstance(latest, bool) or not isinstance(latest, int | float):
+        return latest
+    finite = [num(v) for v in values if math.isfinite(num(v))]
+    return sum(finite) / len(finite) if finite else latest
+
+
+def _time(record: Record) -> float:
+    return num(record.time) if math.isfinite(num(record.time)) else -math.inf
 
 
 class StatsLoader:

@@ -23,8 +23,8 @@ from mtl_robust.report.directions import direction_label, direction_sort_key
 from mtl_robust.report.flags import marked_layout
 from mtl_robust.report.models import ModelFamily, ModelKey, clean_gains, clean_rows
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks
-from mtl_robust.report.records import Record, Sources, latest_of, num
-from mtl_robust.report.seeds import group_key, row_seed
+from mtl_robust.report.records import Record, Sources, num
+from mtl_robust.report.seeds import mean_over_seeds, seeds_of_position
 from mtl_robust.values.budget import eps_slug, format_eps
 
 Cell = str | int | float | None  # a table cell: None and NaN are "missing"
@@ -169,7 +169,7 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
             key=lambda c: (c.sources, layout_rank[c.layout], direction_sort_key(c.direction, tasks)),
         ):
             seeds = shown[cell]
-            r = seeds[-1]
+            r = mean_over_seeds(seeds)  # the flag mark: any seed's model flagged
             score = r.sharing_score
             averages = [r.rel_avg for r in seeds]
             rows.append(
@@ -197,20 +197,6 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
             )
         )
     return tables, notes
-
-
-def seeds_of_position(candidates: Sequence[Record], where: str, notes: list[str]) -> list[Record]:
-    """The rows shown at one table position: the seeds of one cell (seeds are an axis, not a collision).
-    Rows of different cells (other settings) at the same position are a collision: the latest cell is
-    shown and a note says what distinguished them."""
-    by_cell: dict[tuple, list[Record]] = defaultdict(list)
-    for r in candidates:
-        by_cell[group_key(r)].append(r)
-    latest = [max(rs, key=lambda r: _time(r)) for rs in by_cell.values()]
-    chosen = latest_of(latest, where, notes)
-    rows = by_cell[group_key(chosen)]
-    by_seed = {row_seed(r): r for r in sorted(rows, key=_time)}  # a rerun of a seed: the latest counts
-    return [by_seed[s] for s in sorted(by_seed)]
 
 
 def _time(record: Record) -> float:

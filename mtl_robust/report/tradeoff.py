@@ -18,7 +18,8 @@ from mtl_robust.report.directions import DGBA, TOTAL, direction_label, direction
 from mtl_robust.report.flags import marked_layout
 from mtl_robust.report.models import ModelKey, clean_gains
 from mtl_robust.report.order import defense_sort_key, method_sort_key
-from mtl_robust.report.records import Record, Sources, latest_of, num
+from mtl_robust.report.records import Record, Sources, num
+from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_slug, format_eps, same_eps
 
@@ -77,7 +78,7 @@ class TradeoffSet:
             description=(
                 "x = clean accuracy gain over the independent layout (sharing score 0; same data, backbone, "
                 f"defense; mean over tasks); y = relative change under {self.label} (mean over tasks); "
-                "both in percent."
+                "both in percent; with several seeds of a model, means over its seeds."
             ),
         )
 
@@ -129,7 +130,7 @@ def tradeoff_sets(
             cells[ModelKey.of(r)].append(r)
         points = []
         for model, rs in cells.items():
-            r = latest_of(rs, f"{where} {model.layout} defense {model.defense}", notes)
+            r = position_row(rs, f"{where} {model.layout} defense {model.defense}", notes)
             gain = gains.get(model)
             if gain is None:
                 continue  # clean_gains() already noted the missing independent model

@@ -16,7 +16,8 @@ from mtl_robust.evaluation.relative import RelativeChange
 from mtl_robust.report.directions import SINGLE, spec_of
 from mtl_robust.report.flags import mark
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks, task_sort_key
-from mtl_robust.report.records import Record, Sources, latest_of
+from mtl_robust.report.records import Record, Sources
+from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_slug, format_eps, same_eps
 from mtl_robust.values.direction import DirectionSpec
@@ -140,7 +141,7 @@ def transfer_sets(
         parts = (key.source, key.data, key.backbone, key.defense, key.method, key.eps_key, key.layout)
         where = " · ".join(str(part) for part in parts if part)
         for attacked in sorted(by_task, key=task_sort_key):
-            r = latest_of(by_task[attacked], f"transfer {where} / {attacked}", notes)
+            r = position_row(by_task[attacked], f"transfer {where} / {attacked}", notes)
             changes[attacked] = RelativeChange(
                 per_task={t: r.rel_task(t) / 100 for t in tasks}, average=r.rel_avg / 100
             )

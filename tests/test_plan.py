@@ -75,3 +75,12 @@ def test_a_single_member_without_a_task_runs_once_per_task():
     assert cell_passes(each, "ensemble", 3) - 1 / 3 == pytest.approx(
         3 * (cell_passes(one, "ensemble", 3) - 1 / 3)
     )
+
+
+def test_help_and_unknown_options_do_not_reach_hydra(capsys: pytest.CaptureFixture) -> None:
+    from mtl_robust.planning.plan import main
+
+    main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m mtl_robust.plan")
+    with pytest.raises(SystemExit, match="unknown option.*--devcie=cuda"):
+        main(["--devcie=cuda", "-m", "experiment=study_directions_smoke"])

@@ -176,10 +176,23 @@ def _launcher(args: Sequence[str]) -> str | None:
     return None
 
 
+USAGE = """usage: python -m mtl_robust.plan [--device=cpu|cuda] <pipeline overrides, -m included>
+
+Prints every job of the pipeline command (training cached or not, cells already in the store, passes, the
+calibrated seconds per pass, start-up) and the estimated wall time per job and in total. Nothing is trained
+or attacked. Example: python -m mtl_robust.plan -m experiment=study_directions_paper --device=cuda"""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        return
+    unknown = [a for a in args if a.startswith("--") and not a.startswith("--device=")]
+    if unknown:
+        raise SystemExit(f"mtl-plan: unknown option(s) {' '.join(unknown)}\n{USAGE}")
     device = None
     for a in list(args):
         if a.startswith("--device="):

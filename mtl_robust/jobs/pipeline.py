@@ -44,7 +44,14 @@ def training_key(cfg: DictConfig) -> str:
     # that mean the same as leaving them out (no pixel budget, no attack seed, no per-task attack losses, no
     # task for a direction other than SINGLE). Dropped, so that equal defenses hash equal whichever way they
     # were written, and the checkpoints cached when adv_train wrote its attack inline are still found.
-    unset: dict[str, Any] = {"pixel_eps": None, "seed": None, "attack_losses": {}, "task": None}
+    unset: dict[str, Any] = {
+        "pixel_eps": None,
+        "seed": None,
+        "attack_losses": {},
+        "task": None,
+        "eot_samples": 1,
+        "surrogate": None,
+    }
     for part in ("attack", "direction"):
         if isinstance(parts["defense"].get(part), dict):
             given = parts["defense"][part].items()

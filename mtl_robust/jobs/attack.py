@@ -38,6 +38,7 @@ from mtl_robust.lightning.user_model import (
     load_user_model,
     user_model_info,
 )
+from mtl_robust.models.bpda import check_bpda, parse_bpda, with_bpda
 from mtl_robust.models.fingerprint import weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ def evaluate_checkpoint(
     specs = [attack_spec(attack_cfg, direction_cfg) for attack_cfg, direction_cfg in attacks]
     for spec in specs:
         spec.build()
+    bpda = parse_bpda(cfg.get("model_bpda"))
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
     split = cfg.get("split", "val")
@@ -195,7 +197,11 @@ def evaluate_checkpoint(
     cells = build_cells(module, specs)
     eval_cfg = cfg.get("eval", {})
     info["precision"] = parse_precision(eval_cfg.get("precision", DEFAULT_PRECISION))
-    model = with_precision(module.model, info["precision"])
+    # BPDA (straight-through gradients for named input transforms) changes the attacks, not the clean pass.
+    model = with_precision(with_bpda(module.model, bpda), info["precision"])
+    if bpda:
+        info["bpda"] = list(bpda)
+        check_bpda(model, datamodule.dataset(split)[0][0][None].to(device))
     info["data_id"] = data_id(cfg, split)
     batches = batches_factory(
         datamodule,
@@ -232,7 +238,12 @@ def evaluate_checkpoint(
         batches,
         device,
         Path(cfg.cache_dir),
-        {"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)},
+        {
+            "model_id": info["model_id"],
+            "data_id": info["data_id"],
+            **precision_key(info),
+            **({"bpda": info["bpda"]} if bpda else {}),
+        },
     )
     train_split = OmegaConf.to_container(cfg.data, resolve=True)["splits"].get("train")
     if eval_cfg.get("trivial_baseline", True) and train_split:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from mtl_robust.attacks.bpda import check_bpda, parse_bpda, with_bpda
 from mtl_robust.attacks.config import attack_from_config
 from mtl_robust.attacks.model_call import MultiTaskAdapter, forward_tasks
 from mtl_robust.evaluation.diagnostics import diagnose
-from mtl_robust.models.bpda import check_bpda, parse_bpda, with_bpda
 from mtl_robust.tasks import build_tasks
 from tests.attack_stubs import SEG_CLASSES, TreeStub, make_batch, stub_tasks
 from tests.conftest import run_entry_point

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from mtl_robust.attacks.bpda import check_bpda, parse_bpda, with_bpda
 from mtl_robust.attacks.config import AttackSpec, DirectionConfig, attack_spec
 from mtl_robust.attacks.precision import DEFAULT_PRECISION, parse_precision, with_precision
 from mtl_robust.config_location import CONFIG_PATH
@@ -45,7 +46,6 @@ from mtl_robust.lightning.user_model import (
     load_user_model,
     user_model_info,
 )
-from mtl_robust.models.bpda import check_bpda, parse_bpda, with_bpda
 from mtl_robust.models.fingerprint import weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,7 @@ def evaluate_checkpoint(
     clean_file = Path(cfg.store).parent / "per_image" / f"clean_{clean_key}.npz" if per_image else None
 
     def clean_pass() -> PassResult:
+        torch.manual_seed(int(clean_key, 16) % 2**63)  # a model random at evaluation time: reproducible
         return run_pass(
             model,
             module.tasks,

@@ -13,7 +13,7 @@ import torch
 
 from mtl_robust.attacks.config import attack_spec
 from mtl_robust.jobs.surrogate import load_surrogate, surrogate_path
-from mtl_robust.report.records import load_records
+from mtl_robust.report.records import Record, load_records
 from mtl_robust.report.write import write_report
 from mtl_robust.values.surrogate import SurrogateSpec
 from tests.conftest import compose_config
@@ -84,3 +84,43 @@ def test_bad_surrogates_fail_before_any_work(tmp_path: Path) -> None:
         attack_spec({"method": "ensemble", "eps": 8 / 255, "surrogate": str(notes)}, "ensemble")
     with pytest.raises(ValueError, match="group=option pairs"):
         SurrogateSpec.parse({"sharing": ["a", "b"]})
+
+
+def test_the_matrix_orders_models_and_marks_flagged_surrogates() -> None:
+    from mtl_robust.report.transfer_models import transfer_model_sets
+
+    def row(key, layout, defense, model_id, surrogate=None, rel=-0.5, flags=()):
+        config = {
+            "data": "synthetic",
+            "backbone": "small_resnet",
+            "method": "pgd",
+            "direction": "dgba",
+            "eps": 8 / 255,
+            "layout_name": layout,
+            "defense": defense,
+            "model_id": model_id,
+        }
+        if surrogate is not None:
+            config |= dict(zip(("surrogate_id", "surrogate_layout", "surrogate_defense"), surrogate))
+        results = {"rel_avg": rel, "diagnostics": {"flags": list(flags)}}
+        return Record("s", key, "ok", 0.0, config, results, "", Path("."))
+
+    masked = ("m2", "independent", "adv_train:pgd-total")
+    records = [
+        row("a", "independent", "adv_train:pgd-total", "m2", flags=["zero_input_gradients:seg"]),
+        row("b", "all_shared", "none", "m1", surrogate=masked, rel=-0.2),
+        row("c", "all_shared", "none", "m1", surrogate=("m1", "all_shared", "none"), rel=-0.8),
+        row(
+            "d", "independent", "adv_train:pgd-total", "m2", surrogate=("m1", "all_shared", "none"), rel=-0.1
+        ),
+    ]
+    (matrix,), _ = transfer_model_sets(records)
+    assert [s.layout for s in matrix.surrogates] == ["all_shared", "independent"]  # undefended first
+    table = matrix.table()
+    assert table.columns == [
+        "surrogate \\ target",
+        "all_shared / none",
+        "independent / adv_train:pgd-total ⚠",
+    ]
+    assert table.rows[0][0] == "all_shared / none" and table.rows[1][0].endswith("⚠")
+    assert table.rows[0][1].startswith("-80.00 [n/a]") and table.rows[1][2] == "n/a"

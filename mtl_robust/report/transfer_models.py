@@ -108,7 +108,8 @@ def transfer_model_sets(records: Sequence[Record]) -> tuple[list[TransferModels]
     if not transfer:
         return [], []
     analysis = Analysis.of(transfer)
-    flags_of = {r.text("model_id"): bool(model_flags(r)) for r in records if r.ok}
+    # A model is flagged when any of its rows is (as a target, or in a white-box cell of the same store).
+    flagged_ids = {r.text("model_id") for r in records if r.ok and model_flags(r)}
     sets: dict[MatrixKey, TransferModels] = {}
     for group, est in zip(analysis.groups, analysis.estimates):
         r = group.first
@@ -120,9 +121,9 @@ def transfer_model_sets(records: Sequence[Record]) -> tuple[list[TransferModels]
             if label not in collection:
                 collection.append(label)
         matrix.cells[(surrogate, target)] = CellEstimate(100 * est.mean, 100 * est.low, 100 * est.high)
-        if model_flags(r):
+        if r.text("model_id") in flagged_ids:
             matrix.flagged.add(target)
-        if flags_of.get(r.text("surrogate_id")):
+        if r.text("surrogate_id") in flagged_ids:
             matrix.flagged.add(surrogate)
     ranks = layout_ranks(records)
 

@@ -113,3 +113,40 @@ def test_the_planner_counts_k_passes_per_step() -> None:
     assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(
         20 + 2 / 3
     )  # + scoring the member and the rule
+
+
+def test_a_random_models_cells_do_not_depend_on_their_order(tmp_path) -> None:
+    """Each cell seeds the global generator from its key, so a noisy model's rows come out the same
+    whichever cells ran before (a resumed sweep, another ordering)."""
+    from mtl_robust.evaluation.passes import run_pass
+    from mtl_robust.evaluation.runner import Cell, evaluate_cells
+    from mtl_robust.evaluation.store import ResultsStore
+    from mtl_robust.tasks import build_tasks
+    from tests.attack_stubs import SEG_CLASSES
+
+    model = NoisyInput(TreeStub(width=4))
+    tasks = build_tasks(["seg", "normal", "depth"], num_classes=SEG_CLASSES)
+    batch = make_batch(n=2, h=4, w=4, seed=1)
+    clean = run_pass(model, tasks, [batch], progress=False)
+
+    def cell(steps: int) -> Cell:
+        config = {"method": "pgd", "eps": EPS, "steps": steps, "eot_samples": 2, "direction": "dgba"}
+        attack = attack_from_config({k: v for k, v in config.items() if k != "direction"}, "dgba")
+        return Cell(config=config, attack=attack.with_losses(tasks))
+
+    def rows(order: list[int], store: str) -> dict[int, dict]:
+        cells = [cell(steps) for steps in order]
+        out = evaluate_cells(
+            model,
+            tasks,
+            lambda: [batch],
+            cells,
+            ResultsStore(tmp_path / store),
+            {"model_id": "m"},
+            clean,
+            torch.device("cpu"),
+            progress=False,
+        )
+        return {steps: row["results"]["rel_avg"] for steps, row in zip(order, out)}
+
+    assert rows([1, 2], "a.jsonl") == rows([2, 1], "b.jsonl")

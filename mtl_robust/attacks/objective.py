@@ -163,7 +163,8 @@ class MultiTaskObjective:
             with torch.no_grad():
                 losses = self.step_losses(x_clean, None).judged
         else:  # a random model's clean losses: their mean over the draws, as every later evaluation
-            losses = self._expectation(x_clean, 0, need_grad=False).task_losses
+            with torch.no_grad():
+                losses = self._mean([self.step_losses(x_clean, None).judged for _ in range(self.eot_samples)])
         self.state = self.direction.init(losses, self.valid)
 
     def ascent(
@@ -235,9 +236,13 @@ class MultiTaskObjective:
             grad = self.direction.from_expectation(mean_terms, x, self.valid, self.state).detach()
         return Evaluation(
             (torch.stack(objectives).sum(dim=0) / k).detach(),
-            {t: torch.stack([d[t] for d in task_losses]).sum(dim=0) / k for t in self.tasks},
+            self._mean(task_losses),
             grad,
         )
+
+    def _mean(self, draws: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """Per task, the mean of the draws' per-sample losses."""
+        return {t: torch.stack([d[t].detach() for d in draws]).sum(dim=0) / len(draws) for t in self.tasks}
 
     def _evaluate(self, x: Tensor, step: int, need_grad: bool) -> Evaluation:
         """One forward (and backward) pass at x: the objective, the judged losses and the ascent."""

@@ -140,7 +140,12 @@ def surrogate_checkpoints(cfg: DictConfig) -> Callable[[SurrogateSpec], Path]:
         from hydra.core.global_hydra import GlobalHydra
 
         chosen = {key for key, _ in spec.overrides}
-        kept = [o for o in job_overrides() if o.split("=", 1)[0].lstrip("+~") not in chosen]
+
+        def replaced(override: str) -> bool:  # a chosen group replaces the job's settings inside it too
+            key = override.split("=", 1)[0].lstrip("+~")
+            return any(key == c or key.startswith(f"{c}.") for c in chosen)
+
+        kept = [o for o in job_overrides() if not replaced(o)]
         overrides = [*kept, *spec.override_list()]
         if GlobalHydra.instance().is_initialized():  # inside the job's Hydra app: its search path too
             surrogate = compose("pipeline", overrides=overrides)

@@ -215,3 +215,48 @@ def test_the_matrix_size_and_its_refusals_by_design() -> None:
     assert len(fast) == 147
     assert len(by_losses) == 98  # fast AT ascends training losses: attack losses are refused
     assert len(refused) - len(by_losses) == 6  # GradAlign x {sign_sum, dgba_reference, minmax}
+
+
+# ------------------------------------------------------------------------------------------------ EOT
+TWO_STEPS = {
+    "fgsm": {},
+    "pgd": {"steps": 2},
+    "mim": {"steps": 2},
+    "apgd": {"steps": 2, "random_start": False},
+    "apgd_paper": {"steps": 2},
+}
+
+
+@pytest.mark.parametrize("direction", DIRECTION_LABELS)
+@pytest.mark.parametrize("method", ATTACK_METHODS)
+def test_eot_on_a_deterministic_model_takes_the_same_steps(method, direction) -> None:
+    """Two EOT samples of a deterministic model average two equal terms (exact in float), so every method
+    and direction must give the x_adv of a single pass; a direction that averaged the wrong thing (signs,
+    LP steps) or a method that judged iterates by something else would differ. The model is left alone."""
+    model, tasks = TreeStub(width=4), stub_tasks()
+    x, targets = interior_batch()
+    before_state, before_modes = snapshot(model)
+    config = {"method": method, "eps": EPS, **TWO_STEPS[method]}
+    single = attack_from_config(config, direction)(model, x, targets, tasks)
+    eot = attack_from_config({**config, "eot_samples": 2}, direction)(model, x, targets, tasks)
+    assert torch.equal(eot, single)
+    after_state, after_modes = snapshot(model)
+    assert after_modes == before_modes and all(
+        torch.equal(before_state[k], after_state[k]) for k in before_state
+    )
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_eot_in_an_ensemble_member() -> None:
+    model = TreeStub(width=4)
+    tasks = build_tasks(["seg", "normal", "depth"], num_classes=SEG_CLASSES)
+    x, targets = interior_batch()
+    member = {"method": "pgd", "steps": 2, "direction": "minmax", "eot_samples": 2}
+    ensemble = ensemble_from_config(
+        {"method": "ensemble", "eps": EPS, "rules": ["joint"], "members": {"m": member}}, list(tasks)
+    )
+    assert ensemble.members["m"].eot_samples == 2
+    alone = attack_from_config({"method": "pgd", "eps": EPS, "steps": 2}, "minmax")
+    torch.testing.assert_close(
+        ensemble.run(model, x, targets, tasks).x_adv["joint"], alone(model, x, targets, tasks)
+    )

@@ -15,15 +15,27 @@ from tests.attack_stubs import SEG_CLASSES, TreeStub, make_batch
 torch.set_num_threads(1)
 
 
+class Quantiser(nn.Module):
+    """round(x * levels) / levels: its input gradient is exactly zero everywhere."""
+
+    def __init__(self, levels: int = 8) -> None:
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.round(x * self.levels) / self.levels
+
+
 class Quantised(nn.Module):
-    """round(x * 8) / 8 before the network: its input gradient is exactly zero everywhere."""
+    """The quantiser (submodule `quantise`, a BPDA target) before the network."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
+        self.quantise = Quantiser(8)
         self.inner = inner
 
     def forward(self, x: Tensor, tasks=None) -> dict[str, Tensor]:
-        return self.inner(torch.round(x * 8) / 8, tasks=tasks)
+        return self.inner(self.quantise(x), tasks=tasks)
 
 
 def run(model: nn.Module):

@@ -90,8 +90,11 @@ class APGD(Attack):
         direction: str | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = 0,
+        eot_samples: int = 1,
     ) -> None:
-        super().__init__(eps, direction=direction, attack_losses=attack_losses, seed=seed)
+        super().__init__(
+            eps, direction=direction, attack_losses=attack_losses, seed=seed, eot_samples=eot_samples
+        )
         if variant not in VARIANTS:
             raise ValueError(f"APGD variant must be one of {VARIANTS}, got {variant!r}")
         self.steps = check_steps(steps)
@@ -113,6 +116,7 @@ class APGD(Attack):
         revised: bool = False,
         direction: str | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
+        eot_samples: int = 1,
     ) -> APGD:
         """The DGBA paper code's variant (docs/method.md): step eps/steps, no random start, no restarts."""
         return cls(
@@ -125,6 +129,7 @@ class APGD(Attack):
             direction=direction,
             attack_losses=attack_losses,
             seed=None,
+            eot_samples=eot_samples,
         )
 
     @property

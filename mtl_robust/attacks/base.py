@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mtl_robust.attacks.attack_losses import build_attack_loss
-from mtl_robust.attacks.checks import check_eps, check_input_image, check_tasks
+from mtl_robust.attacks.checks import check_eps, check_input_image, check_steps, check_tasks
 from mtl_robust.attacks.directions import Direction, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
@@ -97,6 +97,8 @@ class Attack:
       "segpgd"); tasks not named use their training loss.
     * `seed`: None draws random starts from torch's global RNG; an int uses a fresh local generator on x's
       device each call, so the same seed gives the same x_adv.
+    * `eot_samples`: k > 1 averages every gradient (and the objective iterates are judged by) over k
+      forward/backward passes, for models that are random at evaluation time (EOT; 1: a single pass).
     """
 
     def __init__(
@@ -106,8 +108,10 @@ class Attack:
         direction: str | DirectionSpec | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
         self.eps = check_eps(eps)
+        self.eot_samples = check_steps(eot_samples, "eot_samples")
         self.direction = build_direction(direction)
         self.attack_losses: dict[str, LossFn] = {
             t: build_attack_loss(fn) if isinstance(fn, str) else fn for t, fn in (attack_losses or {}).items()
@@ -184,6 +188,7 @@ class Attack:
             attack_losses=self.attack_losses,
             valid=valid,
             total_steps=self.total_steps,
+            eot_samples=self.eot_samples,
         )
 
     def run(
@@ -271,6 +276,8 @@ class Attack:
             out["attack_losses"] = self.attack_losses
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.eot_samples != 1:
+            out["eot_samples"] = self.eot_samples
         return out
 
     def __repr__(self) -> str:

@@ -28,6 +28,7 @@ from mtl_robust.attacks.registry import build_attack
 # EPS_HINT and parse_budget are re-exported: code outside the attacks reads them here.
 from mtl_robust.values.budget import EPS_HINT, budget_from, parse_budget, to_pixels
 from mtl_robust.values.direction import DirectionSpec
+from mtl_robust.values.surrogate import SurrogateSpec
 
 __all__ = [
     "ENSEMBLE_METHOD",
@@ -77,6 +78,9 @@ class AttackSpec:
 
     config: Mapping[str, Any]
     direction: DirectionSpec
+    # A transfer attack's surrogate (x_adv crafted on it, evaluated on the target); not in `config`: the
+    # job puts the surrogate's model id into the row instead (`SURROGATE_FIELDS`).
+    surrogate: SurrogateSpec | None = None
 
     @property
     def method(self) -> str:
@@ -111,8 +115,17 @@ class AttackSpec:
 def attack_spec(attack: Mapping[str, Any], direction: DirectionConfig) -> AttackSpec:
     """Normalise the `attack` and `direction` configs once; bad budgets and directions fail here."""
     if attack.get("method") == ENSEMBLE_METHOD:
+        if attack.get("surrogate") is not None:
+            raise ValueError(
+                "attack.surrogate applies to one method (fgsm, pgd, mim, apgd), not to an ensemble: its "
+                "members would pick their worst case on the surrogate"
+            )
         return AttackSpec(MappingProxyType(dict(attack)), DirectionSpec(ENSEMBLE_DIRECTION))
     config = {k: v for k, v in dict(attack).items() if v is not None}
+    surrogate = SurrogateSpec.parse(config.pop("surrogate", None))
+    # At its default (one pass per gradient) EOT stays out of the config, so rows and keys are unchanged.
+    if config.get("eot_samples") == 1 and not isinstance(config["eot_samples"], bool):
+        config.pop("eot_samples")
     if "method" not in config:
         raise ValueError(f"an attack config needs a method (fgsm, pgd, mim, apgd, apgd_paper), got {config}")
     pixel_eps = config.pop("pixel_eps", None)
@@ -123,7 +136,7 @@ def attack_spec(attack: Mapping[str, Any], direction: DirectionConfig) -> Attack
     config["attack_losses"] = dict(config.get("attack_losses") or {})
     spec = direction_spec(direction)
     config["direction"] = str(spec)
-    return AttackSpec(MappingProxyType(config), spec)
+    return AttackSpec(MappingProxyType(config), spec, surrogate)
 
 
 def normalized_attack_config(attack: Mapping[str, Any], direction: DirectionConfig) -> dict[str, Any]:

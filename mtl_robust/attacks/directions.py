@@ -78,6 +78,20 @@ class Direction:
         """Return a direction (shape of x) directly, or None to use the input gradient of `objective`."""
         return None
 
+    def expectation_terms(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
+        """What EOT averages over random draws of the model (`eot_samples`), from one draw's losses at x.
+
+        None (the default): the ascent direction itself, which is linear in the draws for every direction
+        whose step is the gradient of its objective. A direction whose step is a nonlinear function of
+        per-task gradients (SignSum's vote, MinMax's LP) returns those per-task gradients, weighted as it
+        weights them, so that the nonlinearity is applied once, to their mean (`from_expectation`).
+        """
+        return None
+
+    def from_expectation(self, terms: Tensor, x: Tensor, valid: Valid, state: Any) -> Tensor:
+        """The ascent direction from the mean of `expectation_terms` over the draws."""
+        return terms
+
     @property
     def gradient_of_objective(self) -> bool:
         """True when the ascent direction is the input gradient of `objective` (`gradient` not overridden):
@@ -253,15 +267,26 @@ class SignSum(Direction):
         return sum(_masked(losses[t], valid[t]) for t in losses)
 
     def gradient(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
-        votes = torch.zeros_like(x)
+        return self.from_expectation(self.expectation_terms(x, losses, valid, state), x, valid, state)
+
+    def expectation_terms(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor:
+        """[T, *x.shape] per-task input gradients (zero for a task without gradient)."""
+        grads = []
         tasks = list(losses)
         for i, task in enumerate(tasks):
             loss = _masked(losses[task], valid[task])
-            if not loss.requires_grad:
-                continue
-            (grad,) = torch.autograd.grad(loss.sum(), x, retain_graph=i < len(tasks) - 1, allow_unused=True)
-            if grad is not None:
-                votes = votes + grad.sign()
+            grad = None
+            if loss.requires_grad:
+                (grad,) = torch.autograd.grad(
+                    loss.sum(), x, retain_graph=i < len(tasks) - 1, allow_unused=True
+                )
+            grads.append(torch.zeros_like(x) if grad is None else grad)
+        return torch.stack(grads)
+
+    def from_expectation(self, terms: Tensor, x: Tensor, valid: Valid, state: Any) -> Tensor:
+        votes = torch.zeros_like(x)
+        for grad in terms:
+            votes = votes + grad.sign()
         return votes
 
 

@@ -34,9 +34,17 @@ class MIM(PGD):
         direction: str | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__(
-            eps, alpha, steps, random_start, direction=direction, attack_losses=attack_losses, seed=seed
+            eps,
+            alpha,
+            steps,
+            random_start,
+            direction=direction,
+            attack_losses=attack_losses,
+            seed=seed,
+            eot_samples=eot_samples,
         )
         if not (math.isfinite(decay) and decay >= 0):
             raise ValueError(f"decay must be a finite number >= 0, got {decay}")

@@ -204,6 +204,17 @@ class MinMax(Direction):
         a, flags = task_tensor(x, losses, valid, self.tau)
         return solve_minmax_batch(a, 1.0, flags).delta.to(x.dtype).view_as(x)
 
+    def expectation_terms(
+        self, x: Tensor, losses: Mapping[str, Tensor], valid: Mapping[str, Tensor], state: Any
+    ) -> Tensor:
+        """[N, T, D] the task matrices a_t = grad L_t / L_t of one draw (the LP is solved on their mean)."""
+        return task_tensor(x, losses, valid, self.tau)[0]
+
+    def from_expectation(self, terms: Tensor, x: Tensor, valid: Mapping[str, Tensor], state: Any) -> Tensor:
+        # The tasks in the order of the losses the terms were computed from (the objective keeps both so).
+        flags = torch.stack([valid[t].reshape(-1).to(x.device) for t in valid], dim=1)  # [N, T]
+        return solve_minmax_batch(terms, 1.0, flags).delta.to(x.dtype).view_as(x)
+
     def step(self, grad: Tensor) -> Tensor:
         return grad
 

@@ -97,8 +97,10 @@ class MultiTaskObjective:
         attack_losses: Mapping[str, LossFn] | None = None,
         valid: Mapping[str, Tensor] | None = None,
         total_steps: int = 1,
+        eot_samples: int = 1,
     ) -> None:
         self.model = model
+        self.eot_samples = int(eot_samples)
         self.direction = direction
         self.tasks = list(tasks)
         self.total_steps = int(total_steps)
@@ -157,8 +159,12 @@ class MultiTaskObjective:
         (step-independent) ones, so the state does not depend on a loss schedule."""
         if not self.direction.needs_init:
             return
-        with torch.no_grad():
-            losses = self.step_losses(x_clean, None).judged
+        if self.eot_samples == 1:
+            with torch.no_grad():
+                losses = self.step_losses(x_clean, None).judged
+        else:  # a random model's clean losses: their mean over the draws, as every later evaluation
+            with torch.no_grad():
+                losses = self._mean([self.step_losses(x_clean, None).judged for _ in range(self.eot_samples)])
         self.state = self.direction.init(losses, self.valid)
 
     def ascent(
@@ -196,6 +202,50 @@ class MultiTaskObjective:
         return grad
 
     def __call__(self, x: Tensor, step: int, need_grad: bool = True) -> Evaluation:
+        if self.eot_samples == 1:
+            return self._evaluate(x, step, need_grad)
+        return self._expectation(x, step, need_grad)
+
+    def _expectation(self, x: Tensor, step: int, need_grad: bool) -> Evaluation:
+        """EOT (docs/adaptive_attacks.md): the mean over `eot_samples` forward(/backward) passes of a model
+        that is random at evaluation time. Per draw the direction weights its losses as it always does;
+        what is averaged is the direction's `expectation_terms` (its ascent direction, or the per-task
+        gradients a direction with its own step consumes), then `from_expectation` makes the step. The
+        objective and task losses iterates are judged by are the means of the draws."""
+        objectives, task_losses, terms = [], [], []
+        for _ in range(self.eot_samples):
+            if not need_grad:
+                ev = self._evaluate(x, step, need_grad=False)
+                objectives.append(ev.objective)
+                task_losses.append(ev.task_losses)
+                continue
+            with torch.enable_grad():
+                x_leaf = x.detach().requires_grad_(True)
+                losses = self.step_losses(x_leaf, step)
+                with torch.no_grad():
+                    objectives.append(self.direction.objective(losses.judged, self.valid, self.state).float())
+                task_losses.append({t: v.detach() for t, v in losses.judged.items()})
+                draw = self.direction.expectation_terms(x_leaf, losses.ascent, self.valid, self.state)
+                if draw is None:
+                    draw = self.ascent(x_leaf, losses.ascent)
+                terms.append(draw.detach())
+        k = float(self.eot_samples)
+        grad = None
+        if need_grad:
+            mean_terms = torch.stack(terms).sum(dim=0) / k
+            grad = self.direction.from_expectation(mean_terms, x, self.valid, self.state).detach()
+        return Evaluation(
+            (torch.stack(objectives).sum(dim=0) / k).detach(),
+            self._mean(task_losses),
+            grad,
+        )
+
+    def _mean(self, draws: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """Per task, the mean of the draws' per-sample losses."""
+        return {t: torch.stack([d[t].detach() for d in draws]).sum(dim=0) / len(draws) for t in self.tasks}
+
+    def _evaluate(self, x: Tensor, step: int, need_grad: bool) -> Evaluation:
+        """One forward (and backward) pass at x: the objective, the judged losses and the ascent."""
         if not need_grad:
             with torch.no_grad():
                 losses = self.step_losses(x, None).judged

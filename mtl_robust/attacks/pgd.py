@@ -30,8 +30,11 @@ class PGD(Attack):
         direction: str | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
-        super().__init__(eps, direction=direction, attack_losses=attack_losses, seed=seed)
+        super().__init__(
+            eps, direction=direction, attack_losses=attack_losses, seed=seed, eot_samples=eot_samples
+        )
         self.steps = check_steps(steps)
         self.alpha = self.eps / self.steps if alpha is None else check_positive(alpha, "alpha")
         self.random_start = bool(random_start)

@@ -167,6 +167,9 @@ def evaluate_cells(
             rows[index] = previous
             continue
         start = time.perf_counter()
+        # A model random at evaluation time (noise, dropout; see EOT) draws from torch's global generator:
+        # seeded per cell from its key, so its numbers do not depend on the order cells run or resume in.
+        torch.manual_seed(int(key, 16) % 2**63)
         try:
             desc = f"{cell.config.get('method')}-{cell.config.get('direction')}"
             adv = run_pass(

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from mtl_robust.attacks.bpda import check_bpda, parse_bpda, with_bpda
 from mtl_robust.attacks.config import AttackSpec, DirectionConfig, attack_spec
 from mtl_robust.attacks.precision import DEFAULT_PRECISION, parse_precision, with_precision
 from mtl_robust.config_location import CONFIG_PATH
@@ -30,6 +31,13 @@ from mtl_robust.evaluation.trivial_baseline import baseline_for_rows
 from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.runner import configure_threads, run_job
+from mtl_robust.jobs.surrogate import (
+    CheckpointResolver,
+    Surrogate,
+    crafted_on,
+    load_surrogate,
+    surrogate_path,
+)
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
 from mtl_robust.lightning.user_model import (
@@ -146,10 +154,15 @@ def data_id(cfg: DictConfig, split: str) -> str:
     )
 
 
-def build_cells(module: MultiTaskModule, specs: Sequence[AttackSpec]) -> list[Cell]:
-    """Every normalised attack built, and so validated against the model's tasks, before any model work."""
+def build_cells(
+    module: MultiTaskModule,
+    specs: Sequence[AttackSpec],
+    surrogates: Mapping[int, Surrogate] | None = None,
+) -> list[Cell]:
+    """Every normalised attack built, and so validated against the model's tasks, before any model work.
+    `surrogates[i]`: the loaded surrogate of spec i (a transfer attack): its cell crafts on it."""
     cells = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         if spec.is_ensemble:  # one cell, one row for all its rules and members
             cells.append(ensemble_cell(spec.config, module.tasks))
             continue
@@ -159,22 +172,59 @@ def build_cells(module: MultiTaskModule, specs: Sequence[AttackSpec]) -> list[Ce
                 f"direction {spec.direction.name}: unknown task {task!r}; the model's tasks are "
                 f"{list(module.tasks)}"
             )
-        cells.append(Cell(config=spec.row_config(), attack=spec.build().with_losses(module.tasks)))
+        attack = spec.build().with_losses(module.tasks)
+        surrogate = (surrogates or {}).get(index)
+        if surrogate is None:
+            cells.append(Cell(config=spec.row_config(), attack=attack))
+        else:
+            config = spec.row_config() | surrogate.fields
+            cells.append(Cell(config=config, attack=crafted_on(surrogate.model, attack)))
     return cells
+
+
+def load_surrogates(
+    specs: Sequence[AttackSpec],
+    target: MultiTaskModule,
+    device: torch.device,
+    precision: str,
+    resolve: CheckpointResolver | None,
+) -> dict[int, Surrogate]:
+    """Spec index -> its surrogate, each checkpoint loaded once and checked against the target's tasks."""
+    loaded: dict[Path, Surrogate] = {}
+    out = {}
+    for index, spec in enumerate(specs):
+        if spec.surrogate is None:
+            continue
+        path = surrogate_path(spec.surrogate, resolve)
+        if path not in loaded:
+            module = load_surrogate(path, target, device)
+            info = model_info(path, module, "", "", "")
+            fields = {
+                "surrogate_id": info["model_id"],
+                "surrogate_layout": info["layout_name"],
+                "surrogate_defense": info["defense"],
+            }
+            loaded[path] = Surrogate(with_precision(module.model, precision), fields)
+        out[index] = loaded[path]
+    return out
 
 
 def evaluate_checkpoint(
     cfg: DictConfig,
     ckpt: str | Path | None,
     attacks: Sequence[tuple[Mapping[str, Any], DirectionConfig]],
+    resolve_surrogate: CheckpointResolver | None = None,
 ) -> tuple[list[dict[str, Any]], PassResult, MultiTaskModule]:
     """Clean pass (cached per checkpoint and split), then every (attack, direction) config; returns the
     rows written. Each config is normalised once, here, and its attack built once before anything is
-    loaded (bad budgets, steps or directions fail here) and again for the model's tasks."""
+    loaded (bad budgets, steps or directions fail here) and again for the model's tasks. Transfer attacks'
+    surrogates are loaded and checked before the clean pass; `resolve_surrogate` turns a surrogate given as
+    training choices into its checkpoint (the pipeline's cache)."""
     configure_threads(cfg.get("num_threads"))
     specs = [attack_spec(attack_cfg, direction_cfg) for attack_cfg, direction_cfg in attacks]
     for spec in specs:
         spec.build()
+    bpda = parse_bpda(cfg.get("model_bpda"))
     device = resolve_device(cfg.get("device", "auto"))
     datamodule: MultiTaskDataModule = instantiate(cfg.data)
     split = cfg.get("split", "val")
@@ -192,10 +242,15 @@ def evaluate_checkpoint(
         check_tasks_match(module, datamodule)
         info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
         info["deterministic"] = evaluation_deterministic(module, device)
-    cells = build_cells(module, specs)
     eval_cfg = cfg.get("eval", {})
     info["precision"] = parse_precision(eval_cfg.get("precision", DEFAULT_PRECISION))
-    model = with_precision(module.model, info["precision"])
+    surrogates = load_surrogates(specs, module, device, info["precision"], resolve_surrogate)
+    cells = build_cells(module, specs, surrogates)
+    # BPDA (straight-through gradients for named input transforms) changes the attacks, not the clean pass.
+    model = with_precision(with_bpda(module.model, bpda), info["precision"])
+    if bpda:
+        info["bpda"] = list(bpda)
+        check_bpda(model, datamodule.dataset(split)[0][0][None].to(device))
     info["data_id"] = data_id(cfg, split)
     batches = batches_factory(
         datamodule,
@@ -209,6 +264,7 @@ def evaluate_checkpoint(
     clean_file = Path(cfg.store).parent / "per_image" / f"clean_{clean_key}.npz" if per_image else None
 
     def clean_pass() -> PassResult:
+        torch.manual_seed(int(clean_key, 16) % 2**63)  # a model random at evaluation time: reproducible
         return run_pass(
             model,
             module.tasks,
@@ -232,7 +288,12 @@ def evaluate_checkpoint(
         batches,
         device,
         Path(cfg.cache_dir),
-        {"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)},
+        {
+            "model_id": info["model_id"],
+            "data_id": info["data_id"],
+            **precision_key(info),
+            **({"bpda": info["bpda"]} if bpda else {}),
+        },
     )
     train_split = OmegaConf.to_container(cfg.data, resolve=True)["splits"].get("train")
     if eval_cfg.get("trivial_baseline", True) and train_split:

@@ -7,15 +7,15 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mtl_robust.attacks.config import direction_spec
-from mtl_robust.config_location import CONFIG_PATH
+from mtl_robust.attacks.config import attack_spec, direction_spec
+from mtl_robust.config_location import CONFIG_DIR, CONFIG_PATH
 from mtl_robust.evaluation.claims import claimed
 from mtl_robust.evaluation.passes import PassResult
 from mtl_robust.evaluation.relative import RelativeChange
@@ -25,13 +25,14 @@ from mtl_robust.files import atomic_copy
 from mtl_robust.jobs.attack import evaluate_checkpoint
 from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
-from mtl_robust.jobs.runner import run_job, runtime_info
+from mtl_robust.jobs.runner import job_overrides, run_job, runtime_info
 from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
 from mtl_robust.lightning.user_model import is_user_model
 from mtl_robust.report.transfer import format_matrix, transfer_matrix
 from mtl_robust.values.budget import format_pixels
 from mtl_robust.values.direction import DirectionSpec, expand_per_task
+from mtl_robust.values.surrogate import SurrogateSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,14 @@ def training_key(cfg: DictConfig) -> str:
     # that mean the same as leaving them out (no pixel budget, no attack seed, no per-task attack losses, no
     # task for a direction other than SINGLE). Dropped, so that equal defenses hash equal whichever way they
     # were written, and the checkpoints cached when adv_train wrote its attack inline are still found.
-    unset: dict[str, Any] = {"pixel_eps": None, "seed": None, "attack_losses": {}, "task": None}
+    unset: dict[str, Any] = {
+        "pixel_eps": None,
+        "seed": None,
+        "attack_losses": {},
+        "task": None,
+        "eot_samples": 1,
+        "surrogate": None,
+    }
     for part in ("attack", "direction"):
         if isinstance(parts["defense"].get(part), dict):
             given = parts["defense"][part].items()
@@ -101,6 +109,9 @@ def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any],
     `/attack@pipeline.attacks.<name>` defaults), or the one `attack` group choice.
     """
     methods = cfg.pipeline.get("attacks") or {"attack": cfg.attack}
+    # Transfer studies: every cell once per surrogate (`pipeline.surrogates`, as attack.surrogate takes).
+    given = cfg.pipeline.get("surrogates")
+    surrogates = (OmegaConf.to_container(given, resolve=True) if given else None) or [None]
     choices = [
         direction_spec(OmegaConf.to_container(d, resolve=True)) if isinstance(d, DictConfig) else str(d)
         for d in cfg.pipeline.directions
@@ -112,8 +123,42 @@ def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any],
         if base.get("method") == "ensemble":  # the ensemble holds its own directions: one cell per eps
             cells.extend(({**base, "eps": eps}, "ensemble") for eps in cfg.pipeline.eps)
             continue
-        cells.extend(({**base, "eps": eps}, d) for eps in cfg.pipeline.eps for d in directions)
+        for surrogate in surrogates:
+            with_surrogate = base if surrogate is None else {**base, "surrogate": surrogate}
+            cells.extend(({**with_surrogate, "eps": eps}, d) for eps in cfg.pipeline.eps for d in directions)
     return cells
+
+
+def surrogate_checkpoints(cfg: DictConfig) -> Callable[[SurrogateSpec], Path]:
+    """Resolves a surrogate given as training choices: the cached checkpoint of this job's training config
+    with the surrogate's choices (sharing, defense, ...) in place of the job's own, trained first when the
+    cache does not have it (claimed, as any training; in its own output folder, beside the job's). So a
+    study's surrogates are the models it (or another study) trains as targets."""
+
+    def resolve(spec: SurrogateSpec) -> Path:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        chosen = {key for key, _ in spec.overrides}
+
+        def replaced(override: str) -> bool:  # a chosen group replaces the job's settings inside it too
+            key = override.split("=", 1)[0].lstrip("+~")
+            return any(key == c or key.startswith(f"{c}.") for c in chosen)
+
+        kept = [o for o in job_overrides() if not replaced(o)]
+        overrides = [*kept, *spec.override_list()]
+        if GlobalHydra.instance().is_initialized():  # inside the job's Hydra app: its search path too
+            surrogate = compose("pipeline", overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                surrogate = compose("pipeline", overrides=overrides)
+        paths = OmegaConf.to_container(cfg.paths, resolve=True)
+        paths["output_dir"] = str(Path(paths["output_dir"]) / "surrogates" / training_key(surrogate))
+        with open_dict(surrogate):  # the job's folders (the cache among them), not the defaults
+            surrogate.paths = paths
+        return trained_checkpoint(surrogate)
+
+    return resolve
 
 
 def format_clean(clean: PassResult, tasks: dict[str, Any]) -> str:
@@ -128,9 +173,12 @@ def format_clean(clean: PassResult, tasks: dict[str, Any]) -> str:
 
 
 def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
-    ckpt = None if is_user_model(cfg) else trained_checkpoint(cfg)  # the user's model: attack only
     tasks = list(cfg.data.tasks)
-    rows, clean, module = evaluate_checkpoint(cfg, ckpt, attack_list(cfg, tasks))
+    cells = attack_list(cfg, tasks)
+    for attack, direction in cells:  # bad attack configs (a missing surrogate file) fail before training
+        attack_spec(attack, direction)
+    ckpt = None if is_user_model(cfg) else trained_checkpoint(cfg)  # the user's model: attack only
+    rows, clean, module = evaluate_checkpoint(cfg, ckpt, cells, surrogate_checkpoints(cfg))
     log_rows(cfg.get("logger"), rows, cfg.study)
     print(f"\n{evaluated_model(cfg, ckpt, module)}\n")
     print(format_clean(clean, module.tasks))

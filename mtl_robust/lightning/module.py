@@ -104,6 +104,8 @@ class MultiTaskModule(pl.LightningModule):
                 raise ValueError(f"defense.mix_weight must lie in [0, 1], got {self.mix_weight}")
             # Built once; it reads the current weights on every call, so it attacks the model being trained.
             spec = attack_spec(self.defense["attack"], self.defense.get("direction", "total"))
+            if spec.surrogate is not None:
+                raise ValueError("adversarial training crafts on the model it trains: drop attack.surrogate")
             self.adversary = spec.build()
             self.automatic_optimization = False  # two optimiser steps per batch in the paper's recipe
         self.meta = dict(meta or {})

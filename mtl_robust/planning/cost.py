@@ -24,12 +24,14 @@ def direction_factor(direction: str, n_tasks: int) -> float:
 
 
 def attack_steps(attack: Mapping[str, Any]) -> int:
-    """Gradient steps of one run of a method (restarts included)."""
+    """Gradient steps of one run of a method (restarts included), each EOT sample counted (`eot_samples`
+    forward+backward passes per step)."""
+    eot = int(attack.get("eot_samples", 1) or 1)
     method = attack.get("method")
     if method == "fgsm":
-        return 1
+        return eot
     steps = int(attack.get("steps", 10))
-    return steps * int(attack.get("n_restarts", 1) or 1)
+    return steps * int(attack.get("n_restarts", 1) or 1) * eot
 
 
 def cell_passes(attack: Mapping[str, Any], direction: str, n_tasks: int) -> float:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 # Config fields that differ between the seeds of one cell, say where things are, or record what one training
 # run measured about itself (its cost in passes and seconds): not part of a group.
-SEED_FIELDS = ("seed", "train_seed", "model_id", "checkpoint", "deterministic", "training")
+# A transfer row's surrogate is told apart by its layout and defense; its model id changes with the seed.
+SEED_FIELDS = ("seed", "train_seed", "model_id", "checkpoint", "deterministic", "training", "surrogate_id")
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """`write_report`: records -> every table (markdown + CSV), figure (PNG) and summary.md under one folder.
 
 Sections in summary.md: notes, failed cells, relative change under attack, seeds and paired comparisons,
-reliable evaluation, clean metrics, sharing vs robustness, training cost, transfer matrices, relative
-change vs eps, example grids. Failed cells come first: a report that hides failures invites wrong
-conclusions.
+reliable evaluation, transfer between models (rows crafted on a surrogate, shown only there), clean
+metrics, sharing vs robustness, training cost, transfer matrices, relative change vs eps, example grids.
+Failed cells come first: a report that hides failures invites wrong conclusions.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mtl_robust.report.summary import Summary
 from mtl_robust.report.tables import clean_tables, failed_table, relative_tables
 from mtl_robust.report.tradeoff import tradeoff_sets
 from mtl_robust.report.transfer import transfer_sets
+from mtl_robust.report.transfer_models import is_transfer, transfer_models_section
 from mtl_robust.report.uncertainty import DEFAULT_MIN_SEEDS, uncertainty_sections
 from mtl_robust.values.budget import format_eps
 
@@ -75,6 +76,9 @@ def write_report(
     part = ["## Failed cells", ""]
     part.append(s.table(failed, tables_dir) if failed.rows else "No failed cells.\n")
     s.sections.append("\n".join(part))
+    # Transfer rows (crafted on a surrogate) have their own section; the white-box sections leave them out.
+    transfer_rows = [r for r in records if is_transfer(r)]
+    records = [r for r in records if not is_transfer(r)]
 
     rel, notes = relative_tables(records)
     s.notes += notes
@@ -88,6 +92,13 @@ def write_report(
     s.notes += notes
     if reliability is not None:
         s.sections.append(reliability)
+
+    transfer_models, notes = transfer_models_section(
+        transfer_rows + records, lambda t: s.table(t, tables_dir), s.image, plots_dir
+    )
+    s.notes += notes
+    if transfer_models is not None:
+        s.sections.append(transfer_models)
 
     clean, notes = clean_tables(records)
     s.notes += notes

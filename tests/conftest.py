@@ -67,3 +67,18 @@ def run_entry_point(module: str, args: list[str], root: Path, timeout: int = 600
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def shared_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One checkpoint cache for the study smoke tests, as one user's `logs/checkpoints` serves all studies:
+    a model whose training key another study already trained is loaded, not trained again."""
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture
+def study_root(tmp_path: Path, shared_checkpoints: Path) -> Path:
+    """A fresh root for one study run (its own results, reports, multirun folders) over the shared cache."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "checkpoints").symlink_to(shared_checkpoints, target_is_directory=True)
+    return tmp_path

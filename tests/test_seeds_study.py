@@ -12,7 +12,8 @@ from tests.conftest import run_entry_point
 
 
 @pytest.mark.slow
-def test_seeds_study_reports_dgba_vs_total_with_cis(tmp_path: Path) -> None:
+def test_seeds_study_reports_dgba_vs_total_with_cis(study_root: Path) -> None:
+    tmp_path = study_root
     proc = run_entry_point("mtl_robust.pipeline", ["experiment=study_seeds_smoke"], tmp_path, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = tmp_path / "logs" / "results" / "seeds_smoke.jsonl"

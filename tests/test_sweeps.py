@@ -219,7 +219,8 @@ PROMISED_TABLES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", STUDIES)
-def test_study_smoke_commands_as_written(tmp_path: Path, study: str) -> None:
+def test_study_smoke_commands_as_written(study_root: Path, study: str) -> None:
+    tmp_path = study_root
     proc = run_entry_point("mtl_robust.pipeline", [f"experiment={study}"], tmp_path, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     name = study.removeprefix("study_")

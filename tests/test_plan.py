@@ -75,3 +75,18 @@ def test_a_single_member_without_a_task_runs_once_per_task():
     assert cell_passes(each, "ensemble", 3) - 1 / 3 == pytest.approx(
         3 * (cell_passes(one, "ensemble", 3) - 1 / 3)
     )
+
+
+def test_square_costs_a_forward_per_query_as_the_attack_counts_them():
+    from mtl_robust.attacks.directions import DIRECTIONS
+    from mtl_robust.attacks.square import Square
+    from mtl_robust.planning.cost import CLEAN_STATE_DIRECTIONS
+
+    assert set(CLEAN_STATE_DIRECTIONS) == {n for n, cls in DIRECTIONS.items() if cls.needs_init}
+    for direction in ("dgba", "minmax"):
+        config = {"method": "square", "queries": 300, "n_restarts": 2}
+        counted = Square(8 / 255, queries=300, n_restarts=2, direction=direction).queries_per_image
+        assert cell_passes(config, direction, 3) == pytest.approx((counted + 1) / 3)
+    square = {"method": "square", "queries": 90}
+    ensemble = {"method": "ensemble", "rules": ["joint"], "members": {"s": square}}
+    assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(90 / 3 + 1 / 3 + 1 / 3)

@@ -90,3 +90,12 @@ def test_square_costs_a_forward_per_query_as_the_attack_counts_them():
     square = {"method": "square", "queries": 90}
     ensemble = {"method": "ensemble", "rules": ["joint"], "members": {"s": square}}
     assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(90 / 3 + 1 / 3 + 1 / 3)
+
+
+def test_adversarial_training_with_square_costs_its_forwards():
+    clean = compose_job(["experiment=study_directions_smoke", "defense=none"])
+    square = compose_job(
+        ["experiment=study_directions_smoke", "defense=adv_train", "++defense.attack.method=square"]
+        + ["++defense.attack.queries=30", "defense.direction.name=minmax"]
+    )
+    assert training_passes(square) == pytest.approx(training_passes(clean) * (1 + 31 / 3))

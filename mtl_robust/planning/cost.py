@@ -91,7 +91,12 @@ def training_passes(cfg: DictConfig) -> float:
     defense = OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else {}
     if defense and defense.get("name") not in (None, "none"):
         attack = defense.get("attack") or {}
-        per_step += attack_steps(attack) if attack else 1
+        if attack.get("method") == "square":  # forwards only, no gradient steps
+            direction = defense.get("direction") or "total"
+            name = direction.get("name") if isinstance(direction, Mapping) else direction
+            per_step += FORWARD * square_queries(attack, str(name))
+        else:
+            per_step += attack_steps(attack) if attack else 1
     n_train = split_size(cfg, "train")
     batch = int(cfg.data.batch_size)
     max_steps = int(cfg.train.get("max_steps", -1) or -1)

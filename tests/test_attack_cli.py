@@ -156,3 +156,14 @@ def test_evaluating_other_images_is_another_cell(compose, checkpoint: Path) -> N
     (second,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
     assert first["key"] != second["key"]
     assert (first["results"]["num_samples"], second["results"]["num_samples"]) == (4, 8)
+
+
+def test_a_square_row_records_its_queries_per_image(compose, checkpoint: Path) -> None:
+    cfg = compose(
+        [f"ckpt={checkpoint}", "experiment=smoke", "eval.progress=false", "attack=square"]
+        + ["attack.queries=6", "direction=minmax", "+eval.trivial_baseline=false", "eval.examples=0"],
+        config_name="attack",
+    )
+    (row,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    assert row["status"] == "ok" and row["config"]["queries"] == 6
+    assert row["results"]["queries_per_image"] == 7  # 6 queries and MINMAX's clean forward

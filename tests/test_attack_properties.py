@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtl_robust.attacks import APGD, FGSM, MIM, PGD
+from mtl_robust.attacks import APGD, FGSM, MIM, PGD, Square
 from tests.attack_stubs import TreeStub, make_batch, stub_losses
 
 torch.set_num_threads(1)
@@ -23,6 +23,9 @@ METHODS = {
     "apgd": lambda eps, steps, seed, d: APGD(eps, steps=steps, n_restarts=2, seed=seed, direction=d),
     "apgd_paper": lambda eps, steps, seed, d: APGD.paper(eps, steps=steps, direction=d),
     "apgd_revised": lambda eps, steps, seed, d: APGD.paper(eps, steps=steps, revised=True, direction=d),
+    "square": lambda eps, steps, seed, d: Square(
+        eps, queries=3 * steps, n_restarts=2, seed=seed, direction="total" if d == "sign_sum" else d
+    ),
 }
 
 

@@ -17,6 +17,7 @@ from mtl_robust.attacks import (
     CosPGDLoss,
     MultiTaskObjective,
     SegPGDLoss,
+    Square,
     Total,
     build_attack,
     build_attack_loss,
@@ -37,6 +38,7 @@ def all_attacks(direction: str = "dgba") -> list[Attack]:
         MIM(EPS, steps=3, direction=direction),
         APGD(EPS, steps=4, direction=direction),
         APGD.paper(EPS, steps=4, direction=direction),
+        Square(EPS, queries=8, direction=direction),
     ]
 
 
@@ -84,7 +86,12 @@ def test_crafting_runs_in_eval_mode_so_dropout_and_bn_are_deterministic():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda s: PGD(EPS, 3, random_start=True, seed=s), lambda s: APGD(EPS, 4, seed=s)]
+    "make",
+    [
+        lambda s: PGD(EPS, 3, random_start=True, seed=s),
+        lambda s: APGD(EPS, 4, seed=s),
+        lambda s: Square(EPS, 8, n_restarts=2, seed=s),
+    ],
 )
 def test_same_seed_same_result_other_seed_differs(make):
     model, (x, targets) = TreeStub(), make_batch(n=2)
@@ -276,6 +283,12 @@ def test_slightly_out_of_range_input_is_clamped():
         (lambda: PGD(EPS, direction="bogus"), "unknown attack direction"),
         (lambda: PGD(EPS, attack_losses={"seg": "bogus"}), "unknown attack loss"),
         (lambda: build_attack("cw", eps=0.1), "unknown attack method"),
+        (lambda: Square(EPS, queries=0), "queries must be an integer >= 1"),
+        (lambda: Square(EPS, p_init=0.0), "p_init must be"),
+        (lambda: Square(EPS, p_init=1.5), "p_init must lie in"),
+        (lambda: Square(EPS, n_restarts=0), "n_restarts"),
+        (lambda: Square(EPS, direction="sign_sum"), "only in its gradient step"),
+        (lambda: Square(EPS, attack_losses={"seg": "segpgd"}), "schedule over gradient steps"),
     ],
 )
 def test_bad_hyper_parameters(build, match):
@@ -306,10 +319,11 @@ def _bad_calls():
 
 @pytest.mark.parametrize(("direction", "x", "targets", "losses", "match"), _bad_calls())
 def test_bad_call_arguments_fail_before_any_forward_pass(direction, x, targets, losses, match):
-    model = TreeStub()
-    with pytest.raises(ValueError, match=match):
-        PGD(EPS, steps=2, direction=direction)(model, x, targets, losses)
-    assert model.calls == []
+    for attack in (PGD(EPS, steps=2, direction=direction), Square(EPS, queries=2, direction=direction)):
+        model = TreeStub()
+        with pytest.raises(ValueError, match=match):
+            attack(model, x, targets, losses)
+        assert model.calls == []
 
 
 def test_single_task_unknown_to_the_model_is_an_error():

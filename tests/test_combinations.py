@@ -5,7 +5,9 @@ Each combination either runs or is refused by one clear config error before any 
 the eps-ball and the [0, 1] range, leaves an attacked model's modes, parameters and buffers as they were, and
 takes the step of the direction it is labelled with: its first step equals that direction's own step
 (`Direction.step` of its ascent direction, with its state read at the clean x), computed here from a freshly
-built direction. Tiny models and one step per case, so the whole matrix stays within seconds.
+built direction. Square takes no step: it searches on the labelled direction's objective, so the objective
+it ends on is that direction's, freshly built, at its x_adv, and no lower than where it started. Tiny
+models and one step per case, so the whole matrix stays within seconds.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ ONE_STEP = {
     "mim": {"steps": 1, "alpha": EPS},
     "apgd": {"steps": 1, "random_start": False},
     "apgd_paper": {"steps": 1},
+    "square": {"queries": 3},
 }
 # The first step's size (APGD's reference variant starts at 2 eps, the paper's at eps / steps).
 FIRST_STEP = {"fgsm": EPS, "pgd": EPS, "mim": EPS, "apgd": 2 * EPS, "apgd_paper": EPS}
@@ -61,6 +64,10 @@ FAST_AT = {
 
 def refusal(consumer: str, direction: str, loss: str) -> str | None:
     """Why a combination is refused by design (the error's words), or None when it must run."""
+    if consumer == "square" and direction in ("sign_sum", "dgba_reference"):
+        return "only in its gradient step"  # without gradients it is TOTAL / DGBA under another label
+    if consumer == "square" and loss == "segpgd":
+        return "schedule over gradient steps"
     if consumer in FAST_AT and loss != "none":
         return "does not take attack_losses"  # fast AT ascends the training losses
     if consumer in FAST_AT and "grad_align" in FAST_AT[consumer]:
@@ -72,6 +79,18 @@ def refusal(consumer: str, direction: str, loss: str) -> str | None:
 def interior_batch() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     x, targets = make_batch(n=2, h=4, w=4, seed=1)
     return 0.25 + 0.5 * x, targets  # no step is cut by the pixel range
+
+
+def own_objective(model, x, targets, tasks, direction: str, losses: dict[str, str], x_eval):
+    """The labelled direction's objective at x_eval, from a direction built afresh (state read at x)."""
+    built = build_direction(direction)
+    attack = attack_from_config({"method": "fgsm", "eps": EPS, "attack_losses": losses}, direction)
+    objective = MultiTaskObjective(
+        model, targets, tasks, built, built.tasks_needed(list(tasks)), attack_losses=attack.attack_losses
+    )
+    with eval_mode(model):
+        objective.init_state(x)
+        return objective(x_eval, 0, need_grad=False).objective
 
 
 def own_step(model, x, targets, tasks, direction: str, losses: dict[str, str], clean=None):
@@ -109,9 +128,15 @@ def test_attack_takes_its_labelled_step_and_leaves_the_model_alone(method, direc
     model, tasks = TreeStub(width=4), stub_tasks()
     model.heads["seg"].train()  # a submodule in its own mode must get it back
     x, targets = interior_batch()
+    why = refusal(method, direction, loss)
+    if why is not None:
+        with pytest.raises(ValueError, match=why):
+            attack_from_config(attack_config(method, direction, loss), direction)
+        return
     before_state, before_modes = snapshot(model)
     attack = attack_from_config(attack_config(method, direction, loss), direction)
-    x_adv = attack(model, x, targets, tasks)
+    result = attack.run(model, x, targets, tasks, record=True)
+    x_adv = result.x_adv
 
     assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     after_state, after_modes = snapshot(model)
@@ -119,6 +144,11 @@ def test_attack_takes_its_labelled_step_and_leaves_the_model_alone(method, direc
     assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
     assert all(p.grad is None for p in model.parameters())
 
+    if method == "square":
+        found = own_objective(model.eval(), x, targets, tasks, direction, ATTACK_LOSSES[loss], x_adv)
+        torch.testing.assert_close(found, result.history[-1].objective, atol=1e-6, rtol=0)
+        assert (found >= result.history[0].objective).all()
+        return
     step = own_step(model.eval(), x, targets, tasks, direction, ATTACK_LOSSES[loss])
     expected = project(x + FIRST_STEP[method] * step, x, EPS)
     if method.startswith("apgd"):
@@ -142,6 +172,11 @@ def test_an_ensemble_member_attacks_as_the_attack_alone(method, direction, loss)
     x, targets = interior_batch()
     member = {**attack_config(method, direction, loss), "direction": direction}
     member.pop("eps")
+    why = refusal(method, direction, loss)
+    if why is not None:
+        with pytest.raises(ValueError, match=why):
+            ensemble_from_config({"method": "ensemble", "eps": EPS, "members": {"m": member}}, list(tasks))
+        return
     ensemble = ensemble_from_config(
         {"method": "ensemble", "eps": EPS, "rules": ["joint"], "members": {"m": member}}, list(tasks)
     )
@@ -207,14 +242,17 @@ def test_fast_at_runs_its_labelled_direction_or_refuses_before_any_work(consumer
 def test_the_matrix_size_and_its_refusals_by_design() -> None:
     """The numbers the closing note quotes: how many combinations there are and how many are refused."""
     attack_cases = len(ATTACK_METHODS) * len(DIRECTION_LABELS) * len(ATTACK_LOSSES)
+    square = [("square", d, loss) for d in DIRECTION_LABELS for loss in ATTACK_LOSSES]
+    assert sum(refusal(*case) is not None for case in square) == 11  # {sign_sum, dgba_reference} x 3 + SegPGD
     fast = fast_at_cases()
     refused = [case for case in fast if refusal(*case) is not None]
     by_losses = [case for case in refused if case[2] != "none"]
-    assert (len(ATTACK_METHODS), len(DIRECTION_LABELS), len(ATTACK_LOSSES)) == (5, 7, 3)
-    assert attack_cases == 105  # as attacks, and again as ensemble members
+    assert (len(ATTACK_METHODS), len(DIRECTION_LABELS), len(ATTACK_LOSSES)) == (6, 7, 3)
+    assert attack_cases == 126  # as attacks, and again as ensemble members
     assert len(fast) == 147
     assert len(by_losses) == 98  # fast AT ascends training losses: attack losses are refused
     assert len(refused) - len(by_losses) == 6  # GradAlign x {sign_sum, dgba_reference, minmax}
+    assert len(EOT_CASES) == 6 * 7 - 2  # every method with EOT, Square's two refused labels left out
 
 
 # ------------------------------------------------------------------------------------------------ EOT
@@ -224,15 +262,17 @@ TWO_STEPS = {
     "mim": {"steps": 2},
     "apgd": {"steps": 2, "random_start": False},
     "apgd_paper": {"steps": 2},
+    "square": {"queries": 4},
 }
+EOT_CASES = [(m, d) for m in ATTACK_METHODS for d in DIRECTION_LABELS if refusal(m, d, "none") is None]
 
 
-@pytest.mark.parametrize("direction", DIRECTION_LABELS)
-@pytest.mark.parametrize("method", ATTACK_METHODS)
+@pytest.mark.parametrize(("method", "direction"), EOT_CASES)
 def test_eot_on_a_deterministic_model_takes_the_same_steps(method, direction) -> None:
     """Two EOT samples of a deterministic model average two equal terms (exact in float), so every method
     and direction must give the x_adv of a single pass; a direction that averaged the wrong thing (signs,
-    LP steps) or a method that judged iterates by something else would differ. The model is left alone."""
+    LP steps) or a method that judged iterates (Square: proposals) by something else would differ. The
+    model is left alone."""
     model, tasks = TreeStub(width=4), stub_tasks()
     x, targets = interior_batch()
     before_state, before_modes = snapshot(model)

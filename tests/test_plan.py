@@ -84,3 +84,29 @@ def test_help_and_unknown_options_do_not_reach_hydra(capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out.startswith("usage: python -m mtl_robust.plan")
     with pytest.raises(SystemExit, match="unknown option.*--devcie=cuda"):
         main(["--devcie=cuda", "-m", "experiment=study_directions_smoke"])
+
+
+def test_square_costs_a_forward_per_query_as_the_attack_counts_them():
+    from mtl_robust.attacks.directions import DIRECTIONS
+    from mtl_robust.attacks.square import Square
+    from mtl_robust.planning.cost import CLEAN_STATE_DIRECTIONS
+
+    assert set(CLEAN_STATE_DIRECTIONS) == {n for n, cls in DIRECTIONS.items() if cls.needs_init}
+    for direction in ("dgba", "minmax"):
+        config = {"method": "square", "queries": 300, "n_restarts": 2}
+        counted = Square(8 / 255, queries=300, n_restarts=2, direction=direction).queries_per_image
+        assert cell_passes(config, direction, 3) == pytest.approx((counted + 1) / 3)
+        eot = Square(8 / 255, queries=300, n_restarts=2, direction=direction, eot_samples=4).queries_per_image
+        assert cell_passes({**config, "eot_samples": 4}, direction, 3) == pytest.approx((eot + 1) / 3)
+    square = {"method": "square", "queries": 90}
+    ensemble = {"method": "ensemble", "rules": ["joint"], "members": {"s": square}}
+    assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(90 / 3 + 1 / 3 + 1 / 3)
+
+
+def test_adversarial_training_with_square_costs_its_forwards():
+    clean = compose_job(["experiment=study_directions_smoke", "defense=none"])
+    square = compose_job(
+        ["experiment=study_directions_smoke", "defense=adv_train", "++defense.attack.method=square"]
+        + ["++defense.attack.queries=30", "defense.direction.name=minmax"]
+    )
+    assert training_passes(square) == pytest.approx(training_passes(clean) * (1 + 31 / 3))

@@ -23,7 +23,8 @@ def test_study_reliability_smoke(tmp_path: Path) -> None:
     for row in rows:
         ens = row["results"]["ensemble"]
         assert set(ens["rules"]) == {"joint", "task:seg", "task:normal", "task:depth"}
-        assert len(ens["members"]) == 7  # dgba, total, single x 3, minmax, segpgd
+        assert len(ens["members"]) == 8  # dgba, total, single x 3, minmax, segpgd, square
+        assert ens["members"]["square-dgba"]["queries_per_image"] == 40
         assert all(sum(w.values()) == row["results"]["num_samples"] for w in ens["wins"].values())
         # The row's main numbers are the joint selection's.
         assert row["results"]["rel_avg"] == pytest.approx(ens["rules"]["joint"]["rel_avg"])

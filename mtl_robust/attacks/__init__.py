@@ -1,4 +1,4 @@
-"""White-box multi-task attacks: method (FGSM, PGD, MIM, APGD) x direction x per-task attack loss.
+"""Multi-task attacks: method (FGSM, PGD, MIM, APGD; Square without gradients) x direction x attack loss.
 
 Plain PyTorch, no Lightning or Hydra. Typical use::
 
@@ -36,6 +36,7 @@ from mtl_robust.attacks.model_call import MultiTaskAdapter, forward_tasks
 from mtl_robust.attacks.objective import Evaluation, MultiTaskObjective
 from mtl_robust.attacks.pgd import PGD
 from mtl_robust.attacks.registry import build_attack
+from mtl_robust.attacks.square import Square
 
 # 0-255 pixel units (the paper's eps = 8) -> the [0, 1] scale; the conversion lives with the budget value.
 from mtl_robust.values.budget import from_pixels
@@ -61,6 +62,7 @@ __all__ = [
     "SegPGDLoss",
     "SignSum",
     "Single",
+    "Square",
     "StaticRelative",
     "StepAwareLoss",
     "StepRecord",

@@ -54,6 +54,7 @@ class StepRecord:
 class AttackResult:
     x_adv: Tensor
     history: list[StepRecord] = field(default_factory=list)
+    queries: Tensor | None = None  # [N] model queries per image (query-based attacks), on the CPU
 
 
 class Recorder:
@@ -63,6 +64,7 @@ class Recorder:
         self.active = active
         self.valid = valid
         self.history: list[StepRecord] = []
+        self.queries: Tensor | None = None  # [N] model queries per image, kept by a query-based attack
 
     def add(self, step: int, ev: Evaluation, step_size: float | Tensor | None, restart: int = 0) -> None:
         if not self.active:
@@ -204,7 +206,8 @@ class Attack:
         with self._crafting(model, x, targets, losses, valid) as (objective, x0):
             recorder = Recorder(record, objective.valid)
             x_adv = self._perturb(objective, x0, recorder)
-        return AttackResult(x_adv.detach(), recorder.history)
+        queries = None if recorder.queries is None else recorder.queries.cpu()
+        return AttackResult(x_adv.detach(), recorder.history, queries)
 
     def linear_objective(
         self,

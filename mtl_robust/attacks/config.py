@@ -127,7 +127,9 @@ def attack_spec(attack: Mapping[str, Any], direction: DirectionConfig) -> Attack
     if config.get("eot_samples") == 1 and not isinstance(config["eot_samples"], bool):
         config.pop("eot_samples")
     if "method" not in config:
-        raise ValueError(f"an attack config needs a method (fgsm, pgd, mim, apgd, apgd_paper), got {config}")
+        raise ValueError(
+            f"an attack config needs a method (fgsm, pgd, mim, apgd, apgd_paper, square), got {config}"
+        )
     pixel_eps = config.pop("pixel_eps", None)
     # Written in place when given as eps; a budget given as pixel_eps lands last, as it always has.
     config["eps"] = budget_from(config.get("eps"), pixel_eps)

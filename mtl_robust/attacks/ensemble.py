@@ -14,7 +14,7 @@ result also says, per rule, which member won each image. Plain PyTorch; `tasks` 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,7 @@ class EnsembleResult:
     x_adv: dict[str, Tensor]  # rule -> selected adversarial batch
     winners: dict[str, Tensor]  # rule -> [N] index of the winning member per image (CPU, int64)
     scores: dict[str, Tensor]  # rule -> [N] the winner's per-image change (negative = worse)
+    queries: dict[str, Tensor] = field(default_factory=dict)  # query-based member -> [N] queries per image
 
 
 class Ensemble:
@@ -114,8 +115,12 @@ class Ensemble:
         best_x: dict[str, Tensor] = {}
         best_score: dict[str, Tensor] = {}
         winners: dict[str, Tensor] = {}
+        queries: dict[str, Tensor] = {}
         for index, (name, attack) in enumerate(self.members.items()):
-            x_adv = attack(model, x, targets, tasks)
+            crafted = attack.run(model, x, targets, tasks)
+            x_adv = crafted.x_adv
+            if crafted.queries is not None:
+                queries[name] = crafted.queries
             with eval_mode(model), torch.no_grad():
                 preds = forward_tasks(model, x_adv)
             if on_member is not None:
@@ -134,9 +139,9 @@ class Ensemble:
                 best_x[rule] = torch.where(per_sample(better.to(x_adv.device), x_adv), x_adv, best_x[rule])
                 best_score[rule] = torch.where(better, score, best_score[rule])
                 winners[rule] = torch.where(better, torch.full_like(winners[rule], index), winners[rule])
-            del x_adv, preds
+            del crafted, x_adv, preds
         scores = {r: torch.where(torch.isinf(v), torch.nan, v) for r, v in best_score.items()}
-        return EnsembleResult(best_x, winners, scores)
+        return EnsembleResult(best_x, winners, scores, queries)
 
     def __repr__(self) -> str:
         return f"Ensemble(eps={self.eps:.6g}, rules={self.rules}, members={list(self.members)})"

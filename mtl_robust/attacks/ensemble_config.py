@@ -42,7 +42,9 @@ def member_configs(members: Mapping[str, Any], tasks: Sequence[str] | None) -> d
     out: dict[str, dict[str, Any]] = {}
     for name, cfg in members.items():
         if not isinstance(cfg, Mapping) or "method" not in cfg:
-            raise ValueError(f"ensemble member {name!r} needs a method (fgsm, pgd, mim, apgd), got {cfg!r}")
+            raise ValueError(
+                f"ensemble member {name!r} needs a method (fgsm, pgd, mim, apgd, square), got {cfg!r}"
+            )
         cfg = {k: v for k, v in dict(cfg).items() if v is not None}
         if "eps" in cfg or "pixel_eps" in cfg:
             raise ValueError(f"ensemble member {name!r} sets its own eps; members share attack.eps")

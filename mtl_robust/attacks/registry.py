@@ -9,13 +9,15 @@ from mtl_robust.attacks.base import Attack
 from mtl_robust.attacks.fgsm import FGSM
 from mtl_robust.attacks.mim import MIM
 from mtl_robust.attacks.pgd import PGD
+from mtl_robust.attacks.square import Square
 from mtl_robust.values.budget import from_pixels
 
-METHODS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "mim": MIM, "apgd": APGD}
+METHODS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "mim": MIM, "apgd": APGD, "square": Square}
 
 
 def build_attack(method: str, **kwargs: Any) -> Attack:
-    """An attack by method name: "fgsm", "pgd", "mim", "apgd", "apgd_paper" (the DGBA code's APGD).
+    """An attack by method name: "fgsm", "pgd", "mim", "apgd", "apgd_paper" (the DGBA code's APGD),
+    "square" (gradient-free).
 
     `pixel_eps` / `pixel_alpha` (0-255 units) may replace `eps` / `alpha`.
     """

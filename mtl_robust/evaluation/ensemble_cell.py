@@ -7,7 +7,7 @@ counts per rule which member won each image. `row_results` turns that into the r
 
     results["ensemble"] = {
       "rules": {rule: {"adv": ..., "rel": ..., "rel_task": {task: float}, "rel_avg": float}},
-      "members": {member: {"rel_task": {task: float}, "rel_avg": float}},
+      "members": {member: {"rel_task": {task: float}, "rel_avg": float}},  # + "queries_per_image" (Square)
       "wins": {rule: {member: images won}},
       "primary": rule whose selection the row's top-level numbers are,
     }
@@ -25,6 +25,7 @@ from mtl_robust.attacks.config import ENSEMBLE_DIRECTION
 from mtl_robust.attacks.ensemble import JOINT, Ensemble
 from mtl_robust.attacks.model_call import forward_tasks
 from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.attacks.square import QueryTally
 from mtl_robust.evaluation.passes import PassResult
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.values.budget import parse_budget, to_pixels
@@ -82,6 +83,7 @@ class EnsembleCellAttack:
         self.rule_acc = {r: _Accumulator(self.tasks) for r in self.ensemble.rules}
         self.member_acc = {m: _Accumulator(self.tasks) for m in self.ensemble.names}
         self.wins = {r: dict.fromkeys(self.ensemble.names, 0) for r in self.ensemble.rules}
+        self.queries: dict[str, QueryTally] = {}  # query-based members only
 
     def __call__(self, model: nn.Module, x: Tensor, targets: dict[str, Tensor]) -> Tensor:
         def on_member(name: str, x_adv: Tensor, preds: dict[str, Tensor]) -> None:
@@ -91,6 +93,8 @@ class EnsembleCellAttack:
         with eval_mode(model), torch.no_grad():
             for rule, x_rule in result.x_adv.items():
                 self.rule_acc[rule].update(forward_tasks(model, x_rule), targets)
+        for name, counts in result.queries.items():
+            self.queries.setdefault(name, QueryTally()).add(counts)
         names = self.ensemble.names
         for rule, winners in result.winners.items():
             for index in winners.tolist():
@@ -110,6 +114,8 @@ class EnsembleCellAttack:
             },
             "wins": self.wins,
         }
+        for name, tally in self.queries.items():
+            out["members"][name]["queries_per_image"] = tally.per_image
         self._reset()
         return {"ensemble": out}
 

@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 # Multi-backward directions: one backward per task after one forward. A backward costs about twice a
 # forward, so T backwards after one forward cost (1 + 2T) / 3 passes.
 PER_TASK_BACKWARD = ("minmax", "dgba_reference")
+# Directions that read a state from one clean forward before the attack (`Direction.needs_init`).
+CLEAN_STATE_DIRECTIONS = ("minmax", "static_relative")
 # An evaluation forward (metrics of x_adv), in passes.
 FORWARD = 1 / 3
 # Images per split of data sets whose size the config does not state (the standard splits).
@@ -44,7 +46,18 @@ def cell_passes(attack: Mapping[str, Any], direction: str, n_tasks: int) -> floa
             for m in members.values()
         )
         return inner + FORWARD * len(attack.get("rules") or [])
+    if attack.get("method") == "square":
+        return FORWARD * square_queries(attack, direction) + FORWARD
     return attack_steps(attack) * direction_factor(direction, n_tasks) + FORWARD
+
+
+def square_queries(attack: Mapping[str, Any], direction: str) -> int:
+    """Forwards per image of one Square run: its queries per restart, plus the clean forward of a direction
+    that reads its state there, each `eot_samples` times (as `Square.queries_per_image` counts them)."""
+    restarts = int(attack.get("n_restarts", 1) or 1)
+    reads_clean = str(direction).split(":")[0] in CLEAN_STATE_DIRECTIONS
+    eot = int(attack.get("eot_samples", 1) or 1)
+    return (restarts * int(attack.get("queries", 5000)) + int(reads_clean)) * eot
 
 
 def _copies(member: Mapping[str, Any], n_tasks: int) -> int:
@@ -81,7 +94,12 @@ def training_passes(cfg: DictConfig) -> float:
     defense = OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else {}
     if defense and defense.get("name") not in (None, "none"):
         attack = defense.get("attack") or {}
-        per_step += attack_steps(attack) if attack else 1
+        if attack.get("method") == "square":  # forwards only, no gradient steps
+            direction = defense.get("direction") or "total"
+            name = direction.get("name") if isinstance(direction, Mapping) else direction
+            per_step += FORWARD * square_queries(attack, str(name))
+        else:
+            per_step += attack_steps(attack) if attack else 1
     n_train = split_size(cfg, "train")
     batch = int(cfg.data.batch_size)
     max_steps = int(cfg.train.get("max_steps", -1) or -1)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from mtl_robust.report.records import Record
 from mtl_robust.values.direction import TASK_ORDER
 
-METHOD_ORDER = ("fgsm", "pgd", "mim", "apgd", "apgd_paper")
+METHOD_ORDER = ("fgsm", "pgd", "mim", "apgd", "apgd_paper", "square")
 
 
 def task_sort_key(task: str) -> tuple[int, str]:

@@ -3,7 +3,9 @@ the per-task worst case, which member wins, and the gradient-masking diagnostics
 
 Reads rows written by ensemble cells (`results["ensemble"]`, see `evaluation/ensemble_cell.py`) and the
 `results["diagnostics"]` every row of a diagnosed model carries. `marked_layout` is what other tables use
-to mark a model whose diagnostics tripped a flag.
+to mark a model whose diagnostics tripped a flag. For a flagged model, `flagged_worst_case` says which
+members found each rule's per-image worst case, whether they need the model's gradients, and the adaptive
+options (`ADAPTIVE_OPTIONS`) their configs or the row record.
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from mtl_robust.report.flags import FLAG_MARK, marked_layout, model_flags
-from mtl_robust.report.order import defense_sort_key, layout_ranks, ordered_tasks
+from mtl_robust.report.order import defense_sort_key, layout_ranks, ordered_tasks, task_sort_key
 from mtl_robust.report.records import Record, pct
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_slug, format_eps
+
+# Options that adapt an attack to a model whose gradients mislead (expectation over its randomness, a
+# straight-through backward for a non-differentiable step): read from a member's config, or from the row's
+# config when they apply to the whole cell, and shown beside the members of a flagged model's worst case.
+ADAPTIVE_OPTIONS = ("eot_samples", "bpda")
+# Methods that never use the model's gradients: what a flagged model's number should come from.
+GRADIENT_FREE_METHODS = ("square",)
 
 
 class EnsembleKey(NamedTuple):
@@ -180,6 +189,92 @@ def ranking_notes(records: Sequence[Record]) -> list[str]:
     return notes
 
 
+def member_config(record: Record, member: str) -> dict:
+    """The config an ensemble row's member was built from (a per-task copy `name:task` shares its entry)."""
+    members = record.config.get("members") or {}
+    found = members.get(member) or members.get(member.rpartition(":")[0]) or {}
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def adaptive_options(config: dict) -> dict[str, object]:
+    """The adaptive options a config sets (absent, null, false, 0 and empty values are not options)."""
+    return {k: config[k] for k in ADAPTIVE_OPTIONS if config.get(k) not in (None, False, 0, "", [], {})}
+
+
+def is_gradient_free(record: Record, member: str) -> bool:
+    return member_config(record, member).get("method") in GRADIENT_FREE_METHODS
+
+
+def member_label(record: Record, member: str) -> str:
+    """A member's name with what matters on a masked model: gradient-free, and its adaptive options."""
+    options = adaptive_options(member_config(record, member))
+    tags = (["gradient-free"] if is_gradient_free(record, member) else []) + [
+        f"{k}={v}" for k, v in options.items()
+    ]
+    return f"{member} [{', '.join(tags)}]" if tags else member
+
+
+def flagged_worst_case(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
+    """Per flagged model with ensemble rows: per rule, which members won its per-image worst case (images
+    won, gradient-free or not, adaptive options); a note for each, a warning where no member is
+    gradient-free."""
+    rows = [r for r in _ensemble_rows(records) if model_flags(r)]
+    tables, notes = [], []
+    for key, group in sorted(_groups(rows).items()):
+        eps = group[0].eps
+        body = []
+        for r in _model_order(group):
+            ens = r.results["ensemble"]
+            free = [m for m in ens["members"] if is_gradient_free(r, m)]
+            cell_options = adaptive_options(dict(r.config))
+            primary = ens.get("primary", "joint")
+            for rule in sorted(ens["wins"], key=lambda x: (x != primary, task_sort_key(x.partition(":")[2]))):
+                wins = ens["wins"][rule]
+                total = sum(wins.values())
+                won = sorted((-n, m) for m, n in wins.items() if n)
+                by_free = sum(n for m, n in wins.items() if m in free)
+                body.append(
+                    [
+                        marked_layout(r),
+                        r.defense,
+                        rule,
+                        "; ".join(f"{member_label(r, m)} {-n}/{total}" for n, m in won),
+                        f"{by_free}/{total}" if free else "no gradient-free member",
+                        ", ".join(f"{k}={v}" for k, v in cell_options.items()),
+                    ]
+                )
+            where = f"{r.layout_name} ({r.defense}, {r.data}, ε={format_eps(eps)})"
+            if not free:
+                notes.append(
+                    f"WARNING: flagged model {where} was attacked by an ensemble without a gradient-free "
+                    "member: every member relies on gradients the diagnostics distrust; evaluate it with "
+                    "attack=ensemble or ensemble_quick (their Square member needs no gradient)"
+                )
+            else:
+                joint = ens["wins"].get(primary, {})
+                notes.append(
+                    f"flagged model {where}: gradient-free members ({', '.join(free)}) found the joint worst "
+                    f"case on {sum(joint.get(m, 0) for m in free)} of {sum(joint.values())} images"
+                )
+        tables.append(
+            Table(
+                name=slug("flagged_worst_case", key.data, key.backbone, eps_slug(eps)),
+                title=f"Who found the worst case of flagged models · {key.data} · {key.backbone} · "
+                f"ε={format_eps(eps)}",
+                columns=["layout", "defense", "rule", "won by (images)", "gradient-free", "cell options"],
+                rows=body,
+                description=(
+                    "Models whose diagnostics tripped a flag: per selection rule, the members whose x_adv "
+                    "was the per-image worst case and on how many images, members that use no gradient "
+                    "(e.g. Square) marked gradient-free, and adaptive options "
+                    f"({', '.join(ADAPTIVE_OPTIONS)}) of a member or of the whole cell where the row records "
+                    "them. A flagged model's number should come from an ensemble with a gradient-free member."
+                ),
+            )
+        )
+    return tables, notes
+
+
 def diagnostics_table(records: Sequence[Record]) -> tuple[Table | None, list[str]]:
     """One line per diagnosed model: its flags, zero-gradient shares and probe measures; a warning each."""
     models: dict[DiagnosedModel, Record] = {}
@@ -205,7 +300,8 @@ def diagnostics_table(records: Sequence[Record]) -> tuple[Table | None, list[str
             notes.append(
                 f"WARNING: model {r.layout_name} ({r.defense}, {r.data}) trips diagnostics "
                 f"{', '.join(flags)}: attacks may be fooled (gradient masking), its numbers may overstate "
-                "robustness"
+                "robustness; its number should come from an ensemble with a gradient-free member "
+                "(attack=ensemble or ensemble_quick)"
             )
     table = Table(
         name="diagnostics",
@@ -225,12 +321,14 @@ def reliability_section(
     records: Sequence[Record], render: Callable[[Table], str]
 ) -> tuple[str | None, list[str]]:
     """The report section as markdown (None when the records hold neither ensembles nor diagnostics)."""
-    tables = members_vs_ensemble(records) + per_task_worst_case(records)
+    flagged, flagged_notes = flagged_worst_case(records)
+    tables = members_vs_ensemble(records) + per_task_worst_case(records) + flagged
     diag, notes = diagnostics_table(records)
+    notes += [n for n in flagged_notes if n.startswith("WARNING")]
     if not tables and diag is None:
         return None, []
     part = ["## Reliable evaluation: single attacks vs the ensemble", ""]
-    findings = ranking_notes(records)
+    findings = ranking_notes(records) + [n for n in flagged_notes if not n.startswith("WARNING")]
     if findings:
         part += [f"- {n}" for n in findings] + [""]
     part += [render(t) for t in tables]

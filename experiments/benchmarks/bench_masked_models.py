@@ -10,9 +10,11 @@ ensemble cell is (dataset-level relative change of every task's metrics, mean ov
 
 Rows: the clean pass re-run with other random draws (the noisy model's floor), each member of
 `conf/attack/ensemble_quick.yaml` on its own, the ensemble's per-image joint worst case, and Square alone
-with larger query budgets (DGBA's objective). Seeds are fixed (the noise too).
+with larger query budgets (DGBA's objective), each proposal judged on one forward or, with
+`--square-eot k ...`, on the mean of k (EOT). Seeds are fixed (the noise too).
 
     python experiments/benchmarks/bench_masked_models.py --images 32 --size 16
+    python experiments/benchmarks/bench_masked_models.py --square-queries 1000 --square-eot 1 4
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--square-queries", type=int, nargs="*", default=[1000, 5000])
+    parser.add_argument("--square-eot", type=int, nargs="*", default=[1], help="forwards per proposal")
     args = parser.parse_args()
     torch.set_num_threads(1)
     tasks = build_tasks(["seg", "normal", "depth"], num_classes=SEG_CLASSES)
@@ -82,17 +85,21 @@ def main() -> None:
         column |= {m: 100 * v["rel_avg"] for m, v in row["members"].items()}
         column["ensemble (joint)"] = 100 * row["rules"]["joint"]["rel_avg"]
         for queries in args.square_queries:
-            square = Square(preset_eps(preset), queries=queries, direction="dgba", seed=0)
-            torch.manual_seed(1)
-            adv = run_pass(model, tasks, batches, attack=square.with_losses(tasks), progress=False)
-            column[f"square-dgba {queries} queries"] = relative_avg(clean, adv, tasks)
+            for eot in args.square_eot:
+                square = Square(
+                    preset_eps(preset), queries=queries, direction="dgba", seed=0, eot_samples=eot
+                )
+                torch.manual_seed(1)
+                adv = run_pass(model, tasks, batches, attack=square.with_losses(tasks), progress=False)
+                label = f"square-dgba {queries} queries" + (f", eot {eot}" if eot != 1 else "")
+                column[label] = relative_avg(clean, adv, tasks)
         table[name] = column
     rows = list(next(iter(table.values())))
     size = f"{args.images} images {args.size}x{args.size}"
     print(f"rel_avg (%) at 8/255, {size}, tree stub (seg, normal, depth)")
-    print(f"{'attack':<30}" + "".join(f"{m:>12}" for m in models))
+    print(f"{'attack':<34}" + "".join(f"{m:>12}" for m in models))
     for r in rows:
-        print(f"{r:<30}" + "".join(f"{table[m][r]:>12.2f}" for m in models))
+        print(f"{r:<34}" + "".join(f"{table[m][r]:>12.2f}" for m in models))
 
 
 def preset_eps(preset: dict) -> float:

@@ -1,9 +1,10 @@
 """Transfer between models: x_adv crafted on a surrogate model, evaluated on a target (`attack.surrogate`).
 
-Rows that carry `surrogate_id` are transfer rows. Per data set, backbone, method, direction and eps they
-form one surrogate x target matrix of the target's relative change (rel_avg, %), each cell with its 95 % CI
+Rows that carry `surrogate_id` are the cells: per data set, backbone, method, direction and eps they form
+one surrogate x target matrix of the target's relative change (rel_avg, %), each cell with its 95 % CI
 from the per-image statistics (over seeds too where there are several; `report/seeds.py`). The diagonal
-(surrogate = target's training config) is the white-box attack. A model flagged by the report (undertrained
+(surrogate = target's training config) is the white-box attack, and the white-box tables show it too; the
+rest are transfer rows, shown only here. A model flagged by the report (undertrained
 or by the diagnostics) is marked ⚠ as a surrogate and as a target; the section states numbers and
 intervals only, no verdicts.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,8 +25,27 @@ from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_slug, format_eps
 
 
-def is_transfer(record: Record) -> bool:
+def names_a_surrogate(record: Record) -> bool:
+    """A cell of a surrogate x target matrix, its diagonal included."""
     return bool(record.config.get("surrogate_id"))
+
+
+SURROGATE_FIELDS = ("surrogate_id", "surrogate_layout", "surrogate_defense")
+
+
+def as_white_box(record: Record) -> Record:
+    """A row as the white-box tables see it: a diagonal cell without its surrogate fields, so that it pairs
+    with the white-box rows of other models (AT vs clean, DGBA vs TOTAL)."""
+    if not names_a_surrogate(record):
+        return record
+    config = {k: v for k, v in record.config.items() if k not in SURROGATE_FIELDS}
+    return replace(record, config=config)
+
+
+def is_transfer(record: Record) -> bool:
+    """x_adv crafted on another model than the one evaluated. The diagonal (surrogate = the target's own
+    checkpoint) is the white-box attack and belongs in the white-box tables as well."""
+    return names_a_surrogate(record) and record.config.get("surrogate_id") != record.config.get("model_id")
 
 
 class MatrixKey(NamedTuple):
@@ -104,7 +124,7 @@ def interval(cell: CellEstimate) -> str:
 
 def transfer_model_sets(records: Sequence[Record]) -> tuple[list[TransferModels], list[str]]:
     """The matrices of every successful transfer row, with CIs; notes say what could not be estimated."""
-    transfer = [r for r in records if r.ok and is_transfer(r)]
+    transfer = [r for r in records if r.ok and names_a_surrogate(r)]
     if not transfer:
         return [], []
     analysis = Analysis.of(transfer)

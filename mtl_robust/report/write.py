@@ -23,7 +23,7 @@ from mtl_robust.report.summary import Summary
 from mtl_robust.report.tables import clean_tables, failed_table, relative_tables
 from mtl_robust.report.tradeoff import tradeoff_sets
 from mtl_robust.report.transfer import transfer_sets
-from mtl_robust.report.transfer_models import is_transfer, transfer_models_section
+from mtl_robust.report.transfer_models import as_white_box, is_transfer, transfer_models_section
 from mtl_robust.report.uncertainty import DEFAULT_MIN_SEEDS, uncertainty_sections
 from mtl_robust.values.budget import format_eps
 
@@ -76,9 +76,10 @@ def write_report(
     part = ["## Failed cells", ""]
     part.append(s.table(failed, tables_dir) if failed.rows else "No failed cells.\n")
     s.sections.append("\n".join(part))
-    # Transfer rows (crafted on a surrogate) have their own section; the white-box sections leave them out.
-    transfer_rows = [r for r in records if is_transfer(r)]
-    records = [r for r in records if not is_transfer(r)]
+    # Transfer rows (crafted on another model) have their own section; the white-box sections leave them
+    # out. A matrix's diagonal is a white-box cell and is in both.
+    with_surrogates = records
+    records = [as_white_box(r) for r in records if not is_transfer(r)]
 
     rel, notes = relative_tables(records)
     s.notes += notes
@@ -94,7 +95,7 @@ def write_report(
         s.sections.append(reliability)
 
     transfer_models, notes = transfer_models_section(
-        transfer_rows + records, lambda t: s.table(t, tables_dir), s.image, plots_dir
+        with_surrogates, lambda t: s.table(t, tables_dir), s.image, plots_dir
     )
     s.notes += notes
     if transfer_models is not None:

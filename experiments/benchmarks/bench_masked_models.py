@@ -11,7 +11,8 @@ ensemble cell is (dataset-level relative change of every task's metrics, mean ov
 Rows: the clean pass re-run with other random draws (the noisy model's floor), each member of
 `conf/attack/ensemble_quick.yaml` on its own, the ensemble's per-image joint worst case, and Square alone
 with larger query budgets (DGBA's objective), each proposal judged on one forward or, with
-`--square-eot k ...`, on the mean of k (EOT). Seeds are fixed (the noise too).
+`--square-eot k ...`, on the mean of k (EOT). Seeds are fixed (the noise too). From the repository root
+with PYTHONPATH=. (it imports the attack tests' stub and the diagnostics test's model):
 
     python experiments/benchmarks/bench_masked_models.py --images 32 --size 16
     python experiments/benchmarks/bench_masked_models.py --square-queries 1000 --square-eot 1 4

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mtl_robust.attacks.base import Attack, Recorder, per_sample, project
+from mtl_robust.attacks.base import Attack, Recorder, best_per_sample, per_sample, project
 from mtl_robust.attacks.checks import check_positive, check_steps
 from mtl_robust.attacks.directions import Direction
 from mtl_robust.attacks.objective import LossFn, MultiTaskObjective
@@ -159,17 +159,8 @@ class APGD(Attack):
     # ------------------------------------------------------------------------------------------ attack
     def _perturb(self, objective: MultiTaskObjective, x0: Tensor, recorder: Recorder) -> Tensor:
         generator = self._generator(x0.device)
-        best_x: Tensor | None = None
-        best_f: Tensor | None = None
-        for restart in range(self.n_restarts):
-            x_r, f_r = self._single_run(objective, x0, recorder, restart, generator)
-            if best_x is None or best_f is None:
-                best_x, best_f = x_r, f_r
-            else:
-                better = f_r > best_f
-                best_x, best_f = _where(better, x_r, best_x), torch.where(better, f_r, best_f)
-        assert best_x is not None
-        return best_x
+        runs = (self._single_run(objective, x0, recorder, r, generator) for r in range(self.n_restarts))
+        return best_per_sample(runs)
 
     def _start(self, x0: Tensor, generator: torch.Generator | None) -> Tensor:
         if not self.random_start:

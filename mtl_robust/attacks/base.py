@@ -8,7 +8,7 @@ gets its per-submodule modes back; parameters are never changed and get no `.gra
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,22 @@ def project(x: Tensor, x0: Tensor, eps: float) -> Tensor:
 def per_sample(values: Tensor, like: Tensor) -> Tensor:
     """Reshape a per-sample vector [N] to broadcast against a batch like `like` ([N, 1, 1, 1])."""
     return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def best_per_sample(runs: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
+    """The per-sample best x over runs `(x, objective)` (restarts), the earlier run on ties; one running best
+    is kept, not every run."""
+    best_x: Tensor | None = None
+    best_f: Tensor | None = None
+    for x, f in runs:
+        if best_x is None or best_f is None:
+            best_x, best_f = x, f
+            continue
+        better = f > best_f
+        best_x, best_f = torch.where(per_sample(better, x), x, best_x), torch.where(better, f, best_f)
+    if best_x is None:
+        raise ValueError("best_per_sample needs at least one run")
+    return best_x
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtl_robust.attacks.base import Attack, Recorder, per_sample, project
+from mtl_robust.attacks.base import Attack, Recorder, best_per_sample, per_sample, project
 from mtl_robust.attacks.checks import check_positive, check_steps
 from mtl_robust.attacks.directions import Direction
 from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
@@ -131,10 +131,8 @@ class Square(Attack):
         recorder.queries = torch.full(
             (x0.shape[0],), int(self.direction.needs_init) * self.eot_samples, dtype=torch.int64
         )
-        runs = [self._single_run(objective, x0, recorder, r, generator) for r in range(self.n_restarts)]
-        # Per sample the restart that found the highest objective (the first one on ties).
-        pick = torch.stack([f for _, f in runs]).argmax(dim=0)
-        return torch.stack([x for x, _ in runs])[pick, torch.arange(x0.shape[0], device=x0.device)]
+        runs = (self._single_run(objective, x0, recorder, r, generator) for r in range(self.n_restarts))
+        return best_per_sample(runs)
 
     def _signs(self, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
         draws = torch.randint(0, 2, shape, generator=generator, device=like.device)

@@ -1,5 +1,5 @@
 """Comparisons pair the right groups (full identity, seeds as an axis, the same image set) and give only
-the verdicts the data can carry (seed minimum, Holm within a table, undertrained models excluded)."""
+the verdicts the data can carry (seed minimum, Holm over the report, flagged models excluded)."""
 
 from __future__ import annotations
 
@@ -108,10 +108,11 @@ def test_no_verdict_about_layouts_below_the_seed_minimum_and_holm_family(tmp_pat
     _, comps = uncertainty_tables(analysis, min_seeds=3)
     layouts = next(t for t in comps if LAYOUT_VS_LAYOUT in t.title)
     assert all(row[-1].startswith("too few seeds (2 < 3)") for row in layouts.rows)
-    assert "family size 0" in layouts.description
     dgba = next(t for t in comps if DGBA_VS_TOTAL in t.title)
-    assert "family size 2" in dgba.description
-    assert all(row[-1] == "DGBA stronger (on these trained models)" for row in dgba.rows)
+    # one Holm family for the report: the two DGBA-vs-TOTAL verdicts (the layouts get none)
+    assert "Holm over all 2 paired comparisons of this report" in layouts.description
+    assert "Holm over all 2 paired comparisons of this report" in dgba.description
+    assert all(row[-1] == "DGBA stronger" for row in dgba.rows)
     assert all(row[dgba.columns.index("raw decision")] == "significant" for row in dgba.rows)
     p, adjusted = dgba.column("p"), dgba.column("p (Holm)")
     assert all(a >= q for a, q in zip(adjusted, p))
@@ -144,6 +145,6 @@ def test_undertrained_models_are_marked_and_get_no_verdict(tmp_path: Path) -> No
     assert all(row[0] == "all_shared ⚠" for row in table.rows)
     _, comps = uncertainty_tables(Analysis.of(records, replicates=100))
     (row,) = comps[0].rows
-    assert row[-1] == "excluded: undertrained model (undertrained:edges)"
+    assert row[-1] == "excluded: flagged model (undertrained:edges)"
     _, comps = uncertainty_tables(Analysis.of(records, replicates=100), include_flagged=True)
     assert comps[0].rows[0][-1] == "DGBA stronger"

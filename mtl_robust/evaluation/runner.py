@@ -24,7 +24,7 @@ from mtl_robust.evaluation.claims import claim, try_claim
 from mtl_robust.evaluation.passes import AttackFn, Batch, PassResult, run_pass
 from mtl_robust.evaluation.per_image import FORMAT_VERSION, save_stats
 from mtl_robust.evaluation.progress import CellProgress
-from mtl_robust.evaluation.relative import compare
+from mtl_robust.evaluation.relative import compare, near_zero_floors
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.files import atomic_path
 from mtl_robust.tasks import Task
@@ -33,8 +33,9 @@ from mtl_robust.values.budget import format_pixels
 log = logging.getLogger(__name__)
 
 # Fields that say where things are, not what was computed: they stay out of the row key. `training` (the
-# model's training cost, with wall-clock times) describes a model that `model_id` already identifies.
-UNKEYED_FIELDS = ("checkpoint", "study", "training")
+# model's training cost, with wall-clock times) and `recipe`/`recipe_id` (how it was trained) describe a
+# model that `model_id` already identifies.
+UNKEYED_FIELDS = ("checkpoint", "study", "training", "recipe", "recipe_id")
 
 
 @dataclass
@@ -58,11 +59,17 @@ def row_key(model_info: Mapping[str, Any], cell_config: Mapping[str, Any]) -> st
 
 
 def summarize(
-    clean: PassResult, adv: PassResult, tasks: Mapping[str, Task], seconds: float
+    clean: PassResult,
+    adv: PassResult,
+    tasks: Mapping[str, Task],
+    seconds: float,
+    trivial_baseline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The results part of a row (see the store's schema): metrics, losses and relative changes."""
+    """The results part of a row (see the store's schema): metrics, losses and relative changes (a metric
+    whose clean value is near zero next to the trivial predictor's is left out, and listed)."""
     directions = {t: task.higher_is_better for t, task in tasks.items()}
-    change = compare(clean.metrics, adv.metrics, directions, clean.losses, adv.losses)
+    floors = near_zero_floors(trivial_baseline)
+    change = compare(clean.metrics, adv.metrics, directions, clean.losses, adv.losses, floors)
     return {
         "clean": clean.metrics,
         "adv": adv.metrics,
@@ -74,6 +81,10 @@ def summarize(
         "rel_avg": change.average,
         "rel_loss": change.loss_per_task,
         "rel_loss_avg": change.loss_average,
+        "rel_task_capped": change.per_task_capped,
+        "rel_avg_capped": change.average_capped,
+        "rel_excluded": change.excluded,
+        "rel_nonfinite": change.nonfinite,
         "num_samples": adv.num_samples,
         "seconds": seconds,
     }
@@ -192,7 +203,8 @@ def evaluate_cells(
                         for k, p in (("clean", clean_per_image), ("adv", adv_file))
                     }
                 )
-            results = summarize(clean, adv, tasks, time.perf_counter() - start)
+            trivial = (row_extras or {}).get("trivial_baseline")
+            results = summarize(clean, adv, tasks, time.perf_counter() - start, trivial)
             if clean_per_image is not None:
                 results["per_image"] = side
             extra = getattr(cell.attack, "row_results", None)  # an ensemble cell: its rules and members

@@ -45,6 +45,7 @@ class SeedCell:
     clean: Stats
     adv: Stats
     image_set: str | None = None  # id of the evaluated images (from the side file); None: unknown
+    excluded: frozenset[str] = frozenset()  # "task/metric" left out of the measure (near-zero clean value)
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,14 @@ def relative_average(
     clean: Mapping[str, Mapping[str, np.ndarray]],
     adv: Mapping[str, Mapping[str, np.ndarray]],
     directions: Mapping[str, Mapping[str, bool]],
+    excluded: frozenset[str] | set[str] = frozenset(),
 ) -> np.ndarray:
     """The paper's measure for B replicates: mean over tasks of the mean signed relative change [B].
 
-    The metric set is fixed by replicate 0 (the full image set): a metric not computable there is left out
-    everywhere, as in the row; a replicate that cannot compute a kept metric is NaN (a failed replicate).
+    The metric set is fixed by replicate 0 (the full image set), as in the row: a metric whose clean value
+    there is 0 or non-finite (no scale), or that the row left out as a near-zero denominator (`excluded`),
+    is left out everywhere. A replicate that cannot compute a kept metric is NaN (a failed replicate); a
+    non-finite adversarial metric on the full set makes the measure itself NaN, never a smaller average.
     """
     per_task = []
     size = 0
@@ -153,7 +157,7 @@ def relative_average(
             with np.errstate(divide="ignore", invalid="ignore"):
                 change = (1.0 if higher else -1.0) * (a - c) / np.abs(c)
             change = np.where(np.isfinite(change), change, np.nan)
-            if np.isfinite(change[0]):
+            if f"{task}/{name}" not in excluded and np.isfinite(c[0]) and c[0] != 0:
                 changes.append(change)
         if changes:
             per_task.append(np.mean(np.stack(changes), axis=0))
@@ -205,19 +209,23 @@ def _weighted_sums(states: Mapping[str, np.ndarray], weights: np.ndarray) -> dic
 
 def replicate_measure(cell: SeedCell, tasks: Mapping[str, Task], weights: np.ndarray) -> np.ndarray:
     """The measure of one seed's cell under each image weighting [B, N] -> [B]."""
-    return _replicates(cell, tasks, weights)[0]
+    clean, adv = _replicate_metrics(cell, tasks, weights)
+    directions = {name: task.higher_is_better for name, task in tasks.items()}
+    return relative_average(clean, adv, directions, cell.excluded)
 
 
-def _replicates(
+Metrics = dict[str, dict[str, np.ndarray]]
+
+
+def _replicate_metrics(
     cell: SeedCell, tasks: Mapping[str, Task], weights: np.ndarray
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(measure under each image weighting [B], near-zero clean denominators)."""
+) -> tuple[Metrics, Metrics]:
+    """(clean, adversarial) metrics of the cell under each image weighting: {task: {metric: [B]}}."""
     clean, adv = {}, {}
     for name, task in tasks.items():
         clean[name] = batched_metrics(task, _weighted_sums(cell.clean[name], weights))
         adv[name] = batched_metrics(task, _weighted_sums(cell.adv[name], weights))
-    directions = {name: task.higher_is_better for name, task in tasks.items()}
-    return relative_average(clean, adv, directions), near_zero_denominators(clean)
+    return clean, adv
 
 
 def _num_images(cell: SeedCell) -> int:
@@ -241,7 +249,7 @@ class Bootstrap:
         self.replicates, self.seed, self.interval = int(replicates), int(seed), interval
         self._weights: dict[int, np.ndarray] = {}
         self._seeds: dict[int, np.ndarray] = {}
-        self._measures: dict[int, tuple[SeedCell, np.ndarray, tuple[str, ...]]] = {}
+        self._metrics: dict[int, tuple[SeedCell, Metrics, Metrics, tuple[str, ...]]] = {}
 
     def weights(self, num_images: int) -> np.ndarray:
         if num_images not in self._weights:
@@ -255,37 +263,62 @@ class Bootstrap:
             self._seeds[num_seeds] = seed_draws(num_seeds, self.replicates, rng)
         return self._seeds[num_seeds]
 
-    def _cached(self, cell: SeedCell, tasks: Mapping[str, Task]) -> tuple[np.ndarray, tuple[str, ...]]:
-        cached = self._measures.get(id(cell))
+    def _cached(self, cell: SeedCell, tasks: Mapping[str, Task]) -> tuple[Metrics, Metrics, tuple[str, ...]]:
+        """(clean metrics, adversarial metrics, near-zero clean denominators) under every image draw."""
+        cached = self._metrics.get(id(cell))
         if cached is None or cached[0] is not cell:
-            values, near_zero = _replicates(cell, tasks, self.weights(_num_images(cell)))
-            cached = (cell, values, near_zero)
-            self._measures[id(cell)] = cached
-        return cached[1], cached[2]
+            clean, adv = _replicate_metrics(cell, tasks, self.weights(_num_images(cell)))
+            cached = (cell, clean, adv, near_zero_denominators(clean))
+            self._metrics[id(cell)] = cached
+        return cached[1], cached[2], cached[3]
 
-    def measure(self, cell: SeedCell, tasks: Mapping[str, Task]) -> np.ndarray:
-        """The cell's measure under every image draw [B] (replicate 0: all images)."""
-        return self._cached(cell, tasks)[0]
+    def measure(
+        self, cell: SeedCell, tasks: Mapping[str, Task], excluded: frozenset[str] | None = None
+    ) -> np.ndarray:
+        """The cell's measure under every image draw [B] (replicate 0: all images), its near-zero metrics
+        (or `excluded`, e.g. the union over both sides of a comparison) left out."""
+        clean, adv, _ = self._cached(cell, tasks)
+        directions = {name: task.higher_is_better for name, task in tasks.items()}
+        return relative_average(clean, adv, directions, cell.excluded if excluded is None else excluded)
+
+    def adversarial_difference(
+        self, a: SeedCell, b: SeedCell, tasks: Mapping[str, Task], excluded: frozenset[str]
+    ) -> np.ndarray:
+        """Like with like: the mean over tasks of the signed relative difference of a's metrics under
+        attack against b's under attack, s * (adv_a - adv_b) / |adv_b| [B] (positive = a better)."""
+        _, adv_a, _ = self._cached(a, tasks)
+        _, adv_b, _ = self._cached(b, tasks)
+        directions = {name: task.higher_is_better for name, task in tasks.items()}
+        return relative_average(adv_b, adv_a, directions, excluded)
 
     def estimate(self, cells: Sequence[SeedCell], tasks: Mapping[str, Task]) -> Estimate:
         """Mean over seeds of a cell's measure with its interval."""
-        return self._estimate([cells], tasks, lambda m: m[0])
+        return self._estimate([cells], tasks)
 
     def paired(self, a: Sequence[SeedCell], b: Sequence[SeedCell], tasks: Mapping[str, Task]) -> Estimate:
-        """measure(a) - measure(b) on the same images and seeds (matched by seed; seeds on both sides)."""
-        shared = sorted({c.seed for c in a} & {c.seed for c in b})
-        if not shared:
-            raise ValueError("a paired comparison needs at least one seed evaluated on both sides")
-        a = [next(c for c in a if c.seed == s) for s in shared]
-        b = [next(c for c in b if c.seed == s) for s in shared]
-        sets = {c.image_set for c in a + b}
-        if len(sets) > 1:
-            raise ValueError(
-                f"the compared cells were scored on different image sets: {sorted(map(str, sets))}"
-            )
-        return self._estimate([a, b], tasks, lambda m: m[0] - m[1])
+        """measure(a) - measure(b) on the same images and seeds (matched by seed; seeds on both sides),
+        both over the same metrics (a metric near zero on either side is left out of both)."""
+        a, b = _matched(a, b)
+        excluded = frozenset().union(*(c.excluded for c in a + b))
+        per_seed = [self.measure(x, tasks, excluded) - self.measure(y, tasks, excluded) for x, y in zip(a, b)]
+        return self._estimate([a, b], tasks, np.stack(per_seed))
 
-    def _estimate(self, groups: Sequence[Sequence[SeedCell]], tasks: Mapping[str, Task], combine) -> Estimate:
+    def paired_adversarial(
+        self, a: Sequence[SeedCell], b: Sequence[SeedCell], tasks: Mapping[str, Task]
+    ) -> Estimate:
+        """The relative difference of a's metrics under attack against b's (`adversarial_difference`), per
+        seed, with its interval: compares two models by what they keep under attack, like with like."""
+        a, b = _matched(a, b)
+        excluded = frozenset().union(*(c.excluded for c in a + b))
+        per_seed = [self.adversarial_difference(x, y, tasks, excluded) for x, y in zip(a, b)]
+        return self._estimate([a, b], tasks, np.stack(per_seed))
+
+    def _estimate(
+        self,
+        groups: Sequence[Sequence[SeedCell]],
+        tasks: Mapping[str, Task],
+        per_seed: np.ndarray | None = None,
+    ) -> Estimate:
         sizes = {_num_images(c) for g in groups for c in g}
         if len(sizes) != 1:
             raise ValueError(
@@ -294,8 +327,9 @@ class Bootstrap:
         num_images, num_seeds = sizes.pop(), len(groups[0])
         if num_seeds == 0:
             raise ValueError("an estimate needs at least one seed")
-        near_zero = sorted({name for g in groups for c in g for name in self._cached(c, tasks)[1]})
-        per_seed = combine([np.stack([self.measure(c, tasks) for c in g]) for g in groups])  # [S, B]
+        near_zero = sorted({name for g in groups for c in g for name in self._cached(c, tasks)[2]})
+        if per_seed is None:  # one group: its own measure per seed [S, B]
+            per_seed = np.stack([self.measure(c, tasks) for c in groups[0]])
         point = per_seed[:, 0]
         valid = np.isfinite(per_seed).all(axis=0)
         valid[0] = False  # replicate 0 is the full set, not a draw
@@ -331,24 +365,68 @@ class Bootstrap:
         return float(low), float(high), p_value
 
 
-def _t_interval(point: np.ndarray, draws: np.ndarray) -> tuple[float, float, float]:
-    """(low, high, two-sided p against 0) of the seed mean: variance = between-seed variance / S plus the
-    image-bootstrap variance of the seed mean; S-1 degrees of freedom (normal with one seed)."""
-    from scipy import stats as scipy_stats  # scipy comes with cvxpy; imported where intervals are built
+def _matched(a: Sequence[SeedCell], b: Sequence[SeedCell]) -> tuple[list[SeedCell], list[SeedCell]]:
+    """The cells of the seeds on both sides, in seed order; both sides scored on one image set."""
+    shared = sorted({c.seed for c in a} & {c.seed for c in b})
+    if not shared:
+        raise ValueError("a paired comparison needs at least one seed evaluated on both sides")
+    a = [next(c for c in a if c.seed == s) for s in shared]
+    b = [next(c for c in b if c.seed == s) for s in shared]
+    sets = {c.image_set for c in a + b}
+    if len(sets) > 1:
+        raise ValueError(f"the compared cells were scored on different image sets: {sorted(map(str, sets))}")
+    return a, b
 
+
+def _t_interval(point: np.ndarray, draws: np.ndarray) -> tuple[float, float, float]:
+    """(low, high, two-sided p against 0) of the seed mean.
+
+    All seeds are scored on the same images, so a seed's measure is model effect + image effect + their
+    interaction. The image bootstrap of the seed mean estimates image effect + interaction / S; the spread
+    of the seed measures holds model effect + interaction, so the interaction, estimated from how each
+    seed's draws deviate from the mean draw, is taken out of it once (floored at 0). Each part gets its own
+    quantile: t(S-1) for the seed part (estimated from S seeds), the normal quantile for the image part
+    (estimated from many draws), and the half-widths add in quadrature. With 2 seeds t(1) = 12.7 then no
+    longer multiplies the image noise too; with one seed the interval is the image part alone."""
     num_seeds = len(point)
     if not np.isfinite(point).all() or draws.shape[1] < 2:
         return math.nan, math.nan, math.nan
-    seed_var = float(np.var(point, ddof=1)) / num_seeds if num_seeds > 1 else 0.0
     image_var = float(np.var(draws.mean(axis=0), ddof=1))
-    se = math.sqrt(seed_var + image_var)
+    seed_var = 0.0
+    if num_seeds > 1:
+        deviations = draws - draws.mean(axis=0, keepdims=True)
+        interaction = num_seeds / (num_seeds - 1) * float(np.mean(np.var(deviations, axis=1, ddof=1)))
+        seed_var = max(float(np.var(point, ddof=1)) - interaction, 0.0) / num_seeds
     mean = float(np.mean(point))
-    df = num_seeds - 1 if num_seeds > 1 else math.inf
-    quantile = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2.0, df))
-    if se == 0:
+    if seed_var == 0 and image_var == 0:
         return mean, mean, 1.0 if mean == 0 else 0.0
-    p_value = float(2.0 * scipy_stats.t.sf(abs(mean) / se, df))
-    return mean - quantile * se, mean + quantile * se, p_value
+    half = _half_width(seed_var, image_var, num_seeds, CONFIDENCE)
+    return mean - half, mean + half, _p_value(abs(mean), seed_var, image_var, num_seeds)
+
+
+def _half_width(seed_var: float, image_var: float, num_seeds: int, confidence: float) -> float:
+    from scipy import stats as scipy_stats  # scipy comes with cvxpy; imported where intervals are built
+
+    upper = 0.5 + confidence / 2.0
+    t = float(scipy_stats.t.ppf(upper, num_seeds - 1)) if num_seeds > 1 else 0.0
+    z = float(scipy_stats.norm.ppf(upper))
+    return math.sqrt(t * t * seed_var + z * z * image_var)
+
+
+def _p_value(distance: float, seed_var: float, image_var: float, num_seeds: int) -> float:
+    """The smallest 1 - confidence at which the interval still excludes 0 (bisection on the level)."""
+    if distance == 0:
+        return 1.0
+    low, high = 0.0, 1.0 - 1e-12  # confidence levels: `low` excludes 0, `high` may not
+    if _half_width(seed_var, image_var, num_seeds, high) < distance:
+        return 1e-12
+    for _ in range(60):
+        middle = (low + high) / 2.0
+        if _half_width(seed_var, image_var, num_seeds, middle) < distance:
+            low = middle
+        else:
+            high = middle
+    return 1.0 - (low + high) / 2.0
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

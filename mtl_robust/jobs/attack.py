@@ -47,6 +47,7 @@ from mtl_robust.lightning.user_model import (
     user_model_info,
 )
 from mtl_robust.models.fingerprint import weights_fingerprint
+from mtl_robust.values.recipe import TrainingRecipe
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +97,27 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
     spec = module.hparams.model_spec
     layout = module.model.layout
     layout_spec = spec.get("layout")
-    return {
-        "study": study,
-        "checkpoint": str(ckpt),
-        "model_id": weights_id(module),
-        "data": data,
-        "split": split,
-        "tasks": list(module.model.tasks),
-        "backbone": spec["backbone"]["name"] if isinstance(spec["backbone"], Mapping) else spec["backbone"],
-        "layout": layout.describe(),
-        "layout_name": layout_spec if isinstance(layout_spec, str | int) else "explicit",
-        "sharing_score": layout.sharing_score(),
-        "shared_fraction": layout.shared_fraction,
-        "defense": defense_name(module.hparams.get("defense")),
-        "train_seed": (module.hparams.get("meta") or {}).get("seed"),
-    } | training_fields(module)
+    return (
+        {
+            "study": study,
+            "checkpoint": str(ckpt),
+            "model_id": weights_id(module),
+            "data": data,
+            "split": split,
+            "tasks": list(module.model.tasks),
+            "backbone": spec["backbone"]["name"]
+            if isinstance(spec["backbone"], Mapping)
+            else spec["backbone"],
+            "layout": layout.describe(),
+            "layout_name": layout_spec if isinstance(layout_spec, str | int) else "explicit",
+            "sharing_score": layout.sharing_score(),
+            "shared_fraction": layout.shared_fraction,
+            "defense": defense_name(module.hparams.get("defense")),
+            "train_seed": (module.hparams.get("meta") or {}).get("seed"),
+        }
+        | training_fields(module)
+        | recipe_fields(module)
+    )
 
 
 def training_fields(module: MultiTaskModule) -> dict[str, Any]:
@@ -118,6 +125,14 @@ def training_fields(module: MultiTaskModule) -> dict[str, Any]:
     reports. Absent for checkpoints written before it was recorded, so their row keys do not change."""
     record = module.training_record()
     return {"training": record} if record else {}
+
+
+def recipe_fields(module: MultiTaskModule) -> dict[str, Any]:
+    """`recipe` (the settings that trained the model, seed left out) and `recipe_id` (their hash): the
+    identity seeds pair within. Absent for checkpoints trained before recipes were recorded; the report
+    then pairs their seeds by seed number, as it used to, and says so."""
+    recipe = TrainingRecipe.from_row((module.hparams.get("meta") or {}).get("recipe"))
+    return {} if recipe is None else {"recipe": recipe.to_row(), "recipe_id": recipe.fingerprint}
 
 
 def batches_factory(datamodule: MultiTaskDataModule, split: str, batch_size: int, max_batches: int | None):

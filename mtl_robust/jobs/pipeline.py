@@ -25,6 +25,7 @@ from mtl_robust.files import atomic_copy
 from mtl_robust.jobs.attack import evaluate_checkpoint
 from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
+from mtl_robust.jobs.recipe import training_parts
 from mtl_robust.jobs.runner import job_overrides, run_job, runtime_info
 from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
@@ -38,32 +39,10 @@ log = logging.getLogger(__name__)
 
 
 def training_key(cfg: DictConfig) -> str:
-    """What determines the trained weights: data, model, recipe, defense and seed (not loggers or paths),
-    plus the runtime that still changes them (training thread count, torch build, accelerator)."""
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
-    # Defenses take their attack and direction from the `attack` and `direction` groups, which add settings
-    # that mean the same as leaving them out (no pixel budget, no attack seed, no per-task attack losses, no
-    # task for a direction other than SINGLE). Dropped, so that equal defenses hash equal whichever way they
-    # were written, and the checkpoints cached when adv_train wrote its attack inline are still found.
-    unset: dict[str, Any] = {
-        "pixel_eps": None,
-        "seed": None,
-        "attack_losses": {},
-        "task": None,
-        "eot_samples": 1,
-        "surrogate": None,
-    }
-    for part in ("attack", "direction"):
-        if isinstance(parts["defense"].get(part), dict):
-            given = parts["defense"][part].items()
-            parts["defense"][part] = {k: v for k, v in given if k not in unset or v != unset[k]}
-    parts["seed"] = cfg.seed
-    parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
-    parts["runtime"] = runtime_info(cfg)
-    watch = (cfg.get("callbacks") or {}).get("co_watch")
-    if watch:  # only when enabled, so the keys of existing cached checkpoints stay the same
-        parts["co_watch"] = OmegaConf.to_container(watch, resolve=True)
-    return config_key(parts)
+    """What determines the trained weights: the training parts of the config (data, model, recipe, defense,
+    seed; not loggers or paths), plus the runtime that still changes them (training thread count, torch
+    build, accelerator)."""
+    return config_key({**training_parts(cfg), "runtime": runtime_info(cfg)})
 
 
 def trained_checkpoint(cfg: DictConfig) -> Path:

@@ -20,6 +20,7 @@ from mtl_robust.evaluation.progress import interactive
 from mtl_robust.files import atomic_write_text
 from mtl_robust.jobs.failures import exit_with_sweep_status
 from mtl_robust.jobs.loggers import build_logger, finish_wandb_run
+from mtl_robust.jobs.recipe import training_recipe
 from mtl_robust.jobs.runner import configure_threads, run_job, runtime_info, training_threads
 from mtl_robust.lightning.checkpoints import AtomicCheckpointIO
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
@@ -56,6 +57,7 @@ def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskM
             "task_name": cfg.get("task_name"),
             "seed": cfg.get("seed"),
             "runtime": runtime_info(cfg),
+            "recipe": training_recipe(cfg).to_row(),
         },
     )
 

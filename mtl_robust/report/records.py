@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.values.budget import pixel_key
+from mtl_robust.values.recipe import LAYOUT_PREFIXES, TrainingRecipe, differing_settings, format_settings
 
 
 def num(value: Any) -> float:
@@ -70,7 +71,20 @@ class Record:
 
     @property
     def defense(self) -> str:
+        """The defense's name, with the training settings that tell it apart where two recipes share the
+        name in one report (`label_recipes`): `adv_train:pgd-total (defense.attack.eps=4/255)`."""
+        label = self.config.get("recipe_label")
+        return f"{self.defense_name} ({label})" if label else self.defense_name
+
+    @property
+    def defense_name(self) -> str:
+        """The defense's name as the row stores it."""
         return self.text("defense", "none")
+
+    @property
+    def recipe(self) -> TrainingRecipe | None:
+        """How the model was trained (seed left out); None for models without a recorded recipe."""
+        return TrainingRecipe.from_row(self.config.get("recipe"))
 
     @property
     def method(self) -> str:
@@ -167,7 +181,37 @@ def load_records(paths: Sequence[str | os.PathLike], studies: Sequence[str] | No
             if studies and record.study not in studies:
                 continue
             records.append(record)
-    return records
+    return label_recipes(records)
+
+
+UNKNOWN_RECIPE = "recipe unknown"
+
+
+def label_recipes(records: Sequence[Record]) -> list[Record]:
+    """Records whose models share a defense name (in one store, data set and backbone) but were trained by
+    different recipes get a `recipe_label`: the settings that differ among those recipes, layouts left
+    out (every layout of one procedure gets the same label, so layout comparisons still pair). Without
+    it, two PGD-AT models at eps 4/255 and 8/255 (both `adv_train:pgd-total`) would share one name."""
+    by_name: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        by_name.setdefault((r.store, r.data, r.backbone, r.defense_name), []).append(i)
+    labelled = list(records)
+    for indices in by_name.values():
+        recipes = {i: _without_layout(records[i].recipe) for i in indices}
+        distinct = {None if r is None else r.fingerprint: r for r in recipes.values()}
+        if len(distinct) < 2:
+            continue
+        known = [r for r in distinct.values() if r is not None]
+        fields = differing_settings(known)
+        for i, recipe in recipes.items():
+            label = UNKNOWN_RECIPE if recipe is None else format_settings(recipe, fields)
+            config = {**records[i].config, "recipe_label": label}
+            labelled[i] = replace(records[i], config=config)
+    return labelled
+
+
+def _without_layout(recipe: TrainingRecipe | None) -> TrainingRecipe | None:
+    return None if recipe is None else recipe.without(LAYOUT_PREFIXES)
 
 
 @dataclass(frozen=True)

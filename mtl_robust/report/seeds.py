@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtl_robust.evaluation.relative import NEAR_ZERO_OF_TRIVIAL
 from mtl_robust.report.flags import model_flags
 from mtl_robust.report.records import Record, latest_of, num
+from mtl_robust.values.recipe import TrainingRecipe
 
 if TYPE_CHECKING:
     from mtl_robust.evaluation.per_image import Stats
@@ -27,9 +29,21 @@ if TYPE_CHECKING:
 
 
 # Config fields that differ between the seeds of one cell, say where things are, or record what one training
-# run measured about itself (its cost in passes and seconds): not part of a group.
+# run measured about itself (its cost in passes and seconds): not part of a group. The training recipe is
+# (as `recipe_id`, its hash; the settings themselves in `recipe` and the `recipe_label` derived from them
+# only say it again): seeds pair only within one recipe.
 # A transfer row's surrogate is told apart by its layout and defense; its model id changes with the seed.
-SEED_FIELDS = ("seed", "train_seed", "model_id", "checkpoint", "deterministic", "training", "surrogate_id")
+SEED_FIELDS = (
+    "seed",
+    "train_seed",
+    "model_id",
+    "checkpoint",
+    "deterministic",
+    "training",
+    "surrogate_id",
+    "recipe",
+    "recipe_label",
+)
 
 
 @dataclass
@@ -65,6 +79,19 @@ def identity(record: Record) -> dict[str, Any]:
 
 def identity_key(store: str, config: Mapping[str, Any]) -> tuple:
     return (store, repr(sorted(config.items(), key=lambda kv: kv[0])))
+
+
+def identity_without(record: Record, fields: Sequence[str], recipe_prefixes: Sequence[str] = ()) -> tuple:
+    """The record's identity with `fields` left out: records sharing it differ only in those fields. A
+    comparison that swaps what a recipe holds (the defense, the layout) lets the recipe differ there and
+    nowhere else: `recipe_id` is replaced by the hash of the recipe without the settings under
+    `recipe_prefixes`."""
+    config = {k: v for k, v in identity(record).items() if k not in fields}
+    recipe = TrainingRecipe.from_row(record.config.get("recipe"))
+    if recipe_prefixes and recipe is not None:
+        config.pop("recipe_id", None)
+        config["recipe_rest"] = recipe.without(recipe_prefixes).fingerprint
+    return identity_key(record.store, config)
 
 
 def group_key(record: Record) -> tuple:
@@ -147,8 +174,9 @@ class StatsLoader:
             return None
         (clean_stats, clean_header), (adv_stats, adv_header) = clean, adv
         image_set = clean_header.get("image_set") or record.config.get("data_id")
+        excluded = frozenset(str(m) for m in record.results.get("rel_excluded") or ())
         cell = SeedCell(
-            row_seed(record), clean_stats, adv_stats, None if image_set is None else str(image_set)
+            row_seed(record), clean_stats, adv_stats, None if image_set is None else str(image_set), excluded
         )
         return cell, header_tasks(adv_header)
 
@@ -185,6 +213,33 @@ def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
             notes.append(
                 f"cell {g.first.key}: {len(g.records)} seeds have rows but {len(g.cells)} have per-image "
                 "statistics: its mean, spread and CI are over those seeds only"
+            )
+    unknown = [g for g in groups if "recipe_id" not in g.first.config]
+    if unknown and len(unknown) < len(groups):
+        notes.append(
+            f"{len(unknown)} cells come from models without a recorded training recipe (checkpoints trained "
+            "before recipes were recorded, or models not trained here): their seeds are paired by seed "
+            "number within one defense name, as before, and may pair models trained differently"
+        )
+    elif unknown:
+        notes.append(
+            "no model of these rows records its training recipe (checkpoints trained before recipes were "
+            "recorded, or models not trained here): seeds are paired by seed number within one defense "
+            "name, and models trained differently under one name are not told apart"
+        )
+    for g in groups:
+        nonfinite = sorted({str(m) for r in g.records for m in r.results.get("rel_nonfinite") or ()})
+        if nonfinite:
+            notes.append(
+                f"cell {g.first.key}: non-finite metric ({', '.join(nonfinite)}) clean or under attack: its "
+                "average is not computed (a failure, not a smaller average)"
+            )
+        excluded = sorted({str(m) for r in g.records for m in r.results.get("rel_excluded") or ()})
+        if excluded:
+            notes.append(
+                f"cell {g.first.key}: {len(excluded)} metric(s) with a near-zero clean value ("
+                f"{', '.join(excluded)}, below {100 * NEAR_ZERO_OF_TRIVIAL:g} % of the trivial predictor's) "
+                "left out of its averages: a change divided by them is unbounded"
             )
     if without:
         notes.append(

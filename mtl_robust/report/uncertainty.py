@@ -25,7 +25,7 @@ from mtl_robust.report.directions import (
     direction_style,
     spec_of,
 )
-from mtl_robust.report.flags import marked_layout, undertrained_flags
+from mtl_robust.report.flags import marked_layout, model_flags
 from mtl_robust.report.models import INDEPENDENT
 from mtl_robust.report.order import (
     defense_sort_key,
@@ -35,9 +35,10 @@ from mtl_robust.report.order import (
     method_sort_key,
 )
 from mtl_robust.report.records import Record
-from mtl_robust.report.seeds import Analysis, Group, ci, group_mean, identity, identity_key, pm
+from mtl_robust.report.seeds import Analysis, Group, ci, group_mean, identity, identity_without, pm
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_slug, format_eps, to_pixels
+from mtl_robust.values.recipe import DEFENSE_PREFIXES, LAYOUT_PREFIXES
 
 if TYPE_CHECKING:  # the statistics need torch: imported where they are computed, not with the report
     from mtl_robust.evaluation.stats import Bootstrap, Estimate
@@ -53,16 +54,26 @@ class Comparison:
     better: str  # what a negative difference means: "stronger" (attacks) or "less robust" (models)
     procedure: bool = False  # compares training procedures (different models), not attacks on one model
     min_seeds: int = 1  # fewer seeds: no verdict about a training procedure
-    excluded: str = ""  # why no verdict is given although the data has a CI (an undertrained model)
-    p_adjusted: float = math.nan  # within the comparison table's family (Holm)
+    excluded: str = ""  # why no verdict is given although the data has a CI (a flagged model)
+    p_adjusted: float = math.nan  # within the report's family of verdicts (Holm)
+    # Procedures only: what the two models keep under attack, like with like (relative difference of their
+    # metrics under attack; positive = a better). The verdict rests on it; the paper's measure is shown.
+    under_attack: Estimate | None = None
+
+    @property
+    def decisive(self) -> Estimate:
+        """The estimate the verdict rests on."""
+        return self.under_attack if self.under_attack is not None else self.estimate
 
     @property
     def has_ci(self) -> bool:
-        return math.isfinite(self.estimate.low) and math.isfinite(self.estimate.high)
+        est = self.decisive
+        return math.isfinite(est.low) and math.isfinite(est.high)
 
     @property
     def too_few_seeds(self) -> bool:
-        return self.procedure and self.estimate.num_seeds < self.min_seeds
+        needed = self.min_seeds if self.procedure else MIN_SEEDS_ATTACKS
+        return self.decisive.num_seeds < needed
 
     @property
     def in_family(self) -> bool:
@@ -73,15 +84,24 @@ class Comparison:
         """Before the multiplicity correction: does the comparison's own 95 % CI exclude 0?"""
         if not self.has_ci:
             return "n/a"
-        return "significant" if self.estimate.significant else "not significant"
+        if self.decisive.low == self.decisive.high:
+            return "n/a (zero-width interval)"
+        return "significant" if self.decisive.significant else "not significant"
 
     def verdict(self) -> str:
-        est = self.estimate
+        est = self.decisive
         if not self.has_ci:
             return "no CI (no per-image statistics)"
+        if est.low == est.high:
+            return "no verdict: zero-width interval (identical rows?)"
         if self.excluded:
             return self.excluded
         if self.too_few_seeds:
+            if not self.procedure:
+                return (
+                    f"too few seeds ({est.num_seeds} < {MIN_SEEDS_ATTACKS}): no verdict (one trained model: "
+                    "the interval covers image noise only)"
+                )
             return f"too few seeds ({est.num_seeds} < {self.min_seeds}): no verdict"
         significant = (
             self.p_adjusted < 1.0 - CONFIDENCE if math.isfinite(self.p_adjusted) else est.significant
@@ -89,16 +109,17 @@ class Comparison:
         if not significant:
             return "no significant difference"
         if self.better == "stronger":
-            winner = f"{self.a} stronger" if est.mean < 0 else f"{self.b} stronger"
-        else:
-            winner = f"{self.a} more robust" if est.mean > 0 else f"{self.b} more robust"
-        if not self.procedure and est.num_seeds < self.min_seeds:
-            winner += " (on these trained models)"
-        return winner
+            return f"{self.a} stronger" if est.mean < 0 else f"{self.b} stronger"
+        what = "better under attack" if self.under_attack is not None else "more robust"
+        return f"{self.a} {what}" if est.mean > 0 else f"{self.b} {what}"
 
 
 CONFIDENCE = 0.95
 DEFAULT_MIN_SEEDS = 3
+# Attack-vs-attack verdicts (same models on both sides) need 2 seeds: with one, the interval covers the
+# image noise of that one model only (simulated coverage 0.92-0.95 for it, and 23-35 % false verdicts
+# about the procedure); docs/statistics.md.
+MIN_SEEDS_ATTACKS = 2
 
 # The paper's paired comparisons (table titles and file names).
 DGBA_VS_TOTAL = f"{DGBA.label} vs {TOTAL.label}"
@@ -152,10 +173,10 @@ def pgd_at_like(defense: str) -> str | None:
     return PGD_AT_LIKE_FAST.format(direction=direction)
 
 
-def _without(group: Group, fields: Sequence[str]) -> tuple:
-    """The group's identity with `fields` left out: groups sharing it differ only in those fields."""
-    config = identity(group.first)
-    return identity_key(group.first.store, {k: v for k, v in config.items() if k not in fields})
+def _without(group: Group, fields: Sequence[str], recipe_prefixes: Sequence[str] = ()) -> tuple:
+    """The group's identity with `fields` (and the recipe's settings under `recipe_prefixes`) left out:
+    groups sharing it differ only there."""
+    return identity_without(group.first, fields, recipe_prefixes)
 
 
 def _differing(groups: Sequence[Group], skip: Sequence[str] = ()) -> list[str]:
@@ -185,21 +206,41 @@ def comparisons(
 
     def add(kind: str, a: Group, b: Group, a_name: str, b_name: str, context: dict, better: str) -> None:
         procedure = kind in PROCEDURE_KINDS
-        flags = sorted({f for g in (a, b) for r in g.records for f in undertrained_flags(r)})
-        excluded = (
-            f"excluded: undertrained model ({', '.join(flags)})" if flags and not include_flagged else ""
-        )
+        flags = sorted({f for g in (a, b) for r in g.records for f in model_flags(r)})
+        excluded = f"excluded: flagged model ({', '.join(flags)})" if flags and not include_flagged else ""
+        under_attack = None
         if not (a.cells and b.cells and a.tasks is not None):
             est = Estimate(group_mean(a) - group_mean(b), math.nan, math.nan, math.nan, 0, 0)
         else:
-            if not {c.seed for c in a.cells} & {c.seed for c in b.cells}:
+            seeds_a, seeds_b = {c.seed for c in a.cells}, {c.seed for c in b.cells}
+            if not seeds_a & seeds_b:
+                notes.append(
+                    f"{kind}: {a_name} ({a.first.key}, seeds {sorted(seeds_a)}) and {b_name} ({b.first.key}, "
+                    f"seeds {sorted(seeds_b)}) share no seed number; not compared (a paired comparison "
+                    "needs both models of a seed)"
+                )
                 return
             try:
                 est = bootstrap.paired(a.cells, b.cells, a.tasks)
+                if procedure:
+                    under_attack = bootstrap.paired_adversarial(a.cells, b.cells, a.tasks)
             except ValueError as err:
                 notes.append(f"{kind}: {a.first.key} vs {b.first.key} not compared: {err}")
                 return
-        out.append(Comparison(kind, a_name, b_name, context, est, better, procedure, min_seeds, excluded))
+        out.append(
+            Comparison(
+                kind,
+                a_name,
+                b_name,
+                context,
+                est,
+                better,
+                procedure,
+                min_seeds,
+                excluded,
+                under_attack=under_attack,
+            )
+        )
 
     def context_of(g: Group, **extra: Any) -> dict[str, Any]:
         r = g.first
@@ -219,8 +260,8 @@ def comparisons(
     by_layout: dict[tuple, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
     for g in groups:
         by_direction[_without(g, ("direction",))][g.first.direction] = g
-        by_defense[_without(g, ("defense",))][g.first.defense] = g
-        by_layout[_without(g, LAYOUT_FIELDS)][g.first.layout_name].append(g)
+        by_defense[_without(g, ("defense",), DEFENSE_PREFIXES)][g.first.defense] = g
+        by_layout[_without(g, LAYOUT_FIELDS, LAYOUT_PREFIXES)][g.first.layout_name].append(g)
 
     for family in by_direction.values():
         dgba = next((g for d, g in family.items() if spec_of(d) == DGBA), None)
@@ -233,7 +274,7 @@ def comparisons(
             _note_unpaired(DGBA_VS_TOTAL, dgba, "direction", str(TOTAL), groups, notes)
         singles = {d: g for d, g in family.items() if _per_task(d)}
         if singles:
-            strongest = min(singles, key=lambda direction: group_mean(singles[direction]))
+            strongest = min(singles, key=lambda d: _nan_last(group_mean(singles[d]), direction_sort_key(d)))
             add(
                 DGBA_VS_SINGLE,
                 dgba,
@@ -244,25 +285,31 @@ def comparisons(
                 "stronger",
             )
     for family in by_defense.values():
-        plain = family.get("none")
+        plain = next((g for g in family.values() if g.first.defense_name == "none"), None)
         for defense, g in family.items():
-            if defense == "none":
+            if g is plain:
                 continue
             if plain is None:
                 _note_unpaired(AT_VS_CLEAN, g, "defense", "none", groups, notes)
                 continue
             ctx = context_of(g, direction=direction_label(g.first.direction))
-            add(AT_VS_CLEAN, g, plain, defense, "none", ctx, "robust")
+            add(AT_VS_CLEAN, g, plain, defense, plain.first.defense, ctx, "robust")
         for defense, g in family.items():
-            reference = pgd_at_like(defense)
+            reference = pgd_at_like(g.first.defense_name)
             if reference is None:
                 continue
-            if reference not in family:
-                if any(d.startswith("adv_train") for d in family):
+            matches = [(d, h) for d, h in family.items() if h.first.defense_name == reference]
+            if len(matches) != 1:
+                if matches:
+                    notes.append(
+                        f"{FAST_VS_PGD_AT}: {defense} has {len(matches)} {reference} models trained "
+                        f"differently ({', '.join(d for d, _ in matches)}); not compared"
+                    )
+                elif any(h.first.defense_name.startswith("adv_train") for h in family.values()):
                     _note_unpaired(FAST_VS_PGD_AT, g, "defense", reference, groups, notes)
                 continue
             ctx = context_of(g, direction=direction_label(g.first.direction))
-            add(FAST_VS_PGD_AT, g, family[reference], defense, reference, ctx, "robust")
+            add(FAST_VS_PGD_AT, g, matches[0][1], defense, matches[0][0], ctx, "robust")
     # Layouts: each against the reference (independent where present, else the first in sharing order).
     for family in by_layout.values():
         for name, same_name in family.items():
@@ -284,6 +331,11 @@ def comparisons(
             add(LAYOUT_VS_LAYOUT, g, layouts[reference], name, reference, ctx, "robust")
     _add_settings(out)
     return out
+
+
+def _nan_last(value: float, order: Any) -> tuple:
+    """Sort key: NaN after every number, ties broken by `order` (not by the rows' order)."""
+    return (math.isnan(value), 0.0 if math.isnan(value) else value, order)
 
 
 def _note_unpaired(
@@ -316,11 +368,12 @@ def _add_settings(items: list[Comparison]) -> None:
 
 
 def adjust(items: Sequence[Comparison]) -> int:
-    """Holm-adjust the p-values of the comparisons that get a verdict; returns the family size."""
+    """Holm-adjust the p-values of the comparisons that get a verdict, as one family (the report's every
+    paired comparison: a report is read as a whole); returns the family size."""
     from mtl_robust.evaluation.stats import holm
 
     family = [c for c in items if c.in_family]
-    for c, adjusted in zip(family, holm([c.estimate.p_value for c in family])):
+    for c, adjusted in zip(family, holm([c.decisive.p_value for c in family])):
         c.p_adjusted = adjusted
     return len(family)
 
@@ -395,6 +448,7 @@ def uncertainty_tables(
             )
         )
     comps = comparisons(groups, bootstrap, analysis.notes, min_seeds, include_flagged)
+    family = adjust(comps)  # one family for the whole report, every table's verdicts together
     if found is not None:
         found.extend(comps)
     by_kind: dict[str, list[Comparison]] = defaultdict(list)
@@ -406,8 +460,8 @@ def uncertainty_tables(
         if not items:
             continue
         items.sort(key=_comparison_order)
-        family = adjust(items)
         with_settings = any(c.context.get("settings") for c in items)
+        procedure = kind in PROCEDURE_KINDS
         rows = []
         for c in items:
             ctx = c.context
@@ -421,16 +475,13 @@ def uncertainty_tables(
                     ctx.get("direction", ""),
                 ]
                 + ([ctx.get("settings", "")] if with_settings else [])
-                + [
-                    f"{c.a} − {c.b}",
-                    c.estimate.num_seeds,
-                    100 * c.estimate.mean,
-                    ci(c.estimate),
-                    c.estimate.p_value,
-                    c.p_adjusted,
-                    c.raw_decision(),
-                    c.verdict(),
-                ]
+                + [f"{c.a} − {c.b}", c.estimate.num_seeds, 100 * c.estimate.mean, ci(c.estimate)]
+                + (
+                    [_under_attack_mean(c), ci(c.under_attack) if c.under_attack else "n/a"]
+                    if procedure
+                    else []
+                )
+                + [c.decisive.p_value, c.p_adjusted, c.raw_decision(), c.verdict()]
             )
         comp_tables.append(
             Table(
@@ -438,11 +489,9 @@ def uncertainty_tables(
                 title=f"Paired comparison: {kind}",
                 columns=["data", "defense", "layout", "method", "ε", "direction"]
                 + (["settings"] if with_settings else [])
+                + ["difference", "seeds", "Δ avg (pp)", "95 % CI (pp)"]
+                + (["Δ under attack (%)", "95 % CI (%)"] if procedure else [])
                 + [
-                    "difference",
-                    "seeds",
-                    "Δ avg (pp)",
-                    "95 % CI (pp)",
                     "p",
                     "p (Holm)",
                     "raw decision",
@@ -454,6 +503,10 @@ def uncertainty_tables(
             )
         )
     return seed_tables, comp_tables
+
+
+def _under_attack_mean(c: Comparison) -> float:
+    return 100 * c.under_attack.mean if c.under_attack is not None else math.nan
 
 
 def _position_settings(groups: Sequence[Group]) -> dict[int, str]:
@@ -472,20 +525,25 @@ def _position_settings(groups: Sequence[Group]) -> dict[int, str]:
 def _family_text(kind: str, family: int, min_seeds: int) -> str:
     procedure = kind in PROCEDURE_KINDS
     text = (
-        f" Multiplicity: Holm over the {family} comparisons of this table that get a verdict (family size "
-        f"{family}); the verdict uses the adjusted p, `raw decision` the comparison's own 95 % CI."
+        f" Multiplicity: Holm over all {family} paired comparisons of this report that get a verdict (one "
+        "family for the report); the verdict uses the adjusted p, `raw decision` the comparison's own "
+        "95 % CI."
     )
     if procedure:
         text += (
-            f" A verdict about a training procedure needs at least {min_seeds} seeds; with fewer the row "
-            "shows the estimate and 'too few seeds'."
+            " Two different models: the verdict rests on what each keeps under attack, like with like "
+            "(`Δ under attack`: mean over tasks of the signed relative difference of the first model's "
+            "metrics under attack against the second's; positive = the first is better under attack), not on "
+            "the difference of their relative drops, which measures each from its own clean value. "
+            f"A verdict about a training procedure needs at least {min_seeds} seeds; with fewer the row "
+            "shows the estimates and 'too few seeds'."
         )
     else:
         text += (
-            f" Same trained models on both sides: with fewer than {min_seeds} seeds the verdict holds for "
-            "these trained models only (conditional on the model), not for the training procedure."
+            f" Same trained models on both sides: a verdict needs at least {MIN_SEEDS_ATTACKS} seeds (with "
+            "one, the interval covers the image noise of one trained model only)."
         )
-    return text + " Rows of undertrained models (⚠ undertrained:<task>) get no verdict."
+    return text + " Rows of flagged models (⚠: undertrained, gradient masking) get no verdict unless asked."
 
 
 _COMPARISON_TEXT = {
@@ -622,17 +680,17 @@ CONCLUSIVE = ("winner", "no significant difference")
 
 
 def _verdict_kind(verdict: str) -> str:
-    if verdict.startswith(("too few seeds", "excluded", "no CI")):
-        return verdict.split(" ", 1)[0]
+    if verdict.startswith(("too few seeds", "excluded", "no CI", "no verdict")):
+        return verdict.split(":", 1)[0]
     return "no significant difference" if verdict == "no significant difference" else "winner"
 
 
 def _why_no_conclusions(verdicts: Sequence[str]) -> str:
     reasons = []
     if any(v.startswith("too few seeds") for v in verdicts):
-        reasons.append("too few seeds for verdicts about training procedures")
+        reasons.append("too few seeds for verdicts")
     if any(v.startswith("excluded") for v in verdicts):
-        reasons.append("undertrained models (no better than a trivial predictor)")
+        reasons.append("flagged models (undertrained: no better than a trivial predictor; gradient masking)")
     if any(v.startswith("no CI") for v in verdicts):
         reasons.append("no per-image statistics")
     return "no comparison gets a verdict (" + "; ".join(reasons) + ")."

@@ -156,6 +156,27 @@ def test_evaluating_other_images_is_another_cell(compose, checkpoint: Path) -> N
     (second,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
     assert first["key"] != second["key"]
     assert (first["results"]["num_samples"], second["results"]["num_samples"]) == (4, 8)
+    # The image set is the images read, not the settings: 1 batch of 4 then of 16 images are two cells
+    # (the same max_batches), 2 batches of 4 and 1 of 8 are one.
+    cfg = attack_cfg(compose, checkpoint, ["eval.max_batches=1", "eval.batch_size=16"])
+    (sixteen,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    assert sixteen["key"] != first["key"] and sixteen["results"]["num_samples"] == 16
+    assert sixteen["config"]["data_id"] != first["config"]["data_id"]
+    cfg = attack_cfg(compose, checkpoint, ["eval.max_batches=1", "eval.batch_size=8"])
+    (eight,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    assert eight["config"]["data_id"] == second["config"]["data_id"] and eight["key"] == second["key"]
+
+
+def test_rows_carry_the_training_recipe_of_their_model(compose, checkpoint: Path) -> None:
+    cfg = attack_cfg(compose, checkpoint, ["eval.max_batches=1"])
+    (row,), _, _ = evaluate_checkpoint(cfg, cfg.ckpt, pairs(cfg))
+    from mtl_robust.jobs.recipe import training_recipe
+
+    trained = training_recipe(
+        compose_config("train", ["experiment=smoke", "train.max_epochs=2", "seed=5"], Path("."))
+    )
+    assert row["config"]["recipe_id"] == trained.fingerprint  # the seed is not part of it
+    assert row["config"]["recipe"]["train.max_epochs"] == 2
 
 
 def test_a_square_row_records_its_queries_per_image(compose, checkpoint: Path) -> None:

@@ -57,5 +57,55 @@ def test_baseline_is_cached_and_flags_a_model_no_better_than_trivial(tmp_path: P
 
     same = record(trivial["abs_err"])
     assert undertrained_flags(same) == ["undertrained:depth"] and "undertrained:depth" in model_flags(same)
-    good = record(0.1 * trivial["abs_err"])  # 90 % lower error, other metrics equal: mean gain 18 %
-    assert trivial_gains(good)["depth"] > 0.1 and undertrained_flags(good) == []
+    one_metric = record(0.1 * trivial["abs_err"])  # 90 % lower abs error, rel error equal to trivial's
+    assert trivial_gains(one_metric)["depth"] > 0.1 and undertrained_flags(one_metric) == [
+        "undertrained:depth"
+    ]
+    good = Record(
+        "s",
+        "k",
+        "ok",
+        0.0,
+        {},
+        {
+            "clean": {
+                "depth": {**trivial, "abs_err": 0.5 * trivial["abs_err"], "rel_err": 0.5 * trivial["rel_err"]}
+            }
+        }
+        | stored,
+        "",
+        Path("."),
+    )
+    # the deltas of the mean depth are 100 % on these easy targets: no room, not counted
+    assert {trivial[f"delta{k}"] for k in (1, 2, 3)} == {100.0}
+    assert undertrained_flags(good) == []
+
+
+def _seg_record(clean: dict, trivial: dict) -> Record:
+    higher = {"miou": True, "pixel_acc": True, "err": False}
+    baseline = {"seg": {"metrics": trivial, "higher_is_better": higher}}
+    return Record(
+        "s", "k", "ok", 0.0, {}, {"clean": {"seg": clean}, "trivial_baseline": baseline}, "", Path(".")
+    )
+
+
+def test_a_trivial_predictor_with_one_lucky_metric_is_still_undertrained() -> None:
+    """mIoU 0.023 -> 0.04 is a 74 % gain, but pixel accuracy and cross-entropy equal to the class prior's
+    say the model predicts the prior: the mean gain (25 %) alone passed such a model."""
+    trivial = {"miou": 0.023, "pixel_acc": 0.31, "err": 2.1}
+    lucky = _seg_record({"miou": 0.04, "pixel_acc": 0.31, "err": 2.1}, trivial)
+    assert trivial_gains(lucky)["seg"] == pytest.approx(0.74 / 3, abs=0.01)
+    assert undertrained_flags(lucky) == ["undertrained:seg"]
+    learned = _seg_record({"miou": 0.20, "pixel_acc": 0.55, "err": 1.3}, trivial)
+    assert undertrained_flags(learned) == []
+
+
+def test_normals_better_only_on_a_near_zero_share_are_undertrained() -> None:
+    higher = {"mean_angle": False, "median_angle": False, "11.25": True, "22.5": True, "30": True}
+    trivial = {"mean_angle": 40.0, "median_angle": 38.0, "11.25": 1.0, "22.5": 10.0, "30": 30.0}
+    clean = {**trivial, "11.25": 2.0}  # within 11.25 deg from 1 % to 2 %: +100 % on one metric
+    baseline = {"normal": {"metrics": trivial, "higher_is_better": higher}}
+    record = Record(
+        "s", "k", "ok", 0.0, {}, {"clean": {"normal": clean}, "trivial_baseline": baseline}, "", Path(".")
+    )
+    assert undertrained_flags(record) == ["undertrained:normal"]

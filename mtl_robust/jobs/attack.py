@@ -160,13 +160,20 @@ class _Sized:
         return self.length
 
 
-def data_id(cfg: DictConfig, split: str) -> str:
-    """Which images are evaluated, part of every key: another split size or batch limit is another cell."""
+def evaluated_images(split_size: int, batch_size: int, max_batches: int | None) -> int:
+    """How many images an evaluation reads: the split's first `max_batches * batch_size` (all without a
+    limit), in the reader's order (the loader does not shuffle)."""
+    return split_size if not max_batches else min(split_size, int(max_batches) * int(batch_size))
+
+
+def data_id(cfg: DictConfig, split: str, num_images: int, split_size: int) -> str:
+    """Which images are evaluated, part of every key: the data set and split, and the number of images read
+    from its start, never the settings that happen to select them (`eval.max_batches=1` at batch size 4
+    and at 16 are two image sets; 4 batches of 4 and 1 of 16 are one). A whole split keeps the key it had
+    before image counts were recorded, so stores of whole-split evaluations resume."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    max_batches = cfg.get("eval", {}).get("max_batches")
-    return config_key(
-        {"dataset": data_cfg["dataset"], "split": data_cfg["splits"].get(split), "max_batches": max_batches}
-    )
+    images: dict[str, Any] = {"max_batches": None} if num_images >= split_size else {"num_images": num_images}
+    return config_key({"dataset": data_cfg["dataset"], "split": data_cfg["splits"].get(split), **images})
 
 
 def build_cells(
@@ -266,13 +273,11 @@ def evaluate_checkpoint(
     if bpda:
         info["bpda"] = list(bpda)
         check_bpda(model, datamodule.dataset(split)[0][0][None].to(device))
-    info["data_id"] = data_id(cfg, split)
-    batches = batches_factory(
-        datamodule,
-        split,
-        eval_cfg.get("batch_size") or datamodule.eval_batch_size,
-        eval_cfg.get("max_batches"),
-    )
+    batch_size = eval_cfg.get("batch_size") or datamodule.eval_batch_size
+    split_size = len(datamodule.dataset(split))
+    num_images = evaluated_images(split_size, batch_size, eval_cfg.get("max_batches"))
+    info["data_id"] = data_id(cfg, split, num_images, split_size)
+    batches = batches_factory(datamodule, split, batch_size, eval_cfg.get("max_batches"))
     progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
     clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)})
     per_image = bool(eval_cfg.get("per_image", False))

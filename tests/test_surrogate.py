@@ -127,3 +127,33 @@ def test_the_matrix_orders_models_and_marks_flagged_surrogates() -> None:
     ]
     assert table.rows[0][0] == "all_shared / none" and table.rows[1][0].endswith("⚠")
     assert table.rows[0][1].startswith("-80.00 [n/a]") and table.rows[1][2] == "n/a"
+
+
+def test_white_box_and_another_seeds_surrogate_stay_apart() -> None:
+    """The target's own checkpoint (white-box, -60 %) and another seed's model of the same layout and
+    defense (transfer, -10 %) are two cells, not one collision with a note about 'models L-0 and L-0'."""
+    from mtl_robust.report.transfer_models import transfer_model_sets
+
+    def row(key, surrogate_id, rel):
+        config = {
+            "data": "synthetic",
+            "backbone": "small_resnet",
+            "method": "pgd",
+            "direction": "dgba",
+            "eps": 8 / 255,
+            "layout_name": "all_shared",
+            "defense": "none",
+            "model_id": "L-0",
+            "seed": 0,
+            "surrogate_id": surrogate_id,
+            "surrogate_layout": "all_shared",
+            "surrogate_defense": "none",
+        }
+        return Record("s", key, "ok", float(len(key)), config, {"rel_avg": rel}, "", Path("."))
+
+    (matrix,), notes = transfer_model_sets([row("own", "L-0", -0.6), row("other", "L-1", -0.1)])
+    table = matrix.table()
+    cells = {r[0]: r[1] for r in table.rows}
+    assert cells["all_shared / none"].startswith("-60.00")  # the diagonal: white-box
+    assert cells["all_shared / none (another model)"].startswith("-10.00")
+    assert not [n for n in notes if "several rows" in n]

@@ -202,7 +202,8 @@ def _weighted_sums(states: Mapping[str, np.ndarray], weights: np.ndarray) -> dic
     """{state: [N, ...]} summed under each image weighting [B, N] -> {state: [B, ...]}."""
     out = {}
     for name, value in states.items():
-        summed = weights @ value.reshape(len(value), -1).astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # a non-finite statistic: NaN draws, counted
+            summed = weights @ value.reshape(len(value), -1).astype(np.float64)
         out[name] = summed.reshape(len(weights), *value.shape[1:])
     return out
 

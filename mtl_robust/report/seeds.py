@@ -181,6 +181,12 @@ class StatsLoader:
         return cell, header_tasks(adv_header)
 
 
+def _model_text(record: Record) -> str:
+    """The model a row evaluates, with the model its x_adv was crafted on when that is another one."""
+    model, surrogate = record.text("model_id"), record.config.get("surrogate_id")
+    return f"{model} (x_adv crafted on {surrogate})" if surrogate and surrogate != model else model
+
+
 def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
     """Successful attack rows grouped over seeds, each with its per-image statistics where available."""
     loader = StatsLoader(notes)
@@ -195,7 +201,7 @@ def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
             if row_seed(r) in by_seed:
                 notes.append(
                     f"cell {r.key}: several rows for seed {row_seed(r)} of the same cell (models "
-                    f"{by_seed[row_seed(r)].text('model_id')} and {r.text('model_id')}); the latest counts"
+                    f"{_model_text(by_seed[row_seed(r)])} and {_model_text(r)}); the latest counts"
                 )
             by_seed[row_seed(r)] = r
         rows = [by_seed[seed] for seed in sorted(by_seed)]

@@ -59,9 +59,21 @@ class MatrixKey(NamedTuple):
 class ModelLabel(NamedTuple):
     layout: str
     defense: str
+    other: bool = False  # a surrogate of the target's layout and defense that is another model (seed)
 
     def text(self, flagged: bool) -> str:
-        return f"{self.layout} / {self.defense}" + (f" {FLAG_MARK}" if flagged else "")
+        other = " (another model)" if self.other else ""
+        return f"{self.layout} / {self.defense}{other}" + (f" {FLAG_MARK}" if flagged else "")
+
+
+CRAFTED_ON = "crafted_on"  # "itself" (white-box) or "another model": keeps the two kinds of rows apart
+
+
+def with_crafted_on(record: Record) -> Record:
+    """The row with `crafted_on` in its config, so that a white-box diagonal row and a transfer row from
+    another model of the same layout and defense (another seed) never share a group or a cell."""
+    kind = "another model" if is_transfer(record) else "itself"
+    return replace(record, config={**record.config, CRAFTED_ON: kind})
 
 
 @dataclass
@@ -124,7 +136,7 @@ def interval(cell: CellEstimate) -> str:
 
 def transfer_model_sets(records: Sequence[Record]) -> tuple[list[TransferModels], list[str]]:
     """The matrices of every successful transfer row, with CIs; notes say what could not be estimated."""
-    transfer = [r for r in records if r.ok and names_a_surrogate(r)]
+    transfer = [with_crafted_on(r) for r in records if r.ok and names_a_surrogate(r)]
     if not transfer:
         return [], []
     analysis = Analysis.of(transfer)
@@ -136,6 +148,8 @@ def transfer_model_sets(records: Sequence[Record]) -> tuple[list[TransferModels]
         key = MatrixKey(r.text("data"), r.text("backbone"), r.method, r.direction, r.eps)
         target = ModelLabel(r.layout_name, r.defense)
         surrogate = ModelLabel(r.text("surrogate_layout"), r.text("surrogate_defense"))
+        if is_transfer(r) and surrogate == target:  # another seed's model: its own row, not the diagonal
+            surrogate = surrogate._replace(other=True)
         matrix = sets.setdefault(key, TransferModels(key, [], [], {}))
         for label, collection in ((target, matrix.targets), (surrogate, matrix.surrogates)):
             if label not in collection:
@@ -148,7 +162,12 @@ def transfer_model_sets(records: Sequence[Record]) -> tuple[list[TransferModels]
     ranks = layout_ranks(records)
 
     def order(label: ModelLabel) -> tuple:
-        return (defense_sort_key(label.defense), ranks.get(label.layout, len(ranks)), label.layout)
+        return (
+            defense_sort_key(label.defense),
+            ranks.get(label.layout, len(ranks)),
+            label.layout,
+            label.other,
+        )
 
     for matrix in sets.values():
         matrix.surrogates.sort(key=order)

@@ -38,7 +38,7 @@ from mtl_robust.report.records import Record
 from mtl_robust.report.seeds import Analysis, Group, ci, group_mean, identity, identity_without, pm
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_slug, format_eps, to_pixels
-from mtl_robust.values.recipe import DEFENSE_PREFIXES, LAYOUT_PREFIXES
+from mtl_robust.values.recipe import DEFENSE_PREFIXES, LAYOUT_PREFIXES, differing_settings, format_settings
 
 if TYPE_CHECKING:  # the statistics need torch: imported where they are computed, not with the report
     from mtl_robust.evaluation.stats import Bootstrap, Estimate
@@ -341,14 +341,26 @@ def _nan_last(value: float, order: Any) -> tuple:
 def _note_unpaired(
     kind: str, group: Group, field: str, wanted: str, groups: Sequence[Group], notes: list[str]
 ) -> None:
-    """A visible note where a partner exists at the same table position but with other settings."""
-    where = GroupKey.of(group.first)._replace(**{field: wanted})
-    near = [g for g in groups if GroupKey.of(g.first) == where]
+    """A visible note where a partner exists at the same table position (the same defense name, whatever
+    recipe) but with other settings; differing recipes are named by their differing settings."""
+
+    def position(g: Group) -> GroupKey:
+        return GroupKey.of(g.first)._replace(defense=g.first.defense_name)
+
+    where = position(group)._replace(**{field: wanted})
+    near = [g for g in groups if position(g) == where]
     if near:
-        differing = _differing([group, *near], skip=(field,))
+        differing = _differing([group, *near], skip=(field, "defense"))
+        described = [k for k in differing if k != "recipe_id"]
+        own = _settings(group, described)
+        recipes = [g.first.recipe for g in (group, *near)]
+        if "recipe_id" in differing and all(r is not None for r in recipes):
+            settings = differing_settings([r for r in recipes if r is not None])
+            described.append(f"training recipe ({', '.join(settings)})")
+            own = ", ".join(x for x in (own, format_settings(recipes[0], settings)) if x)
         notes.append(
-            f"{kind}: {group.first.key} ({_settings(group, differing)}) has no {wanted} partner with the "
-            f"same settings (the {wanted} rows differ in {', '.join(differing) or 'the key only'}); "
+            f"{kind}: {group.first.key} ({own}) has no {wanted} partner with the "
+            f"same settings (the {wanted} rows differ in {', '.join(described) or 'the key only'}); "
             "not compared"
         )
 

@@ -176,6 +176,16 @@ def data_id(cfg: DictConfig, split: str, num_images: int, split_size: int) -> st
     return config_key({"dataset": data_cfg["dataset"], "split": data_cfg["splits"].get(split), **images})
 
 
+def image_set_id(cfg: DictConfig, datamodule: MultiTaskDataModule, split: str) -> str:
+    """The `data_id` of the images this job's evaluation reads (`eval.batch_size`, `eval.max_batches`)."""
+    eval_cfg = cfg.get("eval", {})
+    batch_size = eval_cfg.get("batch_size") or datamodule.eval_batch_size
+    split_size = len(datamodule.dataset(split))
+    return data_id(
+        cfg, split, evaluated_images(split_size, batch_size, eval_cfg.get("max_batches")), split_size
+    )
+
+
 def build_cells(
     module: MultiTaskModule,
     specs: Sequence[AttackSpec],
@@ -274,9 +284,7 @@ def evaluate_checkpoint(
         info["bpda"] = list(bpda)
         check_bpda(model, datamodule.dataset(split)[0][0][None].to(device))
     batch_size = eval_cfg.get("batch_size") or datamodule.eval_batch_size
-    split_size = len(datamodule.dataset(split))
-    num_images = evaluated_images(split_size, batch_size, eval_cfg.get("max_batches"))
-    info["data_id"] = data_id(cfg, split, num_images, split_size)
+    info["data_id"] = image_set_id(cfg, datamodule, split)
     batches = batches_factory(datamodule, split, batch_size, eval_cfg.get("max_batches"))
     progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
     clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)})

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mtl_robust.attacks.config import attack_spec
 from mtl_robust.attacks.precision import DEFAULT_PRECISION, parse_precision
 from mtl_robust.evaluation.runner import row_key
 from mtl_robust.evaluation.store import ResultsStore
-from mtl_robust.jobs.attack import build_cells, data_id, model_info, resolve_device
+from mtl_robust.jobs.attack import build_cells, image_set_id, model_info, resolve_device
 from mtl_robust.jobs.pipeline import attack_list, training_key
 from mtl_robust.jobs.runner import configure_threads
 from mtl_robust.lightning.module import load_module
@@ -108,7 +109,7 @@ def plan_job(
 def _cells_in_store(cfg: DictConfig, ckpt: Path, cells: list, split: str) -> tuple[int, list]:
     module = load_module(ckpt, "cpu")
     info = model_info(ckpt, module, str(cfg.data.name), split, cfg.get("study", "default"))
-    info["data_id"] = data_id(cfg, split)
+    info["data_id"] = image_set_id(cfg, instantiate(cfg.data), split)
     info["precision"] = parse_precision(cfg.get("eval", {}).get("precision", DEFAULT_PRECISION))
     built = build_cells(module, [attack_spec(a, d) for a, d in cells])
     latest = ResultsStore(cfg.store).latest() if Path(cfg.store).exists() else {}

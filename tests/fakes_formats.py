@@ -244,8 +244,10 @@ def write_pascal_context(
     root: str | Path, n_train: int, n_val: int, height: int = 30, width: int = 40, seed: int = 0
 ) -> Path:
     """PASCAL_MT folder: ImageSets/Context/{train,val}.txt, JPEGImages/*.jpg, semseg/pascal-context/*.png,
-    human_parts/*.mat (every other image has a person with head and torso parts), sal_distill/*.png,
-    normals_distill/*.png, pascal-context/trainval/*.mat (LabelMap) and json/{nyu,context}_classes.json."""
+    human_parts/*.mat (the even images of a split have a person with head and torso parts, image 3 mod 4
+    a person without parts, the others no person), sal_distill/*.png, normals_distill/*.png (random, with
+    the first row (128, 128, 128) and the last (127, 128, 127)), pascal-context/trainval/*.mat (LabelMap)
+    and json/{nyu,context}_classes.json."""
     import scipy.io
 
     root = Path(root)
@@ -263,7 +265,11 @@ def write_pascal_context(
                 root / "semseg" / "pascal-context" / f"{image_id}.png", _labels(rng, height, width, 21, 255)
             )
             write_png(root / "sal_distill" / f"{image_id}.png", rng.integers(0, 256, (height, width)))
-            write_png(root / "normals_distill" / f"{image_id}.png", rng.integers(0, 256, (height, width, 3)))
+            normals = rng.integers(0, 256, (height, width, 3))
+            # mid-grey rows decode to (near-)zero vectors: 2 v / 255 - 1 = +-1/255 per channel
+            normals[0] = 128
+            normals[-1] = (127, 128, 127)
+            write_png(root / "normals_distill" / f"{image_id}.png", normals)
             label_map = np.ones((height, width), dtype=np.uint16)  # wall, with floor / sky / grass blocks
             label_map[height // 2 :, : width // 2] = 2
             label_map[: height // 3, width // 2 :] = 3
@@ -273,6 +279,10 @@ def write_pascal_context(
                 root / "pascal-context" / "trainval" / f"{image_id}.mat", {"LabelMap": label_map}
             )
             objects = [(7, np.zeros((height, width), bool), {})]  # a non-person object comes first
+            if i % 4 == 3:  # a person without part annotations
+                person = np.zeros((height, width), bool)
+                person[1:5, 1:5] = True
+                objects.append((15, person, {}))
             if i % 2 == 0:
                 head = np.zeros((height, width), bool)
                 head[2:6, 3:8] = True

@@ -156,9 +156,11 @@ def write_taskonomy_adashare(
 
 
 def _cityscapes_frame(rng: np.random.Generator, height: int, width: int) -> dict[str, np.ndarray]:
-    """One frame's arrays as the MTAN/AdaShare archives store them (labels -1 = ignore, depth 0 = invalid)."""
+    """One frame's arrays as the MTAN/AdaShare archives store them (labels -1 = ignore, depth 0 = invalid;
+    the first 4 pixels of the first row hold positive depths at or below AdaShare's 3e-5 threshold)."""
     depth = rng.uniform(0.005, 0.3, size=(height, width, 1)).astype(np.float32)
     depth[rng.random((height, width)) < 0.15] = 0.0
+    depth[0, :4, 0] = (1e-6, 1e-5, 2e-5, 3e-5)
     return {
         "image": rng.random((height, width, 3)).astype(np.float32),
         "label_2": _labels(rng, height, width, 2, -1).astype(np.float32),
@@ -177,18 +179,22 @@ def write_cityscapes(
     width: int = 64,
     seed: int = 0,
 ) -> Path:
-    """Cityscapes: MTAN {train,val}/{image,label_7,label_19,depth}/{i}.npy, or AdaShare's cityscape.json
-    listing [image, depth, label_2, label_7, label_19] .npy files per frame under train/ and test/."""
-    if format not in ("mtan", "adashare"):
-        raise ValueError(f"format must be 'mtan' or 'adashare', got {format!r}")
+    """Cityscapes: MTAN {train,val}/{image,label_7,label_19,depth}/{i}.npy, LibMTL's
+    {train,val}/{image,label,depth}/{i}.npy (label: the 7 classes), or AdaShare's cityscape.json listing
+    [image, depth, label_2, label_7, label_19] .npy files per frame under train/ and test/."""
+    if format not in ("mtan", "libmtl", "adashare"):
+        raise ValueError(f"format must be 'mtan', 'libmtl' or 'adashare', got {format!r}")
     root = Path(root)
     rng = np.random.default_rng(seed)
     entries: dict[str, list[list[str]]] = {"train": [], "test": []}
     for split, n in (("train", n_train), ("val", n_val)):
         for i in range(n):
             frame = _cityscapes_frame(rng, height, width)
-            if format == "mtan":
+            if format in ("mtan", "libmtl"):
                 frame.pop("label_2")
+                if format == "libmtl":
+                    frame.pop("label_19")
+                    frame["label"] = frame.pop("label_7")
                 for key, array in frame.items():
                     (root / split / key).mkdir(parents=True, exist_ok=True)
                     np.save(root / split / key / f"{i}.npy", array)

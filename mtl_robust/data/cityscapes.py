@@ -2,7 +2,7 @@
 
 All three layouts hold the same arrays (the down-scaled Cityscapes fine split: 2975 train / 500 val
 frames, at 128 x 256 or 256 x 512; the MTAN README links both archives, LibMTL's README the 128 x 256
-one); they differ only in how the files are found.
+one; the downloads themselves were not compared here); they differ only in how the files are found.
 
 MTAN layout (``format="mtan"``), the archives as unpacked::
 
@@ -38,12 +38,13 @@ not 0 (``cityscapes``, ``cityscapes_libmtl``: ``valid_threshold: 0``), AdaShare'
 
 What differs from each original loader (checked against their code):
 
-* MTAN and LibMTL: no augmentation in either (LibMTL has none; the ``cityscapes`` and
-  ``cityscapes_libmtl`` configs add none). LibMTL indexes ``0 .. n-1`` by the count of image files, this
-  reader the integer file names it finds (the same frames when they are 0..n-1). Their depth metrics
-  average per-batch pixel means (LibMTL weights them by batch size); this project pools every valid pixel
-  of the data set (see ``tasks/depth.py``). A negative stored depth would be valid for them (``!= 0``) and
-  is invalid here.
+* MTAN and LibMTL: MTAN's repository has no Cityscapes loader (its README links the archives; its metric
+  code, ``im2im_pred/utils.py``, is what LibMTL's follows). LibMTL's loader does not augment, nor do the
+  ``cityscapes`` and ``cityscapes_libmtl`` configs. LibMTL indexes ``0 .. n-1`` by the count of image
+  files, this reader the integer file names it finds (the same frames when they are 0..n-1). Their depth
+  metrics average per-batch pixel means (LibMTL weights them by batch size); this project pools every
+  valid pixel of the data set (see ``tasks/depth.py``). A negative stored depth would be valid for them
+  (``!= 0``) and is invalid here.
 * AdaShare: the same arrays and, in ``cityscapes_adashare``, the same training augmentation (scale by
   U[0.5, 1.5), image bilinear and targets nearest, depth values not rescaled; flip with p = 0.5; centred
   zero padding, labels ignored and depth invalid there; a random 224 x 224 crop, the ``crop_h``/``crop_w``

@@ -156,9 +156,11 @@ def write_taskonomy_adashare(
 
 
 def _cityscapes_frame(rng: np.random.Generator, height: int, width: int) -> dict[str, np.ndarray]:
-    """One frame's arrays as the MTAN/AdaShare archives store them (labels -1 = ignore, depth 0 = invalid)."""
+    """One frame's arrays as the MTAN/AdaShare archives store them (labels -1 = ignore, depth 0 = invalid;
+    the first 4 pixels of the first row hold positive depths at or below AdaShare's 3e-5 threshold)."""
     depth = rng.uniform(0.005, 0.3, size=(height, width, 1)).astype(np.float32)
     depth[rng.random((height, width)) < 0.15] = 0.0
+    depth[0, :4, 0] = (1e-6, 1e-5, 2e-5, 3e-5)
     return {
         "image": rng.random((height, width, 3)).astype(np.float32),
         "label_2": _labels(rng, height, width, 2, -1).astype(np.float32),
@@ -177,18 +179,22 @@ def write_cityscapes(
     width: int = 64,
     seed: int = 0,
 ) -> Path:
-    """Cityscapes: MTAN {train,val}/{image,label_7,label_19,depth}/{i}.npy, or AdaShare's cityscape.json
-    listing [image, depth, label_2, label_7, label_19] .npy files per frame under train/ and test/."""
-    if format not in ("mtan", "adashare"):
-        raise ValueError(f"format must be 'mtan' or 'adashare', got {format!r}")
+    """Cityscapes: MTAN {train,val}/{image,label_7,label_19,depth}/{i}.npy, LibMTL's
+    {train,val}/{image,label,depth}/{i}.npy (label: the 7 classes), or AdaShare's cityscape.json listing
+    [image, depth, label_2, label_7, label_19] .npy files per frame under train/ and test/."""
+    if format not in ("mtan", "libmtl", "adashare"):
+        raise ValueError(f"format must be 'mtan', 'libmtl' or 'adashare', got {format!r}")
     root = Path(root)
     rng = np.random.default_rng(seed)
     entries: dict[str, list[list[str]]] = {"train": [], "test": []}
     for split, n in (("train", n_train), ("val", n_val)):
         for i in range(n):
             frame = _cityscapes_frame(rng, height, width)
-            if format == "mtan":
+            if format in ("mtan", "libmtl"):
                 frame.pop("label_2")
+                if format == "libmtl":
+                    frame.pop("label_19")
+                    frame["label"] = frame.pop("label_7")
                 for key, array in frame.items():
                     (root / split / key).mkdir(parents=True, exist_ok=True)
                     np.save(root / split / key / f"{i}.npy", array)
@@ -244,8 +250,10 @@ def write_pascal_context(
     root: str | Path, n_train: int, n_val: int, height: int = 30, width: int = 40, seed: int = 0
 ) -> Path:
     """PASCAL_MT folder: ImageSets/Context/{train,val}.txt, JPEGImages/*.jpg, semseg/pascal-context/*.png,
-    human_parts/*.mat (every other image has a person with head and torso parts), sal_distill/*.png,
-    normals_distill/*.png, pascal-context/trainval/*.mat (LabelMap) and json/{nyu,context}_classes.json."""
+    human_parts/*.mat (the even images of a split have a person with head and torso parts, image 3 mod 4
+    a person without parts, the others no person), sal_distill/*.png, normals_distill/*.png (random, with
+    the first row (128, 128, 128) and the last (127, 128, 127)), pascal-context/trainval/*.mat (LabelMap)
+    and json/{nyu,context}_classes.json."""
     import scipy.io
 
     root = Path(root)
@@ -263,7 +271,11 @@ def write_pascal_context(
                 root / "semseg" / "pascal-context" / f"{image_id}.png", _labels(rng, height, width, 21, 255)
             )
             write_png(root / "sal_distill" / f"{image_id}.png", rng.integers(0, 256, (height, width)))
-            write_png(root / "normals_distill" / f"{image_id}.png", rng.integers(0, 256, (height, width, 3)))
+            normals = rng.integers(0, 256, (height, width, 3))
+            # mid-grey rows decode to (near-)zero vectors: 2 v / 255 - 1 = +-1/255 per channel
+            normals[0] = 128
+            normals[-1] = (127, 128, 127)
+            write_png(root / "normals_distill" / f"{image_id}.png", normals)
             label_map = np.ones((height, width), dtype=np.uint16)  # wall, with floor / sky / grass blocks
             label_map[height // 2 :, : width // 2] = 2
             label_map[: height // 3, width // 2 :] = 3
@@ -273,6 +285,10 @@ def write_pascal_context(
                 root / "pascal-context" / "trainval" / f"{image_id}.mat", {"LabelMap": label_map}
             )
             objects = [(7, np.zeros((height, width), bool), {})]  # a non-person object comes first
+            if i % 4 == 3:  # a person without part annotations
+                person = np.zeros((height, width), bool)
+                person[1:5, 1:5] = True
+                objects.append((15, person, {}))
             if i % 2 == 0:
                 head = np.zeros((height, width), bool)
                 head[2:6, 3:8] = True

@@ -133,6 +133,7 @@ def test_real_data_configs_point_at_readers(compose, tmp_path: Path) -> None:
         "taskonomy": write_taskonomy_adashare(tmp_path / "taskonomy", n_train=2, n_test=2, n_test_small=2),
         "cityscapes": write_cityscapes(tmp_path / "city", n_train=2, n_val=2),
         "cityscapes_adashare": write_cityscapes(tmp_path / "city_ada", n_train=2, n_val=2, format="adashare"),
+        "cityscapes_libmtl": write_cityscapes(tmp_path / "city_libmtl", n_train=2, n_val=2, format="libmtl"),
         "pascal_context": write_pascal_context(tmp_path / "pascal", n_train=2, n_val=2),
     }
     for data, root in roots.items():

@@ -21,17 +21,31 @@ Targets in the project convention (``mtl_robust.data.transforms``):
 * ``seg`` int64 [H,W], 21 classes, 255 = ignore.
 * ``human_parts`` int64 [H,W], 7 labels (background, head, torso, upper arm, lower arm, upper leg, lower
   leg; PASCAL-Part's part names merged as those loaders merge them); pixels outside every person are
-  background. Images without an annotated person are all background, as in those loaders (their
-  human-parts evaluation therefore counts such images' pixels as background too).
+  background. An image whose target holds no part label (no person, or only persons without part
+  annotations) is 255 (ignored) everywhere, as those loaders' ``AddIgnoreRegions`` makes it: MTI-Net's
+  when every pixel is 0, InvPT's when every pixel is 0 or 255 (its padding is 255). The rule is applied
+  to the target after ``transform``, as those loaders apply it after their resizing and cropping, so a
+  transform that loses every part pixel also makes the image ignored. Such an image adds nothing to the
+  loss or to the mIoU, as their evaluation skips it. (With ``human_parts`` as the only task MTI-Net
+  drops these images from the data set; here they stay, ignored, and count in ``len``.)
 * ``saliency`` float32 [1,H,W] in {0, 1}: the distilled map thresholded at 0.5.
-* ``normal`` float32 [3,H,W] unit vectors in the stored channel order (channel 0 horizontal: those
-  loaders negate it on a flip), all-zero where invalid: outside the NYUv2-compatible classes or where the
-  decoded vector is (near) zero. The signs of the other axes were not verified here.
+* ``normal`` float32 [3,H,W] in the stored channel order (channel 0 horizontal: those loaders negate it
+  on a flip), ``2 v / 255 - 1`` scaled to unit length, all-zero (invalid) exactly outside the
+  NYUv2-compatible classes. Those loaders zero the vectors outside those classes and ignore the pixels of
+  norm 0; a decoded vector is never zero inside them (each channel is an odd multiple of 1/255), so a
+  stored (128, 128, 128) is valid there and here, with direction (1, 1, 1) / sqrt(3) once normalised
+  (MTI-Net renormalises after resizing; InvPT's evaluation normalises the target, while its L1 training
+  loss compares against the unnormalised vector, near zero for such a pixel). The signs of the other axes
+  were not verified here.
 * ``edge`` float32 [1,H,W] in {0, 1}: the boundaries between different ``LabelMap`` labels. The original
   loaders mark every pixel whose 4-neighbour Laplacian of the label map is non-zero (both sides of a
   boundary) and thin that to one pixel with scikit-image; this reader, which does not depend on
   scikit-image, marks the pixels that have a 4-neighbour with a smaller label (one side of every
   boundary: also one pixel wide, but not always the pixel that thinning keeps).
+
+Transforms differ from the originals (see ``pascal_train_transform``): MTI-Net resizes image and normals
+bicubically to 512 x 512 (so along class boundaries the zeroed normals blend into valid ones), this
+reader's resize keeps every target nearest; InvPT does not resize test images but pads them to 512 x 512.
 
 Losses and metrics: see ``mtl_robust.tasks`` (``seg`` / ``human_parts``: CE, mIoU; ``saliency``:
 balanced BCE, maxF and mIoU; ``normal``: mean angle; ``edge``: weighted BCE and a pixel-exact F-measure
@@ -54,7 +68,6 @@ from torch.utils.data import Dataset
 
 from mtl_robust.data.common import select_tasks
 from mtl_robust.data.errors import DataFormatError, DataRootError
-from mtl_robust.data.nyuv2 import _renormalise
 from mtl_robust.data.transforms import Compose, RandomHorizontalFlip, Resize
 
 __all__ = [
@@ -63,6 +76,7 @@ __all__ = [
     "PASCAL_SEG_CLASS_NAMES",
     "HUMAN_PART_LABELS",
     "context_edges",
+    "ignore_without_parts",
     "pascal_train_transform",
     "pascal_test_transform",
 ]
@@ -114,13 +128,24 @@ _FILES: dict[str, tuple[tuple[str, str], ...]] = {
 
 def pascal_train_transform(size: Sequence[int] = PASCAL_SIZE, flip_p: float = 0.5) -> Compose:
     """Horizontal flip (normals' channel 0 negated) and a resize to ``size`` (image bilinear, targets
-    nearest), the fixed 512 x 512 of MTI-Net/ATRC/InvPT; their random scale-and-rotate is left out."""
+    nearest). MTI-Net also flips and resizes to 512 x 512 (image and normals bicubic), after a random
+    scale (0.75-1.25) and rotation (+-20 degrees) left out here; InvPT/ATRC instead scale by 0.5-2, crop
+    and pad to 512 x 512 and distort colours."""
     return Compose([RandomHorizontalFlip(flip_p), Resize(size)])
 
 
 def pascal_test_transform(size: Sequence[int] = PASCAL_SIZE) -> Compose:
-    """Resize to ``size`` (image bilinear, targets nearest)."""
+    """Resize to ``size`` (image bilinear, targets nearest), as MTI-Net's test resize to 512 x 512 (image
+    and normals bicubic there); InvPT pads test images to 512 x 512 without resizing."""
     return Compose([Resize(size)])
+
+
+def ignore_without_parts(target: Tensor) -> Tensor:
+    """The human-parts target, or 255 everywhere when no pixel holds a part label (every pixel is
+    background or already ignored): the originals' rule for images without an annotated person."""
+    if bool(((target == 0) | (target == IGNORE_INDEX)).all()):
+        return torch.full_like(target, IGNORE_INDEX)
+    return target
 
 
 def context_edges(label_map: np.ndarray) -> np.ndarray:
@@ -270,6 +295,8 @@ class PascalContext(Dataset):
                 targets["edge"] = torch.from_numpy(context_edges(label_map))[None]
         if self.transform is not None:
             x, targets = self.transform(x, targets)
+        if "human_parts" in targets:  # after the transform, as in the originals (see the module docstring)
+            targets["human_parts"] = ignore_without_parts(targets["human_parts"])
         return x, targets
 
     def _gray(self, path: Path, hw: tuple[int, ...]) -> np.ndarray:
@@ -306,10 +333,12 @@ class PascalContext(Dataset):
         rgb = _read_image(path)
         if rgb.ndim != 3 or rgb.shape[:2] != hw or rgb.shape[2] != 3:
             raise DataFormatError(f"{path}: expected an RGB {hw} PNG, got shape {rgb.shape}")
-        normal = _renormalise((2.0 * rgb.astype(np.float32) / 255.0 - 1.0).transpose(2, 0, 1))
+        # never zero: each channel of 2 v / 255 - 1 is an odd multiple of 1/255
+        normal = (2.0 * rgb.astype(np.float32) / 255.0 - 1.0).transpose(2, 0, 1)
+        normal /= np.sqrt((normal**2).sum(axis=0, keepdims=True))
         assert label_map is not None and self._normal_classes is not None
         normal[:, ~np.isin(label_map, self._normal_classes)] = 0.0
-        return normal
+        return np.ascontiguousarray(normal)
 
     def _human_parts(self, image_id: str, hw: tuple[int, ...]) -> np.ndarray:
         path = self._path("human_parts", image_id, ".mat")

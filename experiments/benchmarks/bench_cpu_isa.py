@@ -121,6 +121,7 @@ def main() -> None:
             ratios[m].append(pinned[m] / native[m])
             times["pinned"][m].append(pinned[m])
             times["native"][m].append(native[m])
+        print("round:", " ".join(f"{m} {pinned[m] / native[m]:.3f}" for m in measures), flush=True)
     print(f"pinned: {isa['pinned']}\nnative: {isa['native']}")
     print(
         f"{args.rounds} rounds (pinned and native workers alternating), {args.steps} timed steps each, "

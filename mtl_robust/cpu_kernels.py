@@ -2,9 +2,10 @@
 
 A CPU picks its kernels by what it supports: on an AVX-512 machine oneDNN's convolutions and MKL's vector
 maths (exp, log, ... in the losses) take AVX-512 paths whose sums round differently from the AVX2 paths an
-AVX2-only CPU takes. After a few hundred optimiser steps the trained weights, and so every number under
-attack, differ from machine to machine. Capping every library at AVX2 makes an AVX-512 machine compute what
-an AVX2 machine computes (docs/reproducibility.md says what this covers and what it costs).
+AVX2-only CPU takes. The weights differ after 5 optimiser steps already, and the difference compounds over
+training into other numbers under attack. Capping ATen and oneDNN at AVX2 and MKL at its vendor-neutral
+branch makes an AVX-512 machine compute what an AVX2 machine computes (docs/reproducibility.md says what
+this covers, what is only expected, and what it costs).
 
 The libraries read their setting once, when they first run a kernel, so the entry points call
 `pin_instruction_set` before anything imports torch. `MTL_ROBUST_CPU_ISA=native` leaves every library at its

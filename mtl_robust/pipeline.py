@@ -1,6 +1,10 @@
 """Train or reuse, then attack: `python -m mtl_robust.pipeline [experiment=...]` (see jobs/pipeline.py)."""
 
-from mtl_robust.jobs.pipeline import main
+from mtl_robust.cpu_kernels import pin_instruction_set
+
+pin_instruction_set()  # before torch loads: its libraries read the setting once (cpu_kernels.py)
+
+from mtl_robust.jobs.pipeline import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

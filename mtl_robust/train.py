@@ -1,6 +1,10 @@
 """Train a multi-task model: `python -m mtl_robust.train [data=...] [sharing=...] ...` (see jobs/train.py)."""
 
-from mtl_robust.jobs.train import main
+from mtl_robust.cpu_kernels import pin_instruction_set
+
+pin_instruction_set()  # before torch loads: its libraries read the setting once (cpu_kernels.py)
+
+from mtl_robust.jobs.train import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

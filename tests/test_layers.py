@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mtl_robust"
 
 # Lowest first. Top-level helper modules (files, config_*) sit below everything that uses them.
 LAYERS = [
-    {"values", "files", "config_location", "config_resolvers"},
+    {"values", "files", "config_location", "config_resolvers", "cpu_kernels"},
     {"attacks", "models", "tasks", "data"},
     {"evaluation"},
     {"lightning", "report"},

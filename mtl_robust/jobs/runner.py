@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from mtl_robust.cpu_kernels import kernel_isa
 from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.jobs.failures import CELLS_FAILED, FailedCells, full_error_requested, mark_job, one_line_error
 from mtl_robust.jobs.noise import quiet_third_party_noise
@@ -39,8 +40,10 @@ def training_threads(cfg: DictConfig) -> int:
 
 
 def runtime_info(cfg: DictConfig) -> dict[str, Any]:
-    """What, besides the config, changes the trained weights: thread count, torch build, accelerator and
-    whether deterministic algorithms were enforced (GPU kernels such as atomic-add reductions are not)."""
+    """What, besides the config, changes the trained weights: thread count, torch build, accelerator,
+    whether deterministic algorithms were enforced (GPU kernels such as atomic-add reductions are not) and
+    the CPU kernels' instruction set (cpu_kernels.py; adding it changed every cached key once, as pinning
+    changed the weights)."""
     accelerator = str(cfg.trainer.get("accelerator", "cpu")) if cfg.get("trainer") else "cpu"
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -51,6 +54,7 @@ def runtime_info(cfg: DictConfig) -> dict[str, Any]:
         "torch": str(torch.__version__),  # TorchVersion would not load with weights_only
         "accelerator": accelerator,
         "deterministic": (accelerator == "cpu" and fixed_threads) or enforced,
+        "cpu_isa": kernel_isa(),
     }
 
 

@@ -15,6 +15,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import mtl_robust  # noqa: E402, F401 - registers the resolvers the configs use (e.g. budget_default)
+from mtl_robust.cpu_kernels import pin_instruction_set  # noqa: E402
+
+# The kernels the entry points pin, before torch loads: in-process tests then train and attack with what the
+# jobs they start as subprocesses use (the same checkpoint keys, and numbers that hold on any x86 CPU; a
+# batch-of-3 vs batch-of-1 comparison is exact only when oneDNN and MKL do not pick AVX-512 paths per size).
+pin_instruction_set()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"

@@ -59,7 +59,8 @@ def test_entry_points_pin_the_kernels_before_torch_chooses_them() -> None:
     assert _kernels_after("import mtl_robust.train", {}) == "aten=AVX2 onednn=AVX2 mkl=COMPATIBLE"
     start = "from mtl_robust.cpu_kernels import pin_instruction_set\npin_instruction_set()\nimport torch"
     native = _kernels_after(start, {CHOICE_VARIABLE: "native"})
-    assert native == f"aten={torch.backends.cpu.get_cpu_capability()} onednn=native mkl=native"
+    # the CPU's own choice (this test process is pinned by conftest, so it cannot say what that is)
+    assert native.endswith(" onednn=native mkl=native") and native.startswith(("aten=AVX2 ", "aten=AVX512 "))
 
 
 @pytest.mark.parametrize("entry", ["train", "attack", "pipeline", "plan"])

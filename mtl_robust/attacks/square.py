@@ -32,6 +32,7 @@ from mtl_robust.attacks.base import Attack, Recorder, best_per_sample, per_sampl
 from mtl_robust.attacks.checks import check_positive, check_steps
 from mtl_robust.attacks.directions import Direction
 from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
+from mtl_robust.values.norm import Norm
 
 # The original schedule: p is divided by 2**k after these fractions (of 10000) of the query budget.
 SCHEDULE_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -78,8 +79,11 @@ class Square(Attack):
     """Square attack, L-inf: `queries` model queries per image and restart; the per-sample best over restarts.
 
     `p_init` is the starting fraction of the image a square covers (0.8 as AutoAttack, whose models are
-    robust; the original's default for undefended classifiers was 0.05).
+    robust; the original's default for undefended classifiers was 0.05). L-inf only: Square-L2's proposals
+    (auto-attack's) are not implemented, so `norm=l2`/`l1` is refused with a clear error.
     """
+
+    NORMS = ("linf",)
 
     def __init__(
         self,
@@ -92,9 +96,15 @@ class Square(Attack):
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = 0,
         eot_samples: int = 1,
+        norm: str | Norm = "linf",
     ) -> None:
         super().__init__(
-            eps, direction=direction, attack_losses=attack_losses, seed=seed, eot_samples=eot_samples
+            eps,
+            direction=direction,
+            attack_losses=attack_losses,
+            seed=seed,
+            eot_samples=eot_samples,
+            norm=norm,
         )
         check_gradient_free(self.direction, self.attack_losses)
         self.queries = check_steps(queries, "queries")

@@ -52,6 +52,7 @@ def training_key(cfg: DictConfig) -> str:
         "task": None,
         "eot_samples": 1,
         "surrogate": None,
+        "norm": None,  # the threat model at its default (L-inf)
     }
     for part in ("attack", "direction"):
         if isinstance(parts["defense"].get(part), dict):

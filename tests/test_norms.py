@@ -10,6 +10,7 @@ import torch
 
 from mtl_robust.attacks.apgd import APGD
 from mtl_robust.attacks.config import attack_spec, ensemble_from_config
+from mtl_robust.attacks.lp import crosscheck_minmax_step, crosscheck_norm
 from mtl_robust.attacks.minmax_l2 import project_simplex, solve_minmax_l2_batch, solve_minmax_l2_socp
 from mtl_robust.attacks.norms import norms_of, project, random_start, sparse_step, steepest, step_count
 from mtl_robust.attacks.pgd import PGD
@@ -189,3 +190,13 @@ def test_pgd_at_under_l2_is_named_by_its_norm() -> None:
     assert defense_name(defense) == "adv_train:pgd[l2]-total"
     defense["attack"]["norm"] = None
     assert defense_name(defense) == "adv_train:pgd-total"
+
+
+def test_the_cross_checks_find_every_closed_form_at_its_program_optimum() -> None:
+    gen = torch.Generator().manual_seed(4)
+    c = torch.randn(2, 3, 6, 6, generator=gen)
+    for norm in (L2, L1, Norm("l1", 0.05)):
+        result = crosscheck_norm(c, 0.5, norm, max_coords=60, generator=gen)
+        assert result.gap < 1e-6 and result.n_coords == 60 and result.subsampled
+    problems = [np.random.default_rng(n).normal(size=(3, 80)) + 1.0 for n in range(2)]
+    assert crosscheck_minmax_step(problems, 0.5, norm=L2).gap < 1e-6

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from mtl_robust.attacks.directions import DEFAULT_TAU, Direction, _masked, register_direction
-from mtl_robust.attacks.minmax_l2 import solve_minmax_l2_batch
+from mtl_robust.attacks.minmax_l2 import solve_minmax_l2_batch, solve_minmax_l2_socp
 from mtl_robust.attacks.minmax_solver import VALUE_FLOOR, solve_minmax_batch
 from mtl_robust.values.norm import LINF, Norm, NormRefusal
 
@@ -127,8 +127,19 @@ class MinMaxCheck:
     n_coords: int
 
 
-def crosscheck_minmax(a: np.ndarray, s: float) -> MinMaxCheck:
-    """Solve one sample's problem both ways and compare the objectives."""
+def crosscheck_minmax(a: np.ndarray, s: float, norm: Norm | None = None) -> MinMaxCheck:
+    """Solve one sample's problem both ways and compare the objectives (under L2: the min-norm point of
+    the task hull against the SOCP, both scaled by the step size s)."""
+    if norm is not None and norm.name == "l2":
+        a = _check_problem(a, s)
+        start = time.perf_counter()
+        closed_value = s * float(solve_minmax_l2_batch(torch.from_numpy(a)[None]).value[0])
+        closed_time = time.perf_counter() - start
+        start = time.perf_counter()
+        lp_value = s * solve_minmax_l2_socp(a)[1]
+        lp_time = time.perf_counter() - start
+        gap = relative_gap(lp_value, closed_value, a, s)
+        return MinMaxCheck(gap, lp_value, closed_value, lp_time, closed_time, int(a.shape[1]))
     start = time.perf_counter()
     closed = solve_minmax(a, s)
     closed_time = time.perf_counter() - start

@@ -54,15 +54,19 @@ def step_count(norm: Norm, dim: int) -> int:
     return max(1, min(dim, math.ceil(norm.step_share * dim)))
 
 
-def sparse_step(grad: Tensor, k: Tensor) -> Tensor:
-    """sign(g_i) / count on the coordinates whose |g_i| reaches the k-th largest (k an [N] tensor, one per
-    sample; ties at the threshold share the unit budget): unit L1 norm, the L1 step with a per-sample
-    sparsity (APGD-L1 adapts k per sample)."""
+def sparse_step(grad: Tensor, k: Tensor | int) -> Tensor:
+    """sign(g_i) / count on the coordinates whose |g_i| reaches the k-th largest (k an int or an [N] tensor,
+    one per sample; ties at the threshold share the unit budget): unit L1 norm, the L1 step (APGD-L1 adapts
+    k per sample). The threshold is a k-th order statistic (`kthvalue`, linear time), not a sort."""
     flat = grad.flatten(1)
-    dim = flat.shape[1]
-    ordered = flat.abs().sort(dim=1, descending=True).values
-    index = (k.long().clamp(1, dim) - 1)[:, None]
-    mask = flat.abs() >= ordered.gather(1, index)
+    size = flat.abs()
+    n, dim = flat.shape
+    ks = torch.as_tensor(k).reshape(-1).expand(n).long().clamp(1, dim).tolist()
+    if len(set(ks)) == 1:
+        threshold = size.kthvalue(dim - ks[0] + 1, dim=1, keepdim=True).values
+    else:
+        threshold = torch.stack([size[i].kthvalue(dim - ks[i] + 1).values for i in range(n)])[:, None]
+    mask = size >= threshold
     count = mask.sum(dim=1, keepdim=True).clamp_min(1)
     return (torch.where(mask, flat.sign(), torch.zeros_like(flat)) / count).view_as(grad)
 
@@ -75,16 +79,7 @@ def steepest(grad: Tensor, norm: Norm) -> Tensor:
         size = grad.flatten(1).norm(p=2, dim=1)
         return grad / _per_sample(size.clamp_min(TINY), grad)
     dim = grad[0].numel()
-    k = step_count(norm, dim)
-    if k == dim:
-        return grad.sign() / dim
-    values, _ = grad.flatten(1).abs().topk(k, dim=1)
-    threshold = values[:, -1:]
-    flat = grad.flatten(1)
-    mask = flat.abs() >= threshold
-    # Ties at the threshold (a flat gradient) would move more than k coordinates: split the budget evenly.
-    count = mask.sum(dim=1, keepdim=True).clamp_min(1)
-    return (torch.where(mask, flat.sign(), torch.zeros_like(flat)) / count).view_as(grad)
+    return sparse_step(grad, step_count(norm, dim))
 
 
 def project(x: Tensor, x0: Tensor, eps: float | Tensor, norm: Norm) -> Tensor:

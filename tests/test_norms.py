@@ -200,3 +200,12 @@ def test_the_cross_checks_find_every_closed_form_at_its_program_optimum() -> Non
         assert result.gap < 1e-6 and result.n_coords == 60 and result.subsampled
     problems = [np.random.default_rng(n).normal(size=(3, 80)) + 1.0 for n in range(2)]
     assert crosscheck_minmax_step(problems, 0.5, norm=L2).gap < 1e-6
+
+
+def test_the_co_watch_attacks_under_the_defense_norm() -> None:
+    from mtl_robust.lightning.co_watch import watched_attack_settings, watched_norm
+
+    l2 = {"name": "adv_train", "attack": {"method": "pgd", "eps": 0.5, "norm": "l2"}, "direction": "dgba"}
+    assert watched_norm(l2) == L2 and watched_attack_settings(l2) == (0.5, "dgba")
+    assert watched_norm(None) == LINF and watched_norm({"name": "fgsm_rs"}) == LINF
+    assert watched_norm({"name": "adv_train", "attack": {"method": "pgd"}}) == LINF

@@ -209,3 +209,16 @@ def test_the_co_watch_attacks_under_the_defense_norm() -> None:
     assert watched_norm(l2) == L2 and watched_attack_settings(l2) == (0.5, "dgba")
     assert watched_norm(None) == LINF and watched_norm({"name": "fgsm_rs"}) == LINF
     assert watched_norm({"name": "adv_train", "attack": {"method": "pgd"}}) == LINF
+
+
+def test_report_records_group_by_norm_and_read_old_rows_as_linf() -> None:
+    from pathlib import Path
+
+    from mtl_robust.report.records import Record
+
+    def record(config: dict) -> Record:
+        return Record("s", "k", "ok", 0.0, {"method": "pgd", "eps": 0.5, **config}, {}, "", Path("."))
+
+    old, l2 = record({}), record({"norm": "l2"})
+    assert (old.norm, old.method, old.method_name) == ("linf", "pgd", "pgd")
+    assert (l2.norm, l2.method, l2.method_name) == ("l2", "pgd[l2]", "pgd")

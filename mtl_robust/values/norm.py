@@ -121,12 +121,3 @@ LINF = Norm("linf")
 L2 = Norm("l2")
 L1 = Norm("l1")
 
-
-def norm_of(row: Any) -> str:
-    """The norm a store row (a mapping, or its config) was attacked under: 'linf' for rows without one."""
-    if isinstance(row, dict):
-        value = row.get("norm")
-        if value is None and isinstance(row.get("config"), dict):
-            value = row["config"].get("norm")
-        return str(Norm.parse(value))
-    return DEFAULT_NORM

@@ -222,3 +222,18 @@ def test_report_records_group_by_norm_and_read_old_rows_as_linf() -> None:
     old, l2 = record({}), record({"norm": "l2"})
     assert (old.norm, old.method, old.method_name) == ("linf", "pgd", "pgd")
     assert (l2.norm, l2.method, l2.method_name) == ("l2", "pgd[l2]", "pgd")
+
+
+def test_the_threat_model_study_runs_each_norm_at_its_own_radius_on_the_cached_layouts(compose, monkeypatch):
+    import mtl_robust.jobs.pipeline as pipeline
+
+    cfg = compose(["experiment=study_threat_models_smoke", "sharing=all_shared"], config_name="pipeline")
+    cells = pipeline.attack_list(cfg, ["seg", "normal", "depth"])
+    by_norm = {(c.get("norm"), c["eps"]) for c, _ in cells}
+    assert by_norm == {(None, "8/255"), ("l2", 0.75)}
+    assert len(cells) == 2 * (3 + 3)  # two norms x (SINGLE per task, TOTAL, DGBA, MINMAX)
+    assert all(attack_spec(c, d).build() for c, d in cells)  # every cell is a valid attack
+    # Its models are the seeds study's seed-0 models: one training serves both (the checkpoint cache).
+    monkeypatch.setattr(pipeline, "runtime_info", lambda cfg: {"torch": "pinned"})
+    seeds = compose(["experiment=study_seeds_smoke", "sharing=all_shared", "seed=0"], config_name="pipeline")
+    assert pipeline.training_key(cfg) == pipeline.training_key(seeds)

@@ -120,4 +120,3 @@ class Norm:
 LINF = Norm("linf")
 L2 = Norm("l2")
 L1 = Norm("l1")
-

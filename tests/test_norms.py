@@ -237,3 +237,17 @@ def test_the_threat_model_study_runs_each_norm_at_its_own_radius_on_the_cached_l
     monkeypatch.setattr(pipeline, "runtime_info", lambda cfg: {"torch": "pinned"})
     seeds = compose(["experiment=study_seeds_smoke", "sharing=all_shared", "seed=0"], config_name="pipeline")
     assert pipeline.training_key(cfg) == pipeline.training_key(seeds)
+
+
+def test_diagnostics_probe_under_the_requested_norm() -> None:
+    from mtl_robust.evaluation.diagnostics import diagnose
+    from mtl_robust.tasks import build_tasks
+    from tests.attack_stubs import SEG_CLASSES
+
+    tasks = build_tasks(["seg", "normal", "depth"], num_classes=SEG_CLASSES)
+    batch = make_batch(n=2, h=4, w=4, seed=1)
+    report = diagnose(TreeStub(), tasks, lambda: [batch], eps=0.5, steps=2, norm="l2")
+    assert set(report.measures) == {"pgd", "pgd_2eps", "apgd", "apgd_4x_steps", "apgd_eps1", "noise"}
+    assert all(np.isfinite(v) for v in report.measures.values())
+    # Any image is reachable at the all-ones radius, so the attack there hurts at least as much as at eps.
+    assert report.measures["apgd_eps1"] <= report.measures["apgd"] + 1e-6

@@ -134,8 +134,8 @@ NORM_LOSSES = ("none", "segpgd")
 
 def norm_refusal(method: str, direction: str, norm: str) -> str | None:
     """Why a combination is refused under a norm other than L-inf (the first check that fires), or None."""
-    if method == "square":
-        return "linf only"  # Square-L2 is not implemented
+    if method == "square" and norm == "l1":
+        return "linf/l2 only"  # Square-L1 is not implemented
     if direction == "sign_sum":
         return "vote of gradient signs"  # a step of the box only
     if direction == "minmax" and norm == "l1":
@@ -171,6 +171,12 @@ def test_attack_under_a_norm_takes_its_labelled_step_in_that_norm(method, direct
     assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
     assert all(p.grad is None for p in model.parameters())
 
+    if method == "square":  # no step: it searches on the labelled direction's objective, on the sphere
+        result = attack.run(model, x, targets, tasks, record=True)
+        found = own_objective(model.eval(), x, targets, tasks, direction, ATTACK_LOSSES[loss], result.x_adv)
+        torch.testing.assert_close(found, result.history[-1].objective, atol=1e-6, rtol=0)
+        assert (found >= result.history[0].objective).all()
+        return
     built = build_direction(direction).for_norm(geometry)
     grad = own_step_gradient(model.eval(), x, targets, tasks, built, ATTACK_LOSSES[loss])
     size = (1.0 if (method, norm) == ("apgd", "l1") else NORM_FIRST_STEP[method]) * eps
@@ -327,8 +333,8 @@ def test_the_matrix_size_and_its_refusals_by_design() -> None:
     assert len(by_losses) == 98  # fast AT ascends training losses: attack losses are refused
     assert len(refused) - len(by_losses) == 6  # GradAlign x {sign_sum, dgba_reference, minmax}
     norm_cases = [(m, d, n) for m in ATTACK_METHODS for d in DIRECTION_LABELS for n in NORM_EPS]
-    # Square (2 norms x 7), sign_sum (2 x 5 other methods), MINMAX-L1 (5 methods), apgd_paper-L1 (5 others)
-    assert sum(norm_refusal(*case) is not None for case in norm_cases) == 14 + 10 + 5 + 5
+    # Square-L1 (7), sign_sum (2 x 5 other methods + Square-L2), MINMAX-L1 (5), apgd_paper-L1 (5 others)
+    assert sum(norm_refusal(*case) is not None for case in norm_cases) == 7 + 11 + 5 + 5
     assert len(EOT_CASES) == 6 * 7 - 2  # every method with EOT, Square's two refused labels left out
 
 

@@ -157,7 +157,7 @@ def test_multi_step_attacks_keep_ball_and_range_and_raise_the_objective(norm, ep
 
 def test_combinations_a_norm_cannot_do_are_refused_with_one_clear_error() -> None:
     cases = {
-        ("square", "total", "l2"): "linf only",
+        ("square", "total", "l1"): "linf/l2 only",
         ("pgd", "sign_sum", "l2"): "vote of gradient signs",
         ("pgd", "minmax", "l1"): "no L1 step",
         ("apgd_paper", "total", "l1"): "no L1 form",
@@ -170,17 +170,17 @@ def test_combinations_a_norm_cannot_do_are_refused_with_one_clear_error() -> Non
     parse_fast_at({"name": "fgsm_rs", "norm": "linf"})  # the default is accepted
 
 
-def test_an_ensemble_under_l2_leaves_out_the_members_without_an_l2_attack() -> None:
+def test_an_ensemble_under_a_norm_leaves_out_the_members_without_an_attack_there() -> None:
     members = {
         "pgd-dgba": {"method": "pgd", "steps": 2, "direction": "dgba"},
         "pgd-minmax": {"method": "pgd", "steps": 2, "direction": "minmax"},
         "square": {"method": "square", "queries": 2, "direction": "dgba"},
     }
     l2 = ensemble_from_config({"method": "ensemble", "eps": 0.5, "norm": "l2", "members": members})
-    assert l2.names == ["pgd-dgba", "pgd-minmax"]
+    assert l2.names == list(members)  # Square-L2 too
     assert all(m.norm == L2 for m in l2.members.values())
     l1 = ensemble_from_config({"method": "ensemble", "eps": 2.0, "norm": "l1", "members": members})
-    assert l1.names == ["pgd-dgba"]
+    assert l1.names == ["pgd-dgba"]  # no Square-L1, no MINMAX-L1
     linf = ensemble_from_config({"method": "ensemble", "eps": 0.03, "members": members})
     assert linf.names == list(members)
 
@@ -251,3 +251,17 @@ def test_diagnostics_probe_under_the_requested_norm() -> None:
     assert all(np.isfinite(v) for v in report.measures.values())
     # Any image is reachable at the all-ones radius, so the attack there hurts at least as much as at eps.
     assert report.measures["apgd_eps1"] <= report.measures["apgd"] + 1e-6
+
+
+def test_square_l2_searches_on_the_sphere_and_raises_the_objective() -> None:
+    from mtl_robust.attacks.square import Square
+
+    model, tasks = TreeStub(width=4), stub_tasks()
+    x, targets = make_batch(n=2, h=10, w=10, seed=2)
+    attack = Square(0.5, queries=30, norm="l2", direction="dgba", seed=0)
+    result = attack.run(model, x, targets, tasks, record=True)
+    assert (norms_of(result.x_adv - x, L2) <= 0.5 * (1 + 1e-5)).all()
+    assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
+    assert (result.history[-1].objective > result.history[0].objective).any()
+    assert (result.history[-1].objective >= result.history[0].objective).all()
+    torch.testing.assert_close(attack.run(model, x, targets, tasks).x_adv, result.x_adv)  # seeded

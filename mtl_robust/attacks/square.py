@@ -1,4 +1,5 @@
-"""Square attack (Andriushchenko et al., ECCV 2020), L-inf, for multi-task models: gradient-free search.
+"""Square attack (Andriushchenko et al., ECCV 2020), L-inf (and L2: `square_l2`), for multi-task models:
+gradient-free search.
 
 Each query proposes, per image, a new square of side s at a random position whose pixels move to x0 +/- eps
 (one random sign per channel), keeps the rest of the current best point, and accepts the proposal where it
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mtl_robust.attacks import square_l2
 from mtl_robust.attacks.base import Attack, Recorder, best_per_sample, per_sample, project
 from mtl_robust.attacks.checks import check_positive, check_steps
 from mtl_robust.attacks.directions import Direction
@@ -79,11 +81,11 @@ class Square(Attack):
     """Square attack, L-inf: `queries` model queries per image and restart; the per-sample best over restarts.
 
     `p_init` is the starting fraction of the image a square covers (0.8 as AutoAttack, whose models are
-    robust; the original's default for undefended classifiers was 0.05). L-inf only: Square-L2's proposals
-    (auto-attack's) are not implemented, so `norm=l2`/`l1` is refused with a clear error.
+    robust; the original's default for undefended classifiers was 0.05). `norm="l2"` makes Square-L2's
+    proposals (auto-attack's, `square_l2`); L1 is refused with a clear error.
     """
 
-    NORMS = ("linf",)
+    NORMS = ("linf", "l2")
 
     def __init__(
         self,
@@ -159,14 +161,28 @@ class Square(Attack):
         n, channels, height, width = x0.shape
         queries = recorder.queries
         assert queries is not None, "_perturb starts the count"
-        stripes = self._signs((n, channels, 1, width), x0, generator)
-        x_best = project(x0 + self.eps * stripes, x0, self.eps)
+        if self.norm.name == "l2":
+            x_best = square_l2.start(x0, self.eps, lambda shape: self._signs(shape, x0, generator), generator)
+        else:
+            stripes = self._signs((n, channels, 1, width), x0, generator)
+            x_best = project(x0 + self.eps * stripes, x0, self.eps)
         best = objective(x_best, 0, need_grad=False)
         queries += self.eot_samples
         recorder.add(0, best, None, restart)
         rows = torch.arange(height, device=x0.device)
         cols = torch.arange(width, device=x0.device)
         for query in range(1, self.queries):
+            if self.norm.name == "l2":
+                p = p_fraction(query - 1, self.queries, self.p_init)
+                signs = lambda shape: self._signs(shape, x0, generator)  # noqa: E731
+                x_new = square_l2.proposal(x0, x_best, self.eps, p, signs, generator)
+                ev = objective(x_new, 0, need_grad=False)
+                queries += self.eot_samples
+                improved = ev.objective > best.objective
+                x_best = torch.where(per_sample(improved, x_best), x_new, x_best)
+                best = _accept(improved, ev, best)
+                recorder.add(query, best, None, restart)
+                continue
             side = square_side(p_fraction(query - 1, self.queries, self.p_init), height, width)
             top = torch.randint(0, height - side + 1, (n,), generator=generator, device=x0.device)
             left = torch.randint(0, width - side + 1, (n,), generator=generator, device=x0.device)

@@ -172,28 +172,12 @@ class Square(Attack):
         rows = torch.arange(height, device=x0.device)
         cols = torch.arange(width, device=x0.device)
         for query in range(1, self.queries):
+            p = p_fraction(query - 1, self.queries, self.p_init)
             if self.norm.name == "l2":
-                p = p_fraction(query - 1, self.queries, self.p_init)
                 signs = lambda shape: self._signs(shape, x0, generator)  # noqa: E731
                 x_new = square_l2.proposal(x0, x_best, self.eps, p, signs, generator)
-                ev = objective(x_new, 0, need_grad=False)
-                queries += self.eot_samples
-                improved = ev.objective > best.objective
-                x_best = torch.where(per_sample(improved, x_best), x_new, x_best)
-                best = _accept(improved, ev, best)
-                recorder.add(query, best, None, restart)
-                continue
-            side = square_side(p_fraction(query - 1, self.queries, self.p_init), height, width)
-            top = torch.randint(0, height - side + 1, (n,), generator=generator, device=x0.device)
-            left = torch.randint(0, width - side + 1, (n,), generator=generator, device=x0.device)
-            signs = self._signs((n, channels, 1, 1), x0, generator)
-            in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
-            in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
-            window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [N, 1, H, W]
-            x_new = torch.where(window, (x0 + self.eps * signs).clamp(0.0, 1.0), x_best)
-            unchanged = (x_new == x_best).flatten(1).all(dim=1)
-            flip = window & per_sample(unchanged, window)
-            x_new = torch.where(flip, (x0 - self.eps * signs).clamp(0.0, 1.0), x_new)
+            else:
+                x_new = self._linf_proposal(x0, x_best, p, rows, cols, generator)
             ev = objective(x_new, 0, need_grad=False)
             queries += self.eot_samples
             improved = ev.objective > best.objective
@@ -201,6 +185,30 @@ class Square(Attack):
             best = _accept(improved, ev, best)
             recorder.add(query, best, None, restart)
         return x_best, best.objective
+
+    def _linf_proposal(
+        self,
+        x0: Tensor,
+        x_best: Tensor,
+        p: float,
+        rows: Tensor,
+        cols: Tensor,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Per image a square of side ~sqrt(p H W) at a random position moved to x0 +/- eps (a sign per
+        channel); the opposite signs where that would leave the image unchanged."""
+        n, channels, height, width = x0.shape
+        side = square_side(p, height, width)
+        top = torch.randint(0, height - side + 1, (n,), generator=generator, device=x0.device)
+        left = torch.randint(0, width - side + 1, (n,), generator=generator, device=x0.device)
+        signs = self._signs((n, channels, 1, 1), x0, generator)
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
+        window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [N, 1, H, W]
+        x_new = torch.where(window, (x0 + self.eps * signs).clamp(0.0, 1.0), x_best)
+        unchanged = (x_new == x_best).flatten(1).all(dim=1)
+        flip = window & per_sample(unchanged, window)
+        return torch.where(flip, (x0 - self.eps * signs).clamp(0.0, 1.0), x_new)
 
 
 def _accept(improved: Tensor, proposal: Evaluation, best: Evaluation) -> Evaluation:

@@ -45,7 +45,6 @@ L1_SHRINK = 0.95
 L1_SPARSITY_DIVISOR = 1.5
 L1_STEP_DIVISOR = 1.5
 L1_MIN_STEP_RATIO = 10.0
-L1_START_SHARE = 0.2
 
 
 def reference_checkpoints(n_iter: int) -> list[int]:
@@ -280,7 +279,7 @@ class APGD(Attack):
         grad, f = ev.grad, ev.objective
         n_fts = x0[0].numel()
         step = torch.full_like(f, self.first_step_size)
-        share = torch.full_like(f, L1_START_SHARE)
+        share = torch.full_like(f, self.norm.step_share)  # 20 % by default, where auto-attack starts
         support_old = torch.full_like(f, float(n_fts))
         x_best, grad_best, f_best = x.clone(), grad.clone(), f.clone()
         window = max(int(L1_CHECK_SHARE * n_steps), 1)

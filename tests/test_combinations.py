@@ -1,5 +1,6 @@
 """The combination matrix: every registered method x every registered direction x attack loss (none, SegPGD,
-CosPGD) x consumer (attack, ensemble member, each fast-AT variant and crafting mode, GradAlign).
+CosPGD) x consumer (attack, ensemble member, each fast-AT variant and crafting mode, GradAlign), and for
+the attacks the norm axis (L2, L1: the ball of that norm, the direction's exact step in that norm).
 
 Each combination either runs or is refused by one clear config error before any model work. A run keeps
 the eps-ball and the [0, 1] range, leaves an attacked model's modes, parameters and buffers as they were, and
@@ -21,10 +22,13 @@ from mtl_robust.attacks.base import project
 from mtl_robust.attacks.config import attack_from_config, ensemble_from_config
 from mtl_robust.attacks.directions import DIRECTIONS, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.attacks.norms import norms_of
+from mtl_robust.attacks.norms import project as project_norm
 from mtl_robust.attacks.objective import MultiTaskObjective
 from mtl_robust.attacks.registry import METHODS
 from mtl_robust.lightning.fast_at import FastAdversarialTraining, parse_fast_at
 from mtl_robust.tasks import build_tasks
+from mtl_robust.values.norm import Norm
 from tests.attack_stubs import SEG_CLASSES, TreeStub, make_batch, stub_tasks
 
 torch.set_num_threads(1)
@@ -118,6 +122,82 @@ def attack_config(method: str, direction: str, loss: str) -> dict:
 def snapshot(model: torch.nn.Module) -> tuple[dict, list[bool]]:
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return state, [m.training for m in model.modules()]
+
+
+# ------------------------------------------------------------------------------------ the norm axis
+NORM_EPS = {"l2": 0.5, "l1": 2.0}
+# The first step's size over eps (APGD-L2 starts at 2 eps as under L-inf, APGD-L1 at eps as auto-attack).
+NORM_FIRST_STEP = {"fgsm": 1.0, "pgd": 1.0, "mim": 1.0, "apgd": 2.0, "apgd_paper": 1.0}
+# The attack-loss axis is orthogonal to the norm: no override and the step-dependent one (SegPGD).
+NORM_LOSSES = ("none", "segpgd")
+
+
+def norm_refusal(method: str, direction: str, norm: str) -> str | None:
+    """Why a combination is refused under a norm other than L-inf (the first check that fires), or None."""
+    if method == "square" and norm == "l1":
+        return "linf/l2 only"  # Square-L1 is not implemented
+    if direction == "sign_sum":
+        return "vote of gradient signs"  # a step of the box only
+    if direction == "minmax" and norm == "l1":
+        return "no L1 step"
+    if method == "apgd_paper" and norm == "l1":
+        return "no L1 form"
+    return None
+
+
+@pytest.mark.parametrize("norm", sorted(NORM_EPS))
+@pytest.mark.parametrize("loss", NORM_LOSSES)
+@pytest.mark.parametrize("direction", DIRECTION_LABELS)
+@pytest.mark.parametrize("method", ATTACK_METHODS)
+def test_attack_under_a_norm_takes_its_labelled_step_in_that_norm(method, direction, loss, norm) -> None:
+    model, tasks = TreeStub(width=4), stub_tasks()
+    x, targets = interior_batch()
+    eps = NORM_EPS[norm]
+    config = {**attack_config(method, direction, loss), "eps": eps, "norm": norm}
+    if "alpha" in config:
+        config["alpha"] = eps
+    why = norm_refusal(method, direction, norm) or refusal(method, direction, loss)
+    if why is not None:
+        with pytest.raises(ValueError, match=why):
+            attack_from_config(config, direction)
+        return
+    before_state, before_modes = snapshot(model)
+    attack = attack_from_config(config, direction)
+    x_adv = attack(model, x, targets, tasks)
+    geometry = Norm.parse(norm)
+    assert (norms_of(x_adv - x, geometry) <= eps * (1 + 1e-5)).all() and x_adv.min() >= 0 and x_adv.max() <= 1
+    after_state, after_modes = snapshot(model)
+    assert after_modes == before_modes
+    assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
+    assert all(p.grad is None for p in model.parameters())
+
+    if method == "square":  # no step: it searches on the labelled direction's objective, on the sphere
+        result = attack.run(model, x, targets, tasks, record=True)
+        found = own_objective(model.eval(), x, targets, tasks, direction, ATTACK_LOSSES[loss], result.x_adv)
+        torch.testing.assert_close(found, result.history[-1].objective, atol=1e-6, rtol=0)
+        assert (found >= result.history[0].objective).all()
+        return
+    built = build_direction(direction).for_norm(geometry)
+    grad = own_step_gradient(model.eval(), x, targets, tasks, built, ATTACK_LOSSES[loss])
+    size = (1.0 if (method, norm) == ("apgd", "l1") else NORM_FIRST_STEP[method]) * eps
+    expected = project_norm(x + size * built.step(grad, geometry), x, eps, geometry)
+    if method.startswith("apgd"):
+        improved = attack.score(model, x, targets, tasks, expected) > attack.score(
+            model, x, targets, tasks, x
+        )
+        expected = torch.where(improved[:, None, None, None], expected, x)
+    torch.testing.assert_close(x_adv, expected, atol=1e-6, rtol=0)
+
+
+def own_step_gradient(model, x, targets, tasks, built, losses: dict[str, str]) -> torch.Tensor:
+    """The ascent direction at x of a freshly built direction (state read at x, in eval mode)."""
+    attack = attack_from_config({"method": "fgsm", "eps": EPS, "attack_losses": losses}, "total")
+    objective = MultiTaskObjective(
+        model, targets, tasks, built, built.tasks_needed(list(tasks)), attack_losses=attack.attack_losses
+    )
+    with eval_mode(model):
+        objective.init_state(x)
+    return objective(x, 0).grad
 
 
 # --------------------------------------------------------------------------------- attacks, ensemble
@@ -252,6 +332,9 @@ def test_the_matrix_size_and_its_refusals_by_design() -> None:
     assert len(fast) == 147
     assert len(by_losses) == 98  # fast AT ascends training losses: attack losses are refused
     assert len(refused) - len(by_losses) == 6  # GradAlign x {sign_sum, dgba_reference, minmax}
+    norm_cases = [(m, d, n) for m in ATTACK_METHODS for d in DIRECTION_LABELS for n in NORM_EPS]
+    # Square-L1 (7), sign_sum (2 x 5 other methods + Square-L2), MINMAX-L1 (5), apgd_paper-L1 (5 others)
+    assert sum(norm_refusal(*case) is not None for case in norm_cases) == 7 + 11 + 5 + 5
     assert len(EOT_CASES) == 6 * 7 - 2  # every method with EOT, Square's two refused labels left out
 
 

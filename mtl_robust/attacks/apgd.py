@@ -1,4 +1,7 @@
-"""APGD (Croce & Hein 2020) over a per-sample objective, L-inf only.
+"""APGD (Croce & Hein 2020) over a per-sample objective, under L-inf, L2 (auto-attack's APGD-L2: the same
+schedule with normalised steps and the L2 projection) and L1 (auto-attack's APGD-L1, `_single_run_l1`:
+sparse steps on the top coordinates with their adaptive sparsity, no momentum, the exact projection onto
+the L1 ball intersected with the box).
 
 Two variants:
 * "reference" (default; fra31/auto-attack `autopgd_base.py`): integer checkpoints
@@ -27,12 +30,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mtl_robust.attacks.base import Attack, Recorder, best_per_sample, per_sample, project
+from mtl_robust.attacks.base import Attack, Recorder, best_per_sample, per_sample
 from mtl_robust.attacks.checks import check_positive, check_steps
 from mtl_robust.attacks.directions import Direction
+from mtl_robust.attacks.norms import boundary_start, sparse_step
 from mtl_robust.attacks.objective import LossFn, MultiTaskObjective
+from mtl_robust.values.norm import Norm, NormRefusal
 
 VARIANTS = ("reference", "paper")
+# auto-attack's APGD-L1: checks every 4 % of the steps; the kept share of coordinates is the best point's
+# support over 1.5; a step that does not shrink the support by 5 % is divided by 1.5, down to a tenth.
+L1_CHECK_SHARE = 0.04
+L1_SHRINK = 0.95
+L1_SPARSITY_DIVISOR = 1.5
+L1_STEP_DIVISOR = 1.5
+L1_MIN_STEP_RATIO = 10.0
 
 
 def reference_checkpoints(n_iter: int) -> list[int]:
@@ -91,12 +103,20 @@ class APGD(Attack):
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = 0,
         eot_samples: int = 1,
+        norm: str | Norm = "linf",
     ) -> None:
         super().__init__(
-            eps, direction=direction, attack_losses=attack_losses, seed=seed, eot_samples=eot_samples
+            eps,
+            direction=direction,
+            attack_losses=attack_losses,
+            seed=seed,
+            eot_samples=eot_samples,
+            norm=norm,
         )
         if variant not in VARIANTS:
             raise ValueError(f"APGD variant must be one of {VARIANTS}, got {variant!r}")
+        if variant == "paper" and self.norm.name == "l1":
+            raise NormRefusal("apgd_paper (the DGBA code's APGD) has no L1 form; use method=apgd for L1")
         self.steps = check_steps(steps)
         self.n_restarts = check_steps(n_restarts, "n_restarts")
         self.rho = check_positive(rho, "rho")
@@ -117,6 +137,7 @@ class APGD(Attack):
         direction: str | Direction = "total",
         attack_losses: Mapping[str, LossFn | str] | None = None,
         eot_samples: int = 1,
+        norm: str | Norm = "linf",
     ) -> APGD:
         """The DGBA paper code's variant (docs/method.md): step eps/steps, no random start, no restarts."""
         return cls(
@@ -130,6 +151,7 @@ class APGD(Attack):
             attack_losses=attack_losses,
             seed=None,
             eot_samples=eot_samples,
+            norm=norm,
         )
 
     @property
@@ -138,6 +160,8 @@ class APGD(Attack):
 
     @property
     def first_step_size(self) -> float:
+        if self.norm.name == "l1":
+            return self.eps  # auto-attack's alpha = 1 for L1
         return 2.0 * self.eps if self.variant == "reference" else self.eps / self.steps
 
     def checkpoints(self) -> list[int]:
@@ -159,16 +183,15 @@ class APGD(Attack):
     # ------------------------------------------------------------------------------------------ attack
     def _perturb(self, objective: MultiTaskObjective, x0: Tensor, recorder: Recorder) -> Tensor:
         generator = self._generator(x0.device)
-        runs = (self._single_run(objective, x0, recorder, r, generator) for r in range(self.n_restarts))
+        single_run = self._single_run_l1 if self.norm.name == "l1" else self._single_run
+        runs = (single_run(objective, x0, recorder, r, generator) for r in range(self.n_restarts))
         return best_per_sample(runs)
 
     def _start(self, x0: Tensor, generator: torch.Generator | None) -> Tensor:
         if not self.random_start:
             return x0.clone()
-        t = 2.0 * torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) - 1.0
-        # Scaled per sample by its max-abs, so at least one coordinate sits on the ball boundary.
-        scale = t.abs().flatten(1).amax(dim=1).clamp_min(1e-12)
-        return project(x0 + self.eps * t / per_sample(scale, t), x0, self.eps)
+        # On the sphere of the ball (L-inf: at least one coordinate on the boundary), as auto-attack.
+        return boundary_start(x0, self.eps, self.norm, generator)
 
     def _single_run(
         self,
@@ -197,11 +220,11 @@ class APGD(Attack):
         for i in range(n_steps):
             a = 1.0 if i == 0 else self.momentum
             previous_move = x - x_prev
-            z = x + per_sample(step, x) * self.direction.step(grad)
+            z = x + per_sample(step, x) * self.step(grad)
             # The reference also clamps z to the pixel range; the paper code only to the ball.
-            z = project(z, x0, eps) if reference else _clip_ball(z, x0, eps)
+            z = self.project(z, x0) if reference or not self.norm.is_default else _clip_ball(z, x0, eps)
             x_prev = x
-            x = project(x + a * (z - x) + (1.0 - a) * previous_move, x0, eps)
+            x = self.project(x + a * (z - x) + (1.0 - a) * previous_move, x0)
             w = i + 1
             # No step follows the last iterate, so only its objective is needed (saves one backward).
             ev = objective(x, w, need_grad=w < n_steps)
@@ -235,5 +258,54 @@ class APGD(Attack):
                 if reference or self.revised:
                     x = _where(halve, x_best, x)
                     grad = _where(halve, grad_best, grad)
+            recorder.add(w, ev, step, restart)
+        return x_best, f_best
+
+    def _single_run_l1(
+        self,
+        objective: MultiTaskObjective,
+        x0: Tensor,
+        recorder: Recorder,
+        restart: int,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        """auto-attack's APGD-L1: x <- proj_{L1 ball and box}(x + step * sparse(grad)), the sparse step
+        sign(g)/count on the top share of coordinates; every 4 % of the steps the share becomes the best
+        point's support over 1.5, and the step resets to eps (with a restart from the best point) where the
+        support shrank by 5 %, else is divided by 1.5 (floored at eps / 10). No momentum."""
+        n_steps, eps = self.steps, self.eps
+        x = self._start(x0, generator)
+        ev = objective(x, 0)
+        grad, f = ev.grad, ev.objective
+        n_fts = x0[0].numel()
+        step = torch.full_like(f, self.first_step_size)
+        share = torch.full_like(f, self.norm.step_share)  # 20 % by default, where auto-attack starts
+        support_old = torch.full_like(f, float(n_fts))
+        x_best, grad_best, f_best = x.clone(), grad.clone(), f.clone()
+        window = max(int(L1_CHECK_SHARE * n_steps), 1)
+        recorder.add(0, ev, step, restart)
+        for i in range(n_steps):
+            # auto-attack's threshold index (1 - share) * D in ascending order keeps D - index coordinates.
+            index = ((1.0 - share) * n_fts).clamp(0, n_fts - 1).long()
+            x = self.project(x + per_sample(step, x) * sparse_step(grad, n_fts - index), x0)
+            w = i + 1
+            ev = objective(x, w, need_grad=w < n_steps)
+            f = ev.objective
+            improved = f > f_best
+            x_best, f_best = _where(improved, x, x_best), torch.where(improved, f, f_best)
+            if w == n_steps:
+                recorder.add(w, ev, None, restart)
+                break
+            grad = ev.grad
+            grad_best = _where(improved, grad, grad_best)
+            if w % window == 0:
+                support = (x_best - x0).flatten(1).ne(0).sum(dim=1).to(f.dtype)
+                shrank = support / support_old < L1_SHRINK
+                share = support / n_fts / L1_SPARSITY_DIVISOR
+                step = torch.where(shrank, torch.full_like(step, eps), step / L1_STEP_DIVISOR)
+                step = step.clamp(eps / L1_MIN_STEP_RATIO, eps)
+                support_old = support
+                x = _where(shrank, x_best, x)
+                grad = _where(shrank, grad_best, grad)
             recorder.add(w, ev, step, restart)
         return x_best, f_best

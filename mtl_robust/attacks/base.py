@@ -1,7 +1,8 @@
 """Shared machinery of all attack methods: the `Attack` base class, projection, history, pixel units.
 
-Invariants every method keeps: the iterate stays in the L-inf ball of radius eps around the clean x and in
-[0, 1] (`project`: ball first, then pixel range, as in the paper code); the model runs in eval mode and
+Invariants every method keeps: the iterate stays in the ball of radius eps of the attack's norm (L-inf by
+default; `attacks.norms`) around the clean x and in [0, 1] (`project`: ball first, then pixel range, as in
+the paper code; for L1 the exact projection onto their intersection); the model runs in eval mode and
 gets its per-submodule modes back; parameters are never changed and get no `.grad`.
 """
 
@@ -20,8 +21,10 @@ from mtl_robust.attacks.attack_losses import build_attack_loss
 from mtl_robust.attacks.checks import check_eps, check_input_image, check_steps, check_tasks
 from mtl_robust.attacks.directions import Direction, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.attacks.norms import project as project_norm
 from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
 from mtl_robust.values.direction import DirectionSpec
+from mtl_robust.values.norm import Norm, NormRefusal
 
 
 def project(x: Tensor, x0: Tensor, eps: float) -> Tensor:
@@ -117,7 +120,13 @@ class Attack:
       device each call, so the same seed gives the same x_adv.
     * `eot_samples`: k > 1 averages every gradient (and the objective iterates are judged by) over k
       forward/backward passes, for models that are random at evaluation time (EOT; 1: a single pass).
+    * `norm`: the threat model ("linf", "l2", "l1"; `mtl_robust.values.norm`): the ball eps bounds and the
+      steepest-ascent step every gradient method takes (`step`); a method that cannot attack under a norm
+      refuses it here (`NORMS`).
     """
+
+    # The norms a method can attack under; a subclass that supports fewer narrows this.
+    NORMS: tuple[str, ...] = ("linf", "l2", "l1")
 
     def __init__(
         self,
@@ -127,10 +136,17 @@ class Attack:
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = None,
         eot_samples: int = 1,
+        norm: str | Norm = "linf",
     ) -> None:
-        self.eps = check_eps(eps)
+        self.norm = Norm.parse(norm)
+        if self.norm.name not in self.NORMS:
+            raise NormRefusal(
+                f"{type(self).__name__} attacks under {'/'.join(self.NORMS)} only, "
+                f"not attack.norm={self.norm}"
+            )
+        self.eps = check_eps(eps) if self.norm.is_default else self.norm.check_radius(eps)
         self.eot_samples = check_steps(eot_samples, "eot_samples")
-        self.direction = build_direction(direction)
+        self.direction = build_direction(direction).for_norm(self.norm)
         self.attack_losses: dict[str, LossFn] = {
             t: build_attack_loss(fn) if isinstance(fn, str) else fn for t, fn in (attack_losses or {}).items()
         }
@@ -277,6 +293,14 @@ class Attack:
         raise NotImplementedError
 
     # ----------------------------------------------------------------------------------------- helpers
+    def project(self, x: Tensor, x0: Tensor, eps: float | None = None) -> Tensor:
+        """x moved into this attack's ball (radius eps, the attack's own by default) and the pixel range."""
+        return project_norm(x, x0, self.eps if eps is None else eps, self.norm)
+
+    def step(self, grad: Tensor) -> Tensor:
+        """The unit-ball step of the direction's ascent under this attack's norm."""
+        return self.direction.step(grad, self.norm)
+
     def _generator(self, device: torch.device) -> torch.Generator | None:
         if self.seed is None:
             return None
@@ -297,6 +321,8 @@ class Attack:
             out["seed"] = self.seed
         if self.eot_samples != 1:
             out["eot_samples"] = self.eot_samples
+        if not self.norm.is_default:
+            out["norm"] = str(self.norm)
         return out
 
     def __repr__(self) -> str:

@@ -2,9 +2,10 @@
 
 `attack_spec(attack, direction)` turns the raw `attack` and `direction` groups into an `AttackSpec`:
 budgets as floats on the [0, 1] pixel scale through `mtl_robust.values.budget` (`eps: 8/255`,
-`eps: 0.0314`, or `pixel_eps: 8` in 0-255 units; `alpha` is parsed the same way), the direction as a
-`DirectionSpec`. Jobs build the spec where they compose the config and then build the attack and the row's
-config from it, without normalising again.
+`eps: 0.0314`, or `pixel_eps: 8` in 0-255 units; `alpha` is parsed the same way), the threat model
+(`norm: linf|l2|l1`, `mtl_robust.values.norm`; L-inf is left out of the config so keys stay as they were),
+the direction as a `DirectionSpec`. Jobs build the spec where they compose the config and then build the
+attack and the row's config from it, without normalising again.
 
 A direction defined outside this package is found through its config: `module: my_pkg.my_direction` in
 `conf/direction/<name>.yaml` is imported (once; Python caches modules) before the name is looked up, so
@@ -28,6 +29,7 @@ from mtl_robust.attacks.registry import build_attack
 # EPS_HINT and parse_budget are re-exported: code outside the attacks reads them here.
 from mtl_robust.values.budget import EPS_HINT, budget_from, parse_budget, to_pixels
 from mtl_robust.values.direction import DirectionSpec
+from mtl_robust.values.norm import Norm
 from mtl_robust.values.surrogate import SurrogateSpec
 
 __all__ = [
@@ -130,9 +132,13 @@ def attack_spec(attack: Mapping[str, Any], direction: DirectionConfig) -> Attack
         raise ValueError(
             f"an attack config needs a method (fgsm, pgd, mim, apgd, apgd_paper, square), got {config}"
         )
+    # The threat model: L-inf (the default) stays out of the config, so rows and keys are unchanged.
+    norm = Norm.parse(config.pop("norm", None))
+    if not norm.is_default:
+        config["norm"] = str(norm)
     pixel_eps = config.pop("pixel_eps", None)
     # Written in place when given as eps; a budget given as pixel_eps lands last, as it always has.
-    config["eps"] = budget_from(config.get("eps"), pixel_eps)
+    config["eps"] = budget_from(config.get("eps"), pixel_eps, norm.max_radius)
     if "alpha" in config:
         config["alpha"] = parse_budget(config["alpha"], "alpha")
     config["attack_losses"] = dict(config.get("attack_losses") or {})

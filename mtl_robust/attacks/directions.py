@@ -40,6 +40,7 @@ from torch import Tensor
 # DEFAULT_TAU: the floor of the per-sample loss inside log / division. Below it DGBA's term log(max(L, tau))
 # is constant, so a (sample, task) pair that is already near-perfect stops steering the direction instead of
 # dominating it. Defined with the direction values (a spec leaves the default out), re-exported here.
+from mtl_robust.attacks.norms import steepest
 from mtl_robust.values.direction import (
     DEFAULT_TAU,
     DirectionSpec,
@@ -48,6 +49,7 @@ from mtl_robust.values.direction import (
     registered,
     style_of,
 )
+from mtl_robust.values.norm import LINF, Norm, NormRefusal
 
 Losses = Mapping[str, Tensor]
 Valid = Mapping[str, Tensor]
@@ -98,10 +100,17 @@ class Direction:
         then it can share a forward graph with a later backward and be differentiated (GradAlign)."""
         return type(self).gradient is Direction.gradient
 
-    def step(self, grad: Tensor) -> Tensor:
-        """The unit-box step methods take from a direction: its sign (MinMax's exact step is fractional on
-        tie coordinates and is used as it is)."""
-        return grad.sign()
+    def step(self, grad: Tensor, norm: Norm = LINF) -> Tensor:
+        """The unit-ball step methods take from a direction: the steepest ascent of its gradient under the
+        threat model (the sign under L-inf, g / ||g||_2 under L2, the top coordinates under L1;
+        `mtl_robust.attacks.norms.steepest`). MinMax's exact step is already a step and is used as it is."""
+        return steepest(grad, norm)
+
+    def for_norm(self, norm: Norm) -> Direction:
+        """This direction as an attack under `norm` uses it: itself for a direction whose ascent does not
+        depend on the norm (the norm enters only through `step`); a direction that solves its own step
+        (MinMax) returns a copy that solves it in that norm, and one that has no meaning there refuses."""
+        return self
 
     def spec(self) -> str:
         """The text form `build_direction` rebuilds this direction from, its argument included ("dgba",
@@ -282,6 +291,16 @@ class SignSum(Direction):
                 )
             grads.append(torch.zeros_like(x) if grad is None else grad)
         return torch.stack(grads)
+
+    def for_norm(self, norm: Norm) -> Direction:
+        if not norm.is_default:
+            raise NormRefusal(
+                "direction sign_sum is a per-coordinate vote of gradient signs, a step of the L-inf box "
+                "only; "
+                f"under attack.norm={norm} use direction=total, dgba or minmax (their steps are exact in "
+                "every norm)"
+            )
+        return self
 
     def from_expectation(self, terms: Tensor, x: Tensor, valid: Valid, state: Any) -> Tensor:
         votes = torch.zeros_like(x)

@@ -22,6 +22,7 @@ from mtl_robust.attacks.base import Attack
 from mtl_robust.attacks.ensemble import Ensemble
 from mtl_robust.values.budget import parse_budget
 from mtl_robust.values.direction import DirectionSpec, expand_per_task, unbound_per_task
+from mtl_robust.values.norm import LINF, Norm, NormRefusal
 
 __all__ = ["ENSEMBLE_METHOD", "build_ensemble", "build_member", "member_configs", "rule_list"]
 
@@ -72,11 +73,15 @@ def rule_list(rules: Sequence[str], tasks: Sequence[str] | None) -> list[str]:
     return out
 
 
-def build_member(name: str, cfg: Mapping[str, Any], eps: float, build: MemberBuilder) -> Attack:
+def build_member(
+    name: str, cfg: Mapping[str, Any], eps: float, build: MemberBuilder, norm: Norm = LINF
+) -> Attack:
     cfg = dict(cfg)
     direction = cfg.pop("direction")
     try:
-        return build({**cfg, "eps": eps}, direction)
+        return build({**cfg, "eps": eps, "norm": str(norm)}, direction)
+    except NormRefusal:
+        raise
     except (ValueError, TypeError) as err:
         raise ValueError(f"ensemble member {name!r}: {err}") from err
 
@@ -88,8 +93,19 @@ def build_ensemble(attack: Mapping[str, Any], tasks: Sequence[str] | None, build
     if "eps" not in attack:
         raise ValueError("the ensemble needs eps, e.g. attack.eps=8/255")
     eps = parse_budget(attack["eps"], "eps")
+    norm = Norm.parse(attack.get("norm"))
     configs = member_configs(attack.get("members") or {}, tasks)
-    members = {name: build_member(name, cfg, eps, build) for name, cfg in configs.items()}
+    members = {}
+    for name, cfg in configs.items():
+        try:
+            members[name] = build_member(name, cfg, eps, build, norm)
+        except NormRefusal as err:
+            # One preset serves every norm: under L2/L1 the members that have no such attack (Square,
+            # MINMAX under L1) are left out, and the row's member_names say which ran.
+            if norm.is_default:
+                raise ValueError(f"ensemble member {name!r}: {err}") from err
+    if not members:
+        raise ValueError(f"no ensemble member can attack under attack.norm={norm}")
     ensemble = Ensemble(members, rule_list(list(attack.get("rules") or ["joint"]), tasks))
     if tasks is not None:
         ensemble.check_tasks(tasks)

@@ -4,6 +4,11 @@ One sign step maximises c . delta over the intersection of the step box [-alpha,
 around the clean x0 and the pixel range. `solve_step_lp` states that literally as a CVXPY linear program
 and solves it with HiGHS; `closed_form_step` is the attacks' own update (`project`); `crosscheck` compares
 the two. A reference for tests and a validation callback, never on the attack's hot path.
+
+Under L2 and L1 (`crosscheck_norm`) the reference is the linearised step over the norm's step set, stated
+in CVXPY: max c . delta over ||delta||_2 <= alpha (a second-order cone program), or over ||delta||_1 <=
+alpha with |delta_i| <= alpha / k (the L1 step's set, k its coordinate count; an LP, HiGHS), against the
+closed form alpha * steepest(c). MINMAX-L2 is checked against its SOCP (`crosscheck_minmax_step`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import torch
 from torch import Tensor
 
 from mtl_robust.attacks.base import project
+from mtl_robust.attacks.norms import steepest, step_count
+from mtl_robust.values.norm import Norm
 
 # A coordinate's LP and closed-form steps count as different beyond this (pixel units, [0, 1] scale);
 # well above HiGHS's feasibility tolerance, far below any step size in use.
@@ -167,8 +174,10 @@ def crosscheck_minmax_step(
     step: float,
     max_coords: int | None = None,
     generator: torch.Generator | None = None,
+    norm: Norm | None = None,
 ) -> CrossCheckResult:
-    """The MINMAX direction's step against its primal LP (`minmax.solve_minmax_lp`), per sample.
+    """The MINMAX direction's step against its primal LP (`minmax.solve_minmax_lp`), per sample; under L2
+    against its SOCP (`minmax_l2.solve_minmax_l2_socp`, `norm`).
 
     `problems` are the per-sample task matrices of the step (`minmax.minmax_problems`). Unlike the sign step
     the problem couples coordinates through the worst task, so a subset of `max_coords` coordinates is a
@@ -185,7 +194,8 @@ def crosscheck_minmax_step(
     for a in problems:
         if a.shape[0] == 0:  # no valid task in this sample: the step is 0 either way
             continue
-        check = crosscheck_minmax(a[:, index] if index is not None else a, step)
+        problem = a[:, index] if index is not None else a
+        check = crosscheck_minmax(problem, step, norm)
         lp_time, closed_time = lp_time + check.lp_time, closed_time + check.closed_time
         if worst is None or check.gap > worst.gap:
             worst = check
@@ -202,3 +212,72 @@ def crosscheck_minmax_step(
         lp_time=lp_time,
         closed_time=closed_time,
     )
+
+
+def solve_norm_step(c: np.ndarray, alpha: float, norm: Norm) -> tuple[np.ndarray, float]:
+    """(delta, c . delta) maximising c . delta over the step set of `norm` (module docstring), in CVXPY."""
+    import cvxpy as cp
+
+    c = _as_numpy(c)
+    scale = np.abs(c).max() if c.size else 0.0
+    if scale == 0.0:
+        return np.zeros_like(c), 0.0
+    delta = cp.Variable(c.size)
+    if norm.name == "l2":
+        constraints = [cp.norm(delta, 2) <= alpha]
+        solver = "CLARABEL"
+    elif norm.name == "l1":
+        constraints = [cp.norm(delta, 1) <= alpha, cp.abs(delta) <= alpha / step_count(norm, c.size)]
+        solver = "HIGHS"
+    else:
+        constraints = [cp.abs(delta) <= alpha]
+        solver = "HIGHS"
+    problem = cp.Problem(cp.Maximize((c / scale) @ delta), constraints)
+    problem.solve(solver=solver)
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or delta.value is None:
+        raise RuntimeError(f"the {norm.label} step program was not solved: status {problem.status}")
+    solution = np.asarray(delta.value, dtype=np.float64)
+    return solution, float(c @ solution)
+
+
+def crosscheck_norm(
+    c: Tensor,
+    alpha: float,
+    norm: Norm,
+    max_coords: int | None = None,
+    generator: torch.Generator | None = None,
+) -> CrossCheckResult:
+    """The closed-form step alpha * steepest(c) of `norm` against the program's optimum, per sample (c is
+    [N, ...]); on `max_coords` random coordinates the problem is a smaller one of the same kind (its L1 step
+    count taken on that size). Returns the worst sample's comparison."""
+    flat = c.detach().flatten(1).to("cpu", torch.float64)
+    n_total = int(flat.shape[1])
+    subsampled = max_coords is not None and n_total > max_coords
+    if subsampled:
+        flat = flat[:, torch.randperm(n_total, generator=generator)[:max_coords]]
+    worst: CrossCheckResult | None = None
+    for row in flat:
+        start = time.perf_counter()
+        closed = (alpha * steepest(row[None], norm))[0].numpy()
+        closed_time = time.perf_counter() - start
+        start = time.perf_counter()
+        _, lp_objective = solve_norm_step(row.numpy(), alpha, norm)
+        lp_time = time.perf_counter() - start
+        closed_objective = float(row.numpy() @ closed)
+        denominator = max(abs(lp_objective), abs(closed_objective))
+        gap = abs(lp_objective - closed_objective) / denominator if denominator > 0 else 0.0
+        result = CrossCheckResult(
+            gap,
+            int(row.numel()),
+            n_total,
+            bool(subsampled),
+            0,
+            lp_objective,
+            closed_objective,
+            lp_time,
+            closed_time,
+        )
+        if worst is None or result.gap > worst.gap:
+            worst = result
+    assert worst is not None
+    return worst

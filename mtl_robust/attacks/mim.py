@@ -11,8 +11,10 @@ from torch import Tensor
 
 from mtl_robust.attacks.base import per_sample
 from mtl_robust.attacks.directions import Direction
+from mtl_robust.attacks.norms import norms_of
 from mtl_robust.attacks.objective import LossFn
 from mtl_robust.attacks.pgd import PGD
+from mtl_robust.values.norm import Norm
 
 
 class MIM(PGD):
@@ -35,6 +37,7 @@ class MIM(PGD):
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = None,
         eot_samples: int = 1,
+        norm: str | Norm = "linf",
     ) -> None:
         super().__init__(
             eps,
@@ -45,6 +48,7 @@ class MIM(PGD):
             attack_losses=attack_losses,
             seed=seed,
             eot_samples=eot_samples,
+            norm=norm,
         )
         if not (math.isfinite(decay) and decay >= 0):
             raise ValueError(f"decay must be a finite number >= 0, got {decay}")
@@ -63,8 +67,9 @@ class MIM(PGD):
         momentum = state.get("momentum")
         momentum = normalised if momentum is None else self.decay * momentum + normalised
         state["momentum"] = momentum
-        # The direction's own step of the momentum, scaled into the unit box first: a sign step is
-        # unchanged, and MINMAX's first step is its exact LP step (fractional tie coordinates kept).
-        peak = momentum.abs().flatten(1).amax(dim=1)
+        # The direction's own step of the momentum, scaled into the unit ball of the norm first: a
+        # steepest-ascent step is unchanged, and MINMAX's first step is its exact step (under L-inf with
+        # its fractional tie coordinates kept).
+        peak = norms_of(momentum, self.norm)
         unit = momentum / per_sample(torch.where(peak > 0, peak, torch.ones_like(peak)), momentum)
-        return self.direction.step(unit)
+        return self.step(unit)

@@ -27,7 +27,9 @@ import torch
 from torch import Tensor
 
 from mtl_robust.attacks.directions import DEFAULT_TAU, Direction, _masked, register_direction
+from mtl_robust.attacks.minmax_l2 import solve_minmax_l2_batch, solve_minmax_l2_socp
 from mtl_robust.attacks.minmax_solver import VALUE_FLOOR, solve_minmax_batch
+from mtl_robust.values.norm import LINF, Norm, NormRefusal
 
 
 def value_floor(a: np.ndarray, s: float) -> float:
@@ -125,8 +127,19 @@ class MinMaxCheck:
     n_coords: int
 
 
-def crosscheck_minmax(a: np.ndarray, s: float) -> MinMaxCheck:
-    """Solve one sample's problem both ways and compare the objectives."""
+def crosscheck_minmax(a: np.ndarray, s: float, norm: Norm | None = None) -> MinMaxCheck:
+    """Solve one sample's problem both ways and compare the objectives (under L2: the min-norm point of
+    the task hull against the SOCP, both scaled by the step size s)."""
+    if norm is not None and norm.name == "l2":
+        a = _check_problem(a, s)
+        start = time.perf_counter()
+        closed_value = s * float(solve_minmax_l2_batch(torch.from_numpy(a)[None]).value[0])
+        closed_time = time.perf_counter() - start
+        start = time.perf_counter()
+        lp_value = s * solve_minmax_l2_socp(a)[1]
+        lp_time = time.perf_counter() - start
+        gap = relative_gap(lp_value, closed_value, a, s)
+        return MinMaxCheck(gap, lp_value, closed_value, lp_time, closed_time, int(a.shape[1]))
     start = time.perf_counter()
     closed = solve_minmax(a, s)
     closed_time = time.perf_counter() - start
@@ -181,10 +194,28 @@ class MinMax(Direction):
     name = "minmax"
     needs_init = True
 
-    def __init__(self, tau: float = DEFAULT_TAU) -> None:
+    def __init__(self, tau: float = DEFAULT_TAU, *, norm: Norm = LINF) -> None:
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         self.tau = float(tau)
+        self.norm = Norm.parse(norm)
+
+    def for_norm(self, norm: Norm) -> Direction:
+        """MINMAX solving its step in `norm`: the box LP (L-inf) or the min-norm point of the hull of the
+        task vectors (L2, `minmax_l2`). L1 is refused: docs/threat_models.md derives its LP."""
+        norm = Norm.parse(norm)
+        if norm.name == "l1":
+            raise NormRefusal(
+                "direction minmax has no L1 step yet: its problem max_delta min_t a_t . delta over the "
+                "L1 ball is an LP over the top coordinates (docs/threat_models.md), not solved here; use "
+                "attack.norm=linf or l2 with minmax, or direction=total/dgba under l1"
+            )
+        return self if norm == self.norm else MinMax(self.tau, norm=norm)
+
+    def _solve(self, a: Tensor, flags: Tensor, x: Tensor) -> Tensor:
+        if self.norm.name == "l2":
+            return solve_minmax_l2_batch(a, flags).delta.to(x.dtype).view_as(x)
+        return solve_minmax_batch(a, 1.0, flags).delta.to(x.dtype).view_as(x)
 
     def init(self, clean_losses: Mapping[str, Tensor], valid: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {t: clean_losses[t].detach().float().clamp_min(self.tau).log() for t in clean_losses}
@@ -202,7 +233,7 @@ class MinMax(Direction):
         self, x: Tensor, losses: Mapping[str, Tensor], valid: Mapping[str, Tensor], state: Any
     ) -> Tensor | None:
         a, flags = task_tensor(x, losses, valid, self.tau)
-        return solve_minmax_batch(a, 1.0, flags).delta.to(x.dtype).view_as(x)
+        return self._solve(a, flags, x)
 
     def expectation_terms(
         self, x: Tensor, losses: Mapping[str, Tensor], valid: Mapping[str, Tensor], state: Any
@@ -213,13 +244,14 @@ class MinMax(Direction):
     def from_expectation(self, terms: Tensor, x: Tensor, valid: Mapping[str, Tensor], state: Any) -> Tensor:
         # The tasks in the order of the losses the terms were computed from (the objective keeps both so).
         flags = torch.stack([valid[t].reshape(-1).to(x.device) for t in valid], dim=1)  # [N, T]
-        return solve_minmax_batch(terms, 1.0, flags).delta.to(x.dtype).view_as(x)
+        return self._solve(terms, flags, x)
 
-    def step(self, grad: Tensor) -> Tensor:
+    def step(self, grad: Tensor, norm: Norm = LINF) -> Tensor:
         return grad
 
     def __repr__(self) -> str:
-        return f"MinMax(tau={self.tau:g})"
+        norm = "" if self.norm.is_default else f", norm={self.norm}"
+        return f"MinMax(tau={self.tau:g}{norm})"
 
 
 def minmax_problems(

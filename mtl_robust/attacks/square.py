@@ -1,4 +1,5 @@
-"""Square attack (Andriushchenko et al., ECCV 2020), L-inf, for multi-task models: gradient-free search.
+"""Square attack (Andriushchenko et al., ECCV 2020), L-inf (and L2: `square_l2`), for multi-task models:
+gradient-free search.
 
 Each query proposes, per image, a new square of side s at a random position whose pixels move to x0 +/- eps
 (one random sign per channel), keeps the rest of the current best point, and accepts the proposal where it
@@ -28,10 +29,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mtl_robust.attacks import square_l2
 from mtl_robust.attacks.base import Attack, Recorder, best_per_sample, per_sample, project
 from mtl_robust.attacks.checks import check_positive, check_steps
 from mtl_robust.attacks.directions import Direction
 from mtl_robust.attacks.objective import Evaluation, LossFn, MultiTaskObjective
+from mtl_robust.values.norm import Norm
 
 # The original schedule: p is divided by 2**k after these fractions (of 10000) of the query budget.
 SCHEDULE_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -78,8 +81,11 @@ class Square(Attack):
     """Square attack, L-inf: `queries` model queries per image and restart; the per-sample best over restarts.
 
     `p_init` is the starting fraction of the image a square covers (0.8 as AutoAttack, whose models are
-    robust; the original's default for undefended classifiers was 0.05).
+    robust; the original's default for undefended classifiers was 0.05). `norm="l2"` makes Square-L2's
+    proposals (auto-attack's, `square_l2`); L1 is refused with a clear error.
     """
+
+    NORMS = ("linf", "l2")
 
     def __init__(
         self,
@@ -92,9 +98,15 @@ class Square(Attack):
         attack_losses: Mapping[str, LossFn | str] | None = None,
         seed: int | None = 0,
         eot_samples: int = 1,
+        norm: str | Norm = "linf",
     ) -> None:
         super().__init__(
-            eps, direction=direction, attack_losses=attack_losses, seed=seed, eot_samples=eot_samples
+            eps,
+            direction=direction,
+            attack_losses=attack_losses,
+            seed=seed,
+            eot_samples=eot_samples,
+            norm=norm,
         )
         check_gradient_free(self.direction, self.attack_losses)
         self.queries = check_steps(queries, "queries")
@@ -149,25 +161,23 @@ class Square(Attack):
         n, channels, height, width = x0.shape
         queries = recorder.queries
         assert queries is not None, "_perturb starts the count"
-        stripes = self._signs((n, channels, 1, width), x0, generator)
-        x_best = project(x0 + self.eps * stripes, x0, self.eps)
+        if self.norm.name == "l2":
+            x_best = square_l2.start(x0, self.eps, lambda shape: self._signs(shape, x0, generator), generator)
+        else:
+            stripes = self._signs((n, channels, 1, width), x0, generator)
+            x_best = project(x0 + self.eps * stripes, x0, self.eps)
         best = objective(x_best, 0, need_grad=False)
         queries += self.eot_samples
         recorder.add(0, best, None, restart)
         rows = torch.arange(height, device=x0.device)
         cols = torch.arange(width, device=x0.device)
         for query in range(1, self.queries):
-            side = square_side(p_fraction(query - 1, self.queries, self.p_init), height, width)
-            top = torch.randint(0, height - side + 1, (n,), generator=generator, device=x0.device)
-            left = torch.randint(0, width - side + 1, (n,), generator=generator, device=x0.device)
-            signs = self._signs((n, channels, 1, 1), x0, generator)
-            in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
-            in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
-            window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [N, 1, H, W]
-            x_new = torch.where(window, (x0 + self.eps * signs).clamp(0.0, 1.0), x_best)
-            unchanged = (x_new == x_best).flatten(1).all(dim=1)
-            flip = window & per_sample(unchanged, window)
-            x_new = torch.where(flip, (x0 - self.eps * signs).clamp(0.0, 1.0), x_new)
+            p = p_fraction(query - 1, self.queries, self.p_init)
+            if self.norm.name == "l2":
+                signs = lambda shape: self._signs(shape, x0, generator)  # noqa: E731
+                x_new = square_l2.proposal(x0, x_best, self.eps, p, signs, generator)
+            else:
+                x_new = self._linf_proposal(x0, x_best, p, rows, cols, generator)
             ev = objective(x_new, 0, need_grad=False)
             queries += self.eot_samples
             improved = ev.objective > best.objective
@@ -175,6 +185,30 @@ class Square(Attack):
             best = _accept(improved, ev, best)
             recorder.add(query, best, None, restart)
         return x_best, best.objective
+
+    def _linf_proposal(
+        self,
+        x0: Tensor,
+        x_best: Tensor,
+        p: float,
+        rows: Tensor,
+        cols: Tensor,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Per image a square of side ~sqrt(p H W) at a random position moved to x0 +/- eps (a sign per
+        channel); the opposite signs where that would leave the image unchanged."""
+        n, channels, height, width = x0.shape
+        side = square_side(p, height, width)
+        top = torch.randint(0, height - side + 1, (n,), generator=generator, device=x0.device)
+        left = torch.randint(0, width - side + 1, (n,), generator=generator, device=x0.device)
+        signs = self._signs((n, channels, 1, 1), x0, generator)
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
+        window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [N, 1, H, W]
+        x_new = torch.where(window, (x0 + self.eps * signs).clamp(0.0, 1.0), x_best)
+        unchanged = (x_new == x_best).flatten(1).all(dim=1)
+        flip = window & per_sample(unchanged, window)
+        return torch.where(flip, (x0 - self.eps * signs).clamp(0.0, 1.0), x_new)
 
 
 def _accept(improved: Tensor, proposal: Evaluation, best: Evaluation) -> Evaluation:

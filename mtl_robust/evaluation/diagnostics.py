@@ -14,6 +14,9 @@ overstate robustness. All measures use the paper's relative change (negative = w
   change below `large_eps_limit` (by default -25%). Bounded metrics cannot fall below -100% and a weakly
   trained model has little left to lose, so the bar is low: it catches attacks that cannot move at all.
 
+Under L2 or L1 (`norm`) every probe attacks in that norm, the noise is a random point of that ball and the
+"any image reachable" radius is the norm of the all-ones perturbation (sqrt(D) for L2, D for L1).
+
 A shortfall within `tolerance` (absolute, in relative-change units) does not count: the checks are about
 gross failures, not noise.
 """
@@ -31,13 +34,14 @@ import torch
 from torch import Tensor, nn
 
 from mtl_robust.attacks import APGD, PGD
-from mtl_robust.attacks.base import uniform_start
 from mtl_robust.attacks.model_call import forward_tasks
 from mtl_robust.attacks.model_mode import eval_mode
+from mtl_robust.attacks.norms import norms_of, random_start
 from mtl_robust.evaluation.passes import Batch, PassResult, run_pass
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.files import atomic_write_text
 from mtl_robust.values.budget import parse_budget
+from mtl_robust.values.norm import LINF, Norm
 
 FLAG_NAMES = (
     "zero_input_gradients",
@@ -86,8 +90,9 @@ def _best_loss_decreased(
     targets: Mapping[str, Tensor],
     eps: float,
     steps: int,
+    norm: Norm = LINF,
 ) -> bool:
-    attack = APGD(eps, steps=steps, direction="total", seed=0)
+    attack = APGD(eps, steps=steps, direction="total", seed=0, norm=norm)
     result = attack.run(model, x, targets, tasks, record=True)
     recorded = torch.stack([r.objective for r in result.history]).amax(dim=0)
     # The returned point, re-scored from scratch, must reach the best objective the attack recorded.
@@ -95,11 +100,13 @@ def _best_loss_decreased(
     return bool((rescored.cpu() < recorded - 1e-4 * recorded.abs().clamp_min(1.0)).any())
 
 
-def _noise_attack(eps: float, seed: int) -> Callable[[nn.Module, Tensor, dict[str, Tensor]], Tensor]:
+def _noise_attack(
+    eps: float, seed: int, norm: Norm = LINF
+) -> Callable[[nn.Module, Tensor, dict[str, Tensor]], Tensor]:
     generator = torch.Generator().manual_seed(seed)
 
     def attack(model: nn.Module, x: Tensor, targets: dict[str, Tensor]) -> Tensor:
-        noise_x = uniform_start(x.detach().cpu(), eps, generator)
+        noise_x = random_start(x.detach().cpu(), eps, norm, generator)
         return noise_x.to(x.device)
 
     return attack
@@ -118,9 +125,11 @@ def diagnose(
     zero_grad_limit: float = 0.5,
     large_eps_limit: float = -0.25,
     seed: int = 0,
+    norm: str | Norm = "linf",
 ) -> Diagnostics:
     """Run every check on the first `max_batches` batches; see the module doc for the flags."""
     device = torch.device(device)
+    norm = Norm.parse(norm)
 
     def few() -> list[Batch]:
         return list(itertools.islice(batches(), max_batches))
@@ -142,15 +151,17 @@ def diagnose(
     report.flags += [
         f"zero_input_gradients:{t}" for t, v in report.zero_grad_fraction.items() if v > zero_grad_limit
     ]
-    if _best_loss_decreased(model, tasks, x, targets, eps, steps):
+    if _best_loss_decreased(model, tasks, x, targets, eps, steps, norm):
         report.flags.append("best_loss_decreased")
 
+    # The radius from which any image in [0, 1] is reachable: the norm of the all-ones perturbation.
+    reach = float(norms_of(torch.ones_like(x[:1]), norm)[0])
     probes = {
-        "pgd": PGD(eps, steps=steps, direction="total"),
-        "pgd_2eps": PGD(min(2 * eps, 1.0), steps=steps, direction="total"),
-        "apgd": APGD(eps, steps=steps, direction="total", seed=seed),
-        "apgd_4x_steps": APGD(eps, steps=4 * steps, direction="total", seed=seed),
-        "apgd_eps1": APGD(1.0, steps=steps, direction="total", seed=seed),
+        "pgd": PGD(eps, steps=steps, direction="total", norm=norm),
+        "pgd_2eps": PGD(min(2 * eps, reach), steps=steps, direction="total", norm=norm),
+        "apgd": APGD(eps, steps=steps, direction="total", seed=seed, norm=norm),
+        "apgd_4x_steps": APGD(eps, steps=4 * steps, direction="total", seed=seed, norm=norm),
+        "apgd_eps1": APGD(reach, steps=steps, direction="total", seed=seed, norm=norm),
     }
     per_task_large: dict[str, float] = {}
     for name, attack in probes.items():
@@ -158,7 +169,7 @@ def diagnose(
         report.measures[name] = average
         if name == "apgd_eps1":
             per_task_large = per_task
-    report.measures["noise"], _ = rel(measure(_noise_attack(eps, seed)))
+    report.measures["noise"], _ = rel(measure(_noise_attack(eps, seed, norm)))
     m = report.measures
     if m["pgd_2eps"] > m["pgd"] + tolerance:
         report.flags.append("larger_eps_weaker")
@@ -198,9 +209,14 @@ def diagnostics_for_rows(
 
     eps = parse_budget(settings.get("eps", "8/255"), "diagnostics.eps")
     steps, max_batches = int(settings.get("steps", 10)), int(settings.get("max_batches", 1))
-    key = config_key({**identity, "eps": eps, "steps": steps, "max_batches": max_batches})
+    norm = Norm.parse(settings.get("norm"))
+    keyed = {**identity, "eps": eps, "steps": steps, "max_batches": max_batches}
+    if not norm.is_default:  # L-inf stays out of the key: cached diagnostics keep theirs
+        keyed["norm"] = str(norm)
     result = cached_diagnostics(
-        Path(cache_dir) / f"diagnostics_{key}.json",
-        lambda: diagnose(model, tasks, batches, eps, steps=steps, max_batches=max_batches, device=device),
+        Path(cache_dir) / f"diagnostics_{config_key(keyed)}.json",
+        lambda: diagnose(
+            model, tasks, batches, eps, steps=steps, max_batches=max_batches, device=device, norm=norm
+        ),
     )
     return {"diagnostics": result}

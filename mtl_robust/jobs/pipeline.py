@@ -33,6 +33,7 @@ from mtl_robust.lightning.user_model import is_user_model
 from mtl_robust.report.transfer import format_matrix, transfer_matrix
 from mtl_robust.values.budget import format_pixels
 from mtl_robust.values.direction import DirectionSpec, expand_per_task
+from mtl_robust.values.norm import Norm
 from mtl_robust.values.surrogate import SurrogateSpec
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,24 @@ def attack_list(cfg: DictConfig, tasks: list[str]) -> list[tuple[dict[str, Any],
     cells = []
     for attack in methods.values():
         base = OmegaConf.to_container(attack, resolve=True)
+        budgets = budgets_of(cfg, base)
         if base.get("method") == "ensemble":  # the ensemble holds its own directions: one cell per eps
-            cells.extend(({**base, "eps": eps}, "ensemble") for eps in cfg.pipeline.eps)
+            cells.extend(({**base, "eps": eps}, "ensemble") for eps in budgets)
             continue
         for surrogate in surrogates:
             with_surrogate = base if surrogate is None else {**base, "surrogate": surrogate}
-            cells.extend(({**with_surrogate, "eps": eps}, d) for eps in cfg.pipeline.eps for d in directions)
+            cells.extend(({**with_surrogate, "eps": eps}, d) for eps in budgets for d in directions)
     return cells
+
+
+def budgets_of(cfg: DictConfig, attack: dict[str, Any]) -> list[Any]:
+    """The budgets an attack of this job runs at: `pipeline.eps`, or for an attack under L2/L1 the radii
+    `pipeline.eps_by_norm.<norm>` gives (a study that compares norms needs a radius per norm)."""
+    norm = Norm.parse(attack.get("norm"))
+    by_norm = cfg.pipeline.get("eps_by_norm") or {}
+    if not norm.is_default and by_norm.get(str(norm)) is not None:
+        return list(by_norm[str(norm)])
+    return list(cfg.pipeline.eps)
 
 
 def surrogate_checkpoints(cfg: DictConfig) -> Callable[[SurrogateSpec], Path]:

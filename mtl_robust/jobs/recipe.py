@@ -22,6 +22,7 @@ _UNSET_ATTACK_FIELDS: dict[str, Any] = {
     "task": None,
     "eot_samples": 1,
     "surrogate": None,
+    "norm": None,  # the threat model at its default (L-inf)
 }
 
 

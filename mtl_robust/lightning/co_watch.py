@@ -11,8 +11,9 @@ collapse.) Then the watch warns and, with `on_collapse=stop` or `restore`, stops
 puts back the weights of the check with the best PGD robustness). Its verdict lands in the checkpoint and
 in every results row.
 
-The attacks use the defense's own eps and direction (TOTAL and 8/255 for undefended models) and a fixed
-random-start seed, so the watch neither consumes nor shifts the training's random numbers.
+The attacks use the defense's own eps, direction and norm (TOTAL, 8/255 and L-inf for undefended models;
+PGD-AT under L2 is watched with FGM and PGD under L2) and a fixed random-start seed, so the watch neither
+consumes nor shifts the training's random numbers.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from mtl_robust.attacks.fgsm import FGSM
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.pgd import PGD
 from mtl_robust.lightning.fast_at import PAPER_EPS, is_fast_at, parse_fast_at
+from mtl_robust.values.norm import LINF, Norm
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,13 @@ def watched_attack_settings(defense: dict[str, Any] | None) -> tuple[float, str]
         attack["eps"] = PAPER_EPS  # the paper's budget only where the defense gives none in either unit
     spec = attack_spec(attack, defense.get("direction", "total"))
     return spec.config["eps"], str(spec.direction)
+
+
+def watched_norm(defense: dict[str, Any] | None) -> Norm:
+    """The threat model the defense trains under: its attack's norm (L-inf for fast AT and no defense)."""
+    if not defense or defense.get("name", "none") == "none" or is_fast_at(defense):
+        return LINF
+    return Norm.parse((defense.get("attack") or {}).get("norm"))
 
 
 class CatastrophicOverfittingWatch(pl.Callback):
@@ -127,7 +136,8 @@ class CatastrophicOverfittingWatch(pl.Callback):
         targets = {t: torch.stack([item[1][t] for item in items]) for t in items[0][1]}
         self.batch = (x, targets)
         eps, direction = watched_attack_settings(pl_module.defense)
-        self.fgsm = FGSM(eps, direction=direction)
+        norm = watched_norm(pl_module.defense)
+        self.fgsm = FGSM(eps, direction=direction, norm=norm)
         # Random start and larger steps than the paper's eps/10: the usual catastrophic-overfitting check.
         self.pgd = PGD(
             eps,
@@ -136,6 +146,7 @@ class CatastrophicOverfittingWatch(pl.Callback):
             random_start=True,
             direction=direction,
             seed=self.seed,
+            norm=norm,
         )
         self._publish(pl_module)
 

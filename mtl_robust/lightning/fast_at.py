@@ -43,6 +43,7 @@ from mtl_robust.attacks.directions import Direction, Total, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import MultiTaskObjective
 from mtl_robust.values.budget import format_pixels, from_pixels, parse_budget
+from mtl_robust.values.norm import Norm, NormRefusal
 
 # The paper's budget; a defense at another one names it.
 PAPER_EPS = from_pixels(8)
@@ -115,7 +116,12 @@ def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
         raise ValueError(
             f"unknown fast adversarial training method {method!r}; choose one of {FAST_AT_METHODS}"
         )
-    unknown = sorted(set(defense) - ALLOWED_KEYS[method])
+    if not Norm.parse(defense.get("norm")).is_default:
+        raise NormRefusal(
+            f"defense {method} is L-inf only: FGSM-RS, N-FGSM, Free-AT and GradAlign are defined (and tuned) "
+            f"for the L-inf box; for L2 training use defense=adv_train defense.attack.norm={defense['norm']}"
+        )
+    unknown = sorted(set(defense) - ALLOWED_KEYS[method] - {"norm"})
     if method == "free_at" and "craft" in unknown:
         raise ValueError(
             "defense free_at does not take craft: it always crafts with the training forward, whose one "

@@ -1,11 +1,12 @@
 """Lightning callback: on sampled batches, check that the attack's closed-form step is the LP optimum.
 
-The linear objective c of the first step from the clean batch (the attack direction's input gradient) goes to
-`mtl_robust.attacks.lp.crosscheck`, which solves the step LP with HiGHS on all coordinates or on a random
+The linear objective c of the first step from the clean batch (the attack direction's input gradient) goes
+to `mtl_robust.attacks.lp.crosscheck`, which solves the step LP with HiGHS on all coordinates or on a random
 subset of `max_coords`; with the MINMAX direction its per-sample step is compared with its own LP over the
-tasks (`crosscheck_minmax_step`). The largest relative objective gap is logged (`lp/max_gap`, with
-`lp/coords_checked`, `lp/mismatched_coords`, `lp/subsampled`); a gap above `tol` raises, since it means the
-attack's projection is not the optimal step it is meant to be.
+tasks (`crosscheck_minmax_step`). Under L2/L1 (the attack's `norm`) the closed-form steepest step is
+compared with its cone program / LP (`crosscheck_norm`), and MINMAX-L2 with its SOCP. The largest relative
+objective gap is logged (`lp/max_gap`, with `lp/coords_checked`, `lp/mismatched_coords`, `lp/subsampled`);
+a gap above `tol` raises, since it means the attack's projection is not the optimal step it is meant to be.
 
 Assumes `pl_module.model` is the MultiTaskModel, `pl_module.tasks: dict[str, Task]`, batches `(x, targets)`.
 """
@@ -20,9 +21,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from mtl_robust.attacks import PGD, Attack, Direction
-from mtl_robust.attacks.lp import CrossCheckResult, crosscheck, crosscheck_minmax_step
+from mtl_robust.attacks.lp import CrossCheckResult, crosscheck, crosscheck_minmax_step, crosscheck_norm
 from mtl_robust.attacks.minmax import MinMax, minmax_problems
-from mtl_robust.values.budget import parse_eps
+from mtl_robust.values.budget import parse_budget
+from mtl_robust.values.norm import Norm
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class LPCrossCheck(Callback):
         on_validation: bool = True,
         on_test: bool = True,
         seed: int = 0,
+        norm: str | None = None,
     ) -> None:
         if int(every_n_batches) < 1:
             raise ValueError(f"every_n_batches must be >= 1, got {every_n_batches}")
@@ -58,9 +61,9 @@ class LPCrossCheck(Callback):
         if attack is not None and direction is not None:
             raise ValueError("give either an attack or a direction to LPCrossCheck, not both")
         if attack is None:
-            budget = parse_eps(eps, "lp_check.eps")
+            budget = Norm.parse(norm).check_radius(parse_budget(eps, "lp_check.eps"), "lp_check.eps")
             step = budget if alpha is None else alpha
-            attack = PGD(budget, alpha=step, steps=1, direction=direction or "dgba")
+            attack = PGD(budget, alpha=step, steps=1, direction=direction or "dgba", norm=norm or "linf")
         self.attack = attack
         self.every_n_batches = int(every_n_batches)
         self.max_coords = None if max_coords is None else int(max_coords)
@@ -74,11 +77,15 @@ class LPCrossCheck(Callback):
         if not self.stages[stage] or batch_idx % self.every_n_batches:
             return
         x, targets = batch[0], batch[1]
+        norm = self.attack.norm
         if isinstance(self.attack.direction, MinMax):  # its step is an LP over the tasks, not a sign
             problems = minmax_problems(self.attack, pl_module.model, x, targets, pl_module.tasks)
             result = crosscheck_minmax_step(
-                problems, self.attack.first_step_size, self.max_coords, self.generator
+                problems, self.attack.first_step_size, self.max_coords, self.generator, norm
             )
+        elif not norm.is_default:
+            _, c = self.attack.linear_objective(pl_module.model, x, targets, pl_module.tasks)
+            result = crosscheck_norm(c, self.attack.first_step_size, norm, self.max_coords, self.generator)
         else:
             x0, c = self.attack.linear_objective(pl_module.model, x, targets, pl_module.tasks)
             result = crosscheck(

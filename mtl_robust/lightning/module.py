@@ -20,6 +20,7 @@ from mtl_robust.lightning.fast_at import FAST_AT_METHODS, FastAdversarialTrainin
 from mtl_robust.lightning.training_cost import TrainingCost
 from mtl_robust.models import build_model
 from mtl_robust.tasks import Task, build_task
+from mtl_robust.values.norm import Norm
 
 Batch = tuple[Tensor, dict[str, Tensor]]
 
@@ -40,7 +41,9 @@ def defense_name(defense: Mapping[str, Any] | None) -> str:
         return parse_fast_at(defense).describe()
     attack = defense.get("attack", {})
     direction = direction_spec(defense.get("direction", "total"))
-    return f"{defense['name']}{_schedule_tag(defense)}:{attack.get('method', '?')}-{direction}"
+    norm = Norm.parse(attack.get("norm"))  # under L2/L1 the name says so: "adv_train:pgd[l2]-total"
+    method = f"{attack.get('method', '?')}{'' if norm.is_default else f'[{norm}]'}"
+    return f"{defense['name']}{_schedule_tag(defense)}:{method}-{direction}"
 
 
 def _schedule_tag(defense: Mapping[str, Any]) -> str:

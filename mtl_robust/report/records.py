@@ -16,6 +16,7 @@ from typing import Any
 
 from mtl_robust.evaluation.store import ResultsStore
 from mtl_robust.values.budget import pixel_key
+from mtl_robust.values.norm import DEFAULT_NORM, Norm
 from mtl_robust.values.recipe import LAYOUT_PREFIXES, TrainingRecipe, differing_settings, format_settings
 
 
@@ -88,7 +89,23 @@ class Record:
 
     @property
     def method(self) -> str:
+        """The attack as tables, curves and figures group and label it: the method, with its threat model
+        unless L-inf ("pgd[l2]"), so rows of different norms never share a table."""
+        return self.method_name if self.norm == DEFAULT_NORM else f"{self.method_name}[{self.norm}]"
+
+    @property
+    def method_name(self) -> str:
+        """The method alone ("pgd", "ensemble"), whatever the norm."""
         return self.text("method")
+
+    @property
+    def norm(self) -> str:
+        """The threat model the row was attacked under: "linf" for rows without one (those written before
+        norms existed, and every L-inf row since: the default stays out of rows and keys)."""
+        try:
+            return str(Norm.parse(self.config.get("norm")))
+        except ValueError:
+            return str(self.config.get("norm"))
 
     @property
     def direction(self) -> str:

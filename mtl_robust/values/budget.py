@@ -36,9 +36,14 @@ def parse_budget(value: Any, name: str = "eps") -> float:
     raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}{hint}")
 
 
-def check_eps(eps: float, name: str = "eps") -> float:
-    """`eps` itself when it is a budget on the [0, 1] pixel scale; a clear error otherwise."""
-    if not math.isfinite(eps) or not 0.0 <= eps <= 1.0:
+def check_eps(eps: float, name: str = "eps", upper: float | None = 1.0) -> float:
+    """`eps` itself when it is a budget on the [0, 1] pixel scale; a clear error otherwise. `upper`: the
+    largest budget (1 for L-inf; None for the L2/L1 radii, which grow with the image: values.norm)."""
+    if upper is None:
+        if not math.isfinite(eps) or eps < 0.0:
+            raise ValueError(f"{name} must be a finite number >= 0 on the [0, 1] pixel scale, got {eps:g}")
+        return eps
+    if not math.isfinite(eps) or not 0.0 <= eps <= upper:
         raise ValueError(
             f"{name} must lie in [0, 1] (the pixel scale of [0, 1] images), got {eps:g}; {EPS_HINT}"
         )
@@ -50,18 +55,19 @@ def parse_eps(value: Any, name: str = "eps") -> float:
     return check_eps(parse_budget(value, name), name)
 
 
-def budget_from(eps: Any = None, pixel_eps: Any = None) -> float:
-    """The budget from a config that gives `eps` ([0, 1] scale) or `pixel_eps` (0-255 units), not both."""
+def budget_from(eps: Any = None, pixel_eps: Any = None, upper: float | None = 1.0) -> float:
+    """The budget from a config that gives `eps` ([0, 1] scale) or `pixel_eps` (0-255 units), not both;
+    `upper` as in `check_eps`."""
     if pixel_eps is not None:
         if eps is not None:
             raise ValueError(
                 f"the attack budget is given twice (eps={eps!r} and pixel_eps={pixel_eps!r}); "
                 f"give one: {EPS_HINT}"
             )
-        return check_eps(from_pixels(parse_budget(pixel_eps, "pixel_eps")), "eps")
+        return check_eps(from_pixels(parse_budget(pixel_eps, "pixel_eps")), "eps", upper)
     if eps is None:
         raise ValueError(f"the attack config needs a budget: {EPS_HINT}")
-    return parse_eps(eps, "eps")
+    return check_eps(parse_budget(eps, "eps"), "eps", upper)
 
 
 def from_pixels(pixels: float) -> float:

@@ -56,7 +56,8 @@ def test_schedule_is_the_original_rescaled_to_the_budget():
         [0.8, 0.8 / 4, 0.8 / 8, 0.8 / 256, 0.8 / 512]
     )
     assert square_side(0.25, 32, 32) == 16 and square_side(0.8, 32, 32) == 29
-    assert square_side(1.0, 8, 6) == 5 and square_side(1e-6, 32, 32) == 1  # below the short side, >= 1
+    # at most the shorter side (auto-attack's rule; a non-square image can get a full-height square), >= 1
+    assert square_side(1.0, 8, 6) == 6 and square_side(0.8, 16, 64) == 16 and square_side(1e-6, 32, 32) == 1
 
 
 @pytest.mark.parametrize(

@@ -53,9 +53,11 @@ def p_fraction(query: int, budget: int, p_init: float) -> float:
 
 
 def square_side(p: float, height: int, width: int) -> int:
-    """Side of a square covering about a fraction p of an image, at least 1 and below its shorter side."""
+    """Side of a square covering about a fraction p of an image, at least 1 and at most its shorter side (as
+    auto-attack, whose positions then run over 0..H-s: a square as wide as a non-square image's shorter side
+    is one of the proposals)."""
     side = int(round((p * height * width) ** 0.5))
-    return max(1, min(side, min(height, width) - 1))
+    return max(1, min(side, min(height, width)))
 
 
 def check_gradient_free(direction: Direction, attack_losses: Mapping[str, Any]) -> None:

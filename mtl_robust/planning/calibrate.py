@@ -1,11 +1,12 @@
 """Short timed calibrations of a model on the machine the planner runs on, kept on disk.
 
-One calibration per (device, backbone and heads, tasks, resolution, batch sizes, precision, threads):
-the all-shared layout's forward, forward + input-gradient backward, and training step (forward, backward
-to the weights, optimiser step), timed interleaved (a busy moment slows all three alike) and summarised by
-their median, with the spread of the repeats. Every layout of that backbone is then its counted FLOPs
-times these rates (`planning.throughput`), so a sweep of 27 layouts costs one calibration, and later plans
-none: the file (`MTL_ROBUST_PLAN_CACHE`, default ~/.cache/mtl_robust/planner.json) is reused.
+One calibration per (device, backbone and heads, tasks, resolution, batch sizes, precision, threads): the
+all-shared layout's forward, attack step (per-sample losses, input gradient, projected sign step) and
+training step (forward, losses, backward to the weights, optimiser step), timed interleaved (a busy moment
+slows all three alike) and summarised by their median, with the spread of the repeats. Every layout of
+that backbone is then its counted FLOPs times these rates (`planning.throughput`), so a sweep of 27
+layouts costs one calibration, and later plans none: the file (`MTL_ROBUST_PLAN_CACHE`, default
+~/.cache/mtl_robust/planner.json) is reused.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from mtl_robust.files import atomic_path
 from mtl_robust.models import build_model
 
 LARGE_IMAGE = 128 * 128  # on a CPU, images this large cost the same per image at any batch: time two
+# On a CPU, larger images are timed at this many pixels (same aspect): a convolution's FLOP rate no longer
+# depends on the image size there, and a 321x321 DeepLab pass would take seconds per repeat.
+CPU_TIMED_PIXELS = 160 * 160
 CACHE_ENV = "MTL_ROBUST_PLAN_CACHE"
 
 
@@ -92,6 +96,14 @@ class Calibration:
         )
 
 
+def timed_size(device: str, height: int, width: int) -> tuple[int, int]:
+    """The resolution a calibration is timed at: the real one, scaled down on a CPU for large images."""
+    if device.startswith("cuda") or height * width <= CPU_TIMED_PIXELS:
+        return height, width
+    scale = (CPU_TIMED_PIXELS / (height * width)) ** 0.5
+    return max(8, round(height * scale)), max(8, round(width * scale))
+
+
 def timed_batch(device: str, batch: int, height: int, width: int) -> int:
     if device.startswith("cuda") or height * width < LARGE_IMAGE:
         return batch
@@ -107,7 +119,7 @@ def measure(
     precision: str,
     reference_flops: float,
     repeats: int = 5,
-    budget_s: float = 20.0,
+    budget_s: float = 8.0,
 ) -> Calibration:
     """Time the all-shared layout: after one warm-up of each, up to `repeats` rounds of (forward, gradient,
     training step), fewer once `budget_s` is spent (at least three rounds)."""
@@ -130,15 +142,15 @@ def measure(
         with torch.no_grad():
             evaluated(x_eval)
 
-    def gradient() -> None:
+    def gradient() -> None:  # an attack step: per-sample task losses, the gradient, a projected sign step
         x = x_eval.clone().requires_grad_(True)
-        out = evaluated(x)
-        torch.autograd.grad(sum(v.float().mean() for v in out.values()), x)
+        (grad,) = torch.autograd.grad(per_sample_losses(evaluated(x)).sum(), x)
+        (x + grad.sign() / 255).clamp(0, 1).clamp(x_eval - 8 / 255, x_eval + 8 / 255)
 
     def train_step() -> None:
         model.train()
         optimiser.zero_grad()
-        sum(v.float().mean() for v in model(x_train).values()).backward()
+        per_sample_losses(model(x_train)).mean().backward()
         optimiser.step()
         model.eval()
 
@@ -172,6 +184,21 @@ def measure(
         tuple(runs["gradient"]),
         tuple(runs["train"]),
     )
+
+
+def per_sample_losses(out: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Stand-ins for the tasks' per-pixel losses, averaged per sample: cross-entropy for a map of several
+    channels, an L1 distance for one; the elementwise work around a small model's pass is most of its cost."""
+    total = 0.0
+    for pred in out.values():
+        pred = pred.float()
+        if pred.shape[1] > 1:
+            target = torch.zeros(pred.shape[0], *pred.shape[2:], dtype=torch.long, device=pred.device)
+            loss = torch.nn.functional.cross_entropy(pred, target, reduction="none")
+        else:
+            loss = pred.abs()
+        total = total + loss.flatten(1).mean(1)
+    return total  # type: ignore[return-value]
 
 
 class CalibrationCache:

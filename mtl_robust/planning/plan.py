@@ -37,6 +37,7 @@ from mtl_robust.planning.calibrate import (
     device_name,
     job_startup_seconds,
     measure,
+    timed_size,
 )
 from mtl_robust.planning.cost import (
     FORWARD,
@@ -182,8 +183,9 @@ class Planner:
         section = f"calibration {device_name(device)}"
         stored = self.target.cache.get(section, key)
         if stored is None:
-            tasks_flops = work.forward_flops("all_shared")
-            cal = measure(model, tasks, size, batches, device, precision, tasks_flops)
+            timed = timed_size(device, *size)
+            reference = self.model_work(cfg, timed).forward_flops("all_shared")
+            cal = measure(model, tasks, timed, batches, device, precision, reference)
             stored = cal.to_json()
             self.target.cache.put(section, key, stored)
         return Calibration.from_json(stored)
@@ -201,7 +203,7 @@ class Planner:
         where = f"from {self.target.spec}" if self.target.file is not None else "measured here"
         model = (
             f"{cal.device} {where}: {median:.3g} ms per image per forward+backward of the all-shared layout "
-            f"({cal.reference_flops / 1e9:.3g} GFLOP forward, {size[0]}x{size[1]}), median of "
+            f"({cal.reference_flops / 1e9:.3g} GFLOP forward at the timed size), median of "
             f"{len(cal.gradient)} interleaved repeats, spread {100 * cal.spread:.0f} %; other layouts scaled "
             "by their counted FLOPs"
         )

@@ -111,3 +111,25 @@ def test_a_sweep_calibrates_once_and_a_later_plan_not_at_all(
     # A launcher whose Hydra plugin is not installed changes nothing the jobs compute: still planned.
     unlaunched = plan([*args, "hydra/launcher=submitit_not_installed"], planner=gpu)
     assert [p.seconds for p in unlaunched] == [p.seconds for p in on_gpu]
+
+
+def test_a_real_calibration_times_interleaved_repeats() -> None:
+    from mtl_robust.planning.calibrate import measure, timed_size
+
+    cal = measure(
+        {"backbone": {"name": "small_resnet"}, "head": "light"},
+        {"seg": 13, "depth": 1},
+        (16, 16),
+        (4, 4),
+        "cpu",
+        "32",
+        1e6,
+        repeats=3,
+    )
+    assert len(cal.forward) == len(cal.gradient) == len(cal.train) == 3
+    # an attack step is a forward and more, a training step more than a forward
+    assert Calibration.median(cal.gradient) > Calibration.median(cal.forward) > 0
+    assert Calibration.median(cal.train) > Calibration.median(cal.forward)
+    assert cal.spread >= 0 and Calibration.from_json(cal.to_json()) == cal
+    # large images are timed smaller on a CPU, never on a GPU
+    assert timed_size("cpu", 321, 321) == (160, 160) and timed_size("cuda", 321, 321) == (321, 321)

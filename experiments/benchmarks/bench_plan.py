@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,9 @@ STUDIES = {"study_transfer_paper": 27, "study_directions_paper": 7}  # distinct 
 
 
 def run_plan(args: list[str], env: dict[str, str], pythonpath: Path) -> tuple[float, str]:
+    """(wall seconds, stdout) of one plan; the CPU seconds it used are printed (a shared machine's wall
+    time mostly measures the other processes)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mtl_robust.plan", *args],
@@ -31,6 +35,12 @@ def run_plan(args: list[str], env: dict[str, str], pythonpath: Path) -> tuple[fl
         text=True,
     )
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+    print(
+        f"  [{' '.join(args)}: {seconds:.1f} s wall, {cpu:.1f} s CPU, load {os.getloadavg()[0]:.1f}]",
+        flush=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     return seconds, proc.stdout

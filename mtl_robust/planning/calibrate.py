@@ -27,8 +27,8 @@ from mtl_robust.files import atomic_path
 from mtl_robust.models import build_model
 
 LARGE_IMAGE = 128 * 128  # on a CPU, images this large cost the same per image at any batch: time two
-# On a CPU, larger images are timed at about this many pixels (same aspect): a convolution's FLOP rate no longer
-# depends on the image size there, and a 321x321 DeepLab pass would take seconds per repeat.
+# On a CPU, larger images are timed at about this many pixels (same aspect): a convolution's FLOP rate
+# no longer depends on the image size there, and a 321x321 DeepLab pass takes seconds per repeat.
 CPU_TIMED_PIXELS = 128 * 128
 CACHE_ENV = "MTL_ROBUST_PLAN_CACHE"
 

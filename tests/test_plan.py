@@ -120,7 +120,7 @@ def test_the_report_sums_jobs_as_ranges():
     ]
     text = report(jobs, "slurm", models=["a model"])
     assert "2 array tasks: 1 trainings to run (1 cached), 8 cells (4 already in the store)" in text
-    # 2 jobs x 4.5 s + 4 cells x 0.3 s + 16 training steps... none: train_steps=0
+    # the model work plus the fixed costs: 4.5 s per job and 0.3 s per cell not in the store
     total = 120 + 2 * 4.5 + 4 * 0.3
     assert f"about {total / 60:.2g} min" in text and "model: a model" in text
 

@@ -160,9 +160,7 @@ class Planner:
             self.target.cache.put("work", key, stored)
         return ModelWork.from_json(stored)
 
-    def calibration(
-        self, cfg: DictConfig, size: tuple[int, int], work: ModelWork, device: str | None
-    ) -> Calibration:
+    def calibration(self, cfg: DictConfig, size: tuple[int, int], device: str | None) -> Calibration:
         model, tasks, key = model_key(cfg, size)
         precision = parse_precision(cfg.get("eval", {}).get("precision", DEFAULT_PRECISION))
         batches = (int(cfg.eval.get("batch_size") or cfg.data.eval_batch_size), int(cfg.data.batch_size))
@@ -198,7 +196,7 @@ class Planner:
             precision = parse_precision(cfg.get("eval", {}).get("precision", DEFAULT_PRECISION))
             named = NamedDevice.get(str(self.target.spec), precision)
             return named.seconds(work, flops, model_work.bytes_per_flop), named.describe()
-        cal = self.calibration(cfg, size, model_work, self.target.local_device(cfg))
+        cal = self.calibration(cfg, size, self.target.local_device(cfg))
         median = 1e3 * Calibration.median(cal.gradient)
         where = f"from {self.target.spec}" if self.target.file is not None else "measured here"
         model = (

@@ -28,6 +28,7 @@ def fake_measure(model, tasks, size, batches, device, precision, reference_flops
     )
 
 
+@pytest.mark.slow  # two tiny trainings and two cells
 def test_a_finished_pipeline_plans_as_nothing_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mtl_robust.jobs.pipeline import run_pipeline
 

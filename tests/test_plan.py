@@ -4,6 +4,7 @@ attack and direction classes count it, layouts' FLOPs, and the plan's total."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mtl_robust.planning.cost import (
     Work,
@@ -134,3 +135,6 @@ def test_help_and_unknown_options_do_not_reach_hydra(capsys: pytest.CaptureFixtu
         main(["--devcie=cuda", "-m", "experiment=study_directions_smoke"])
     with pytest.raises(SystemExit, match="--device=k80: give cpu, cuda, a calibration .json or one of h100"):
         main(["--device=k80", "-m", "experiment=study_directions_smoke"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no GPU to calibrate; name the target GPU"):
+            main(["--device=cuda", "-m", "experiment=study_directions_smoke"])

@@ -119,6 +119,11 @@ class Target:
                 f"mtl-plan: --device={spec}: give cpu, cuda, a calibration .json or one of "
                 f"{', '.join(device_names())}"
             )
+        if spec and spec.startswith("cuda") and not torch.cuda.is_available():
+            raise SystemExit(
+                f"mtl-plan: --device={spec}: this machine has no GPU to calibrate; name the target GPU "
+                f"({', '.join(device_names())}) or give a calibration file measured there (--calibrate)"
+            )
         return cls(spec, cache)
 
     def local_device(self, cfg: DictConfig) -> str | None:

@@ -13,7 +13,7 @@ from mtl_robust.attacks.config import attack_from_config, attack_spec
 from mtl_robust.attacks.directions import build_direction
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import MultiTaskObjective
-from mtl_robust.planning.cost import cell_passes
+from mtl_robust.planning.cost import Work, cell_work
 from tests.attack_stubs import TreeStub, make_batch, stub_tasks
 
 torch.set_num_threads(1)
@@ -105,14 +105,14 @@ def test_bad_eot_samples_fail_before_any_work(value) -> None:
 
 
 def test_the_planner_counts_k_passes_per_step() -> None:
-    pgd = {"method": "pgd", "steps": 10}
-    base = cell_passes(pgd, "dgba", 3)
-    assert cell_passes({**pgd, "eot_samples": 4}, "dgba", 3) == pytest.approx(4 * (base - 1 / 3) + 1 / 3)
+    tasks = ["seg", "normal", "depth"]
+    pgd = {"method": "pgd", "steps": 10, "eps": EPS}
+    assert cell_work(pgd, "dgba", tasks) == Work(forwards=10 + 1, backwards=10)  # + scoring x_adv
+    assert cell_work({**pgd, "eot_samples": 4}, "dgba", tasks) == Work(forwards=40 + 1, backwards=40)
     member = {"method": "apgd", "steps": 10, "direction": "total", "eot_samples": 2}
-    ensemble = {"method": "ensemble", "rules": ["joint"], "members": {"m": member}}
-    assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(
-        20 + 2 / 3
-    )  # + scoring the member and the rule
+    ensemble = {"method": "ensemble", "rules": ["joint"], "eps": EPS, "members": {"m": member}}
+    # 20 gradients, the clean and the member's scores and the rule's evaluation forward
+    assert cell_work(ensemble, "ensemble", tasks) == Work(forwards=20 + 3, backwards=20)
 
 
 def test_a_random_models_cells_do_not_depend_on_their_order(tmp_path) -> None:

@@ -1,12 +1,25 @@
-"""The sweep planner: job expansion like Hydra's basic sweeper, pass counts per cell and per training."""
+"""The sweep planner: job expansion like Hydra's basic sweeper, the work of cells and trainings as the
+attack and direction classes count it, layouts' FLOPs, and the plan's total."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from mtl_robust.planning.cost import cell_passes, direction_factor, training_passes
+from mtl_robust.planning.cost import (
+    Work,
+    cell_work,
+    co_watch_work,
+    defense_work,
+    diagnostics_work,
+    training_work,
+    validation_work,
+)
 from mtl_robust.planning.plan import JobPlan, report
 from mtl_robust.planning.sweep import compose_job, expand_jobs
+from mtl_robust.planning.throughput import Seconds
+
+TASKS = ["seg", "normal", "depth"]
 
 
 def test_a_study_expands_to_its_sweep_and_the_command_line_wins():
@@ -24,57 +37,93 @@ def test_a_comma_list_without_multirun_fails_clearly():
     assert expand_jobs(["sharing=independent"]) == [["sharing=independent"]]
 
 
-def test_cell_passes_count_steps_restarts_tasks_and_members():
-    assert cell_passes({"method": "fgsm"}, "dgba", 3) == pytest.approx(1 + 1 / 3)
-    assert cell_passes({"method": "apgd", "steps": 10, "n_restarts": 2}, "total", 3) == pytest.approx(
-        20 + 1 / 3
+def test_cells_count_steps_restarts_tasks_and_members():
+    eps = {"eps": 8 / 255}
+    assert cell_work({"method": "fgsm", **eps}, "dgba", TASKS) == Work(forwards=2, backwards=1)
+    apgd = {"method": "apgd", "steps": 10, "n_restarts": 2, **eps}
+    assert cell_work(apgd, "total", TASKS) == Work(forwards=21, backwards=20)
+    # MINMAX: a clean forward for its state, then per step one forward and one backward per task
+    assert cell_work({"method": "pgd", "steps": 4, **eps}, "minmax", TASKS) == Work(forwards=6, backwards=12)
+    assert cell_work({"method": "pgd", "steps": 4, **eps}, "single:seg", TASKS) == Work(
+        forwards=5, backwards=4
     )
-    assert direction_factor("minmax", 3) == pytest.approx(7 / 3)  # one forward, three backwards
     ensemble = {
         "method": "ensemble",
-        "rules": ["joint", "task"],
+        "rules": ["joint", "task:seg"],
+        **eps,
         "members": {"a": {"method": "pgd", "steps": 4, "direction": "minmax"}, "b": {"method": "fgsm"}},
     }
-    assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(4 * 7 / 3 + 1 / 3 + 1 + 1 / 3 + 2 / 3)
+    # members (5 + 1 forwards, 12 + 1 backwards), the clean and member scores (3), one forward per rule (2)
+    assert cell_work(ensemble, "ensemble", TASKS) == Work(forwards=11, backwards=13)
 
 
-def test_adversarial_training_costs_its_attack_steps_more():
+def test_every_direction_is_counted_by_its_own_class():
+    """A direction that takes a backward per task says so; the planner needs no list of names."""
+    from mtl_robust.attacks.directions import DIRECTIONS
+
+    for name, cls in DIRECTIONS.items():
+        if name in ("single",):
+            continue
+        try:
+            work = cell_work({"method": "pgd", "steps": 3, "eps": 8 / 255}, name, TASKS)
+        except (ValueError, TypeError):  # a direction that needs an argument or refuses PGD
+            continue
+        assert work.backwards == 3 * (len(TASKS) if cls.backward_per_task else 1), name
+        assert work.forwards == 3 + int(cls.needs_init) + 1, name
+    assert {n for n, c in DIRECTIONS.items() if c.backward_per_task} >= {
+        "minmax",
+        "sign_sum",
+        "dgba_reference",
+    }
+
+
+def test_square_costs_a_forward_per_query_as_the_attack_counts_them():
+    from mtl_robust.attacks.square import Square
+
+    for direction in ("dgba", "minmax"):
+        config = {"method": "square", "queries": 300, "n_restarts": 2, "eps": 8 / 255, "eot_samples": 4}
+        counted = Square(
+            8 / 255, queries=300, n_restarts=2, direction=direction, eot_samples=4
+        ).queries_per_image
+        assert cell_work(config, direction, TASKS) == Work(forwards=counted + 1)
+
+
+def test_adversarial_training_counts_its_attack_and_both_weight_steps():
     clean = compose_job(["experiment=study_directions_smoke", "defense=none"])
     adv = compose_job(["experiment=study_directions_smoke", "defense=adv_train"])
-    assert training_passes(adv) == pytest.approx(training_passes(clean) * 11)  # PGD-10 + the update
-
-
-def test_the_report_sums_jobs():
-    jobs = [
-        JobPlan(["a=1"], False, 4, None, 100.0, 50.0, 0.01),
-        JobPlan(["a=2"], True, 4, 4, 100.0, 0.0, 0.01),
-    ]
-    text = report(jobs, "slurm")
-    assert "2 array tasks: 1 trainings to run (1 cached), 8 cells (4 already in the store)" in text
+    assert defense_work(clean, 3) == Work(train_steps=1)
+    # the paper's recipe: PGD-10 on the batch, then a clean and an adversarial weight step
+    assert defense_work(adv, 3) == Work(forwards=10, backwards=10, train_steps=2)
+    only = compose_job(["experiment=study_directions_smoke", "defense=adv_train_adv_only"])
+    assert defense_work(only, 3).train_steps == 1
+    assert training_work(adv).train_steps == 2 * training_work(clean).train_steps
+    fast = compose_job(["experiment=study_fast_at_smoke", "defense=fgsm_rs"])
+    assert defense_work(fast, 3) == Work(forwards=1, backwards=1, train_steps=1)
 
 
 def test_fixed_costs_of_a_job_are_counted():
-    from mtl_robust.planning.cost import co_watch_passes, diagnostics_passes, validation_passes
-
     cfg = compose_job(["experiment=study_fast_at_smoke", "defense=fgsm_rs"])
     # 32 val images, 4 epochs validated every 4th: the sanity check (2 batches of 32, capped at 32 images),
-    # one validation after epoch 4 and the train job's final one, each a forward (a third of a pass)
-    assert validation_passes(cfg) == pytest.approx((32 + 32 * 2) / 3)
+    # one validation after epoch 4 and the train job's final one
+    assert validation_work(cfg) == Work(forwards=32 + 32 * 2)
     # 4 epochs x 4 batches = 16 steps, a check every 8: 2 checks of 4 images, FGSM + PGD-5 + 3 forwards
-    assert co_watch_passes(cfg) == pytest.approx(2 * 4 * (1 + 5 + 1))
+    assert co_watch_work(cfg) == Work(forwards=6 + 3, backwards=6) * 8
     # diagnostics: one batch of 32 images, 3 steps: 9 x 3 attack steps, a backward per task, 8 forwards
-    assert diagnostics_passes(cfg, 3, 32) == pytest.approx(32 * (27 + 3 + 8 / 3))
+    assert diagnostics_work(cfg, 3, 32) == Work(forwards=30 + 8, backwards=30) * 32
     plain = compose_job(["experiment=smoke"])
-    assert co_watch_passes(plain) == 0 and diagnostics_passes(plain, 3, 32) == 0
+    assert co_watch_work(plain) == Work() and diagnostics_work(plain, 3, 32) == Work()
 
 
-def test_a_single_member_without_a_task_runs_once_per_task():
-    member = {"method": "pgd", "steps": 4}
-    one = {"method": "ensemble", "rules": ["joint"], "members": {"s": {**member, "direction": "single:seg"}}}
-    each = {"method": "ensemble", "rules": ["joint"], "members": {"s": {**member, "direction": "single"}}}
-    assert cell_passes(each, "ensemble", 3) - 1 / 3 == pytest.approx(
-        3 * (cell_passes(one, "ensemble", 3) - 1 / 3)
-    )
+def test_the_report_sums_jobs_as_ranges():
+    jobs = [
+        JobPlan(["a=1"], False, 4, None, Work(), Work(), Seconds(60.0, 120.0, 180.0)),
+        JobPlan(["a=2"], True, 4, 4, Work(), Work(), Seconds(0.0, 0.0, 0.0)),
+    ]
+    text = report(jobs, "slurm", models=["a model"])
+    assert "2 array tasks: 1 trainings to run (1 cached), 8 cells (4 already in the store)" in text
+    # the model work plus the fixed costs: 4.5 s per job and 0.3 s per cell not in the store
+    total = 120 + 2 * 4.5 + 4 * 0.3
+    assert f"about {total / 60:.2g} min" in text and "model: a model" in text
 
 
 def test_help_and_unknown_options_do_not_reach_hydra(capsys: pytest.CaptureFixture) -> None:
@@ -84,29 +133,8 @@ def test_help_and_unknown_options_do_not_reach_hydra(capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out.startswith("usage: python -m mtl_robust.plan")
     with pytest.raises(SystemExit, match="unknown option.*--devcie=cuda"):
         main(["--devcie=cuda", "-m", "experiment=study_directions_smoke"])
-
-
-def test_square_costs_a_forward_per_query_as_the_attack_counts_them():
-    from mtl_robust.attacks.directions import DIRECTIONS
-    from mtl_robust.attacks.square import Square
-    from mtl_robust.planning.cost import CLEAN_STATE_DIRECTIONS
-
-    assert set(CLEAN_STATE_DIRECTIONS) == {n for n, cls in DIRECTIONS.items() if cls.needs_init}
-    for direction in ("dgba", "minmax"):
-        config = {"method": "square", "queries": 300, "n_restarts": 2}
-        counted = Square(8 / 255, queries=300, n_restarts=2, direction=direction).queries_per_image
-        assert cell_passes(config, direction, 3) == pytest.approx((counted + 1) / 3)
-        eot = Square(8 / 255, queries=300, n_restarts=2, direction=direction, eot_samples=4).queries_per_image
-        assert cell_passes({**config, "eot_samples": 4}, direction, 3) == pytest.approx((eot + 1) / 3)
-    square = {"method": "square", "queries": 90}
-    ensemble = {"method": "ensemble", "rules": ["joint"], "members": {"s": square}}
-    assert cell_passes(ensemble, "ensemble", 3) == pytest.approx(90 / 3 + 1 / 3 + 1 / 3)
-
-
-def test_adversarial_training_with_square_costs_its_forwards():
-    clean = compose_job(["experiment=study_directions_smoke", "defense=none"])
-    square = compose_job(
-        ["experiment=study_directions_smoke", "defense=adv_train", "++defense.attack.method=square"]
-        + ["++defense.attack.queries=30", "defense.direction.name=minmax"]
-    )
-    assert training_passes(square) == pytest.approx(training_passes(clean) * (1 + 31 / 3))
+    with pytest.raises(SystemExit, match="--device=k80: give cpu, cuda, a calibration .json or one of h100"):
+        main(["--device=k80", "-m", "experiment=study_directions_smoke"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no GPU to calibrate; name the target GPU"):
+            main(["--device=cuda", "-m", "experiment=study_directions_smoke"])

@@ -20,7 +20,7 @@ from mtl_robust.evaluation.passes import run_pass
 from mtl_robust.evaluation.relative import compare
 from mtl_robust.jobs.attack import batches_factory
 from mtl_robust.lightning.module import defense_name, load_module
-from mtl_robust.planning.cost import cell_passes
+from mtl_robust.planning.cost import cell_work
 from mtl_robust.planning.sweep import compose_job
 
 
@@ -54,8 +54,11 @@ def main() -> None:
                     )
                 for label, attack in attacks.items():
                     method = "apgd" if isinstance(attack, APGD) else "square"
-                    budget = {"method": method, "steps": steps, "queries": getattr(attack, "queries", 0)}
-                    passes = cell_passes(budget, direction, len(tasks))
+                    budget = {"method": method, "eps": eps, "steps": steps}
+                    if method == "square":
+                        budget = {"method": method, "eps": eps, "queries": attack.queries}
+                    work = cell_work(budget, direction, list(tasks))
+                    passes = work.backwards + work.forwards / 3  # a forward ~ a third of a pass
                     adv = run_pass(
                         module.model, tasks, batches(), attack=attack.with_losses(tasks), progress=False
                     )

@@ -167,6 +167,17 @@ class Attack:
         return 1
 
     @property
+    def gradients_per_image(self) -> int:
+        """Objective gradients one call takes per image, restarts and EOT samples included (the planner's
+        count; each costs the direction's `backwards(n_tasks)` backwards after one forward)."""
+        return self.total_steps * int(getattr(self, "n_restarts", 1)) * self.eot_samples
+
+    @property
+    def forwards_per_image(self) -> int:
+        """Forwards without a backward one call takes per image: the clean state a direction reads."""
+        return int(self.direction.needs_init) * self.eot_samples
+
+    @property
     def first_step_size(self) -> float:
         """Size of the first sign step (used by the LP cross-check)."""
         return self.eps

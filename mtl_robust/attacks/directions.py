@@ -64,6 +64,8 @@ class Direction:
 
     name: ClassVar[str] = "direction"
     needs_init: ClassVar[bool] = False
+    # One backward per task after one forward for each gradient (the planner's cost), instead of one.
+    backward_per_task: ClassVar[bool] = False
 
     def tasks_needed(self, all_tasks: Sequence[str]) -> list[str]:
         """Tasks whose losses (and so whose forward branches) the direction needs."""
@@ -255,6 +257,7 @@ class DGBAReference(DGBA):
     """DGBA with the paper code's per-task backward passes (slow reference; same objective as DGBA)."""
 
     name = "dgba_reference"
+    backward_per_task = True
 
     def gradient(self, x: Tensor, losses: Losses, valid: Valid, state: Any) -> Tensor | None:
         return dgba_reference_gradient(x, losses, valid, self.tau)
@@ -271,6 +274,7 @@ class SignSum(Direction):
     """
 
     name = "sign_sum"
+    backward_per_task = True
 
     def objective(self, losses: Losses, valid: Valid, state: Any) -> Tensor:
         return sum(_masked(losses[t], valid[t]) for t in losses)

@@ -75,6 +75,11 @@ class Ensemble:
         self.eps = next(iter(self.members.values())).eps
 
     @property
+    def forwards_per_image(self) -> int:
+        """Forwards of one run besides its members' own: the clean scores and each member's x_adv scored."""
+        return 1 + len(self.members)
+
+    @property
     def names(self) -> list[str]:
         return list(self.members)
 

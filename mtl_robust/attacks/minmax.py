@@ -193,6 +193,7 @@ class MinMax(Direction):
 
     name = "minmax"
     needs_init = True
+    backward_per_task = True
 
     def __init__(self, tau: float = DEFAULT_TAU, *, norm: Norm = LINF) -> None:
         if not tau > 0:

@@ -122,6 +122,14 @@ class Square(Attack):
         """Model forwards per image of one call (what `AttackResult.queries` counts)."""
         return (self.n_restarts * self.queries + int(self.direction.needs_init)) * self.eot_samples
 
+    @property
+    def gradients_per_image(self) -> int:
+        return 0
+
+    @property
+    def forwards_per_image(self) -> int:
+        return self.queries_per_image
+
     def hparams(self) -> dict[str, Any]:
         out = {"eps": self.eps, "queries": self.queries, "p_init": self.p_init, "n_restarts": self.n_restarts}
         return {**out, **{k: v for k, v in super().hparams().items() if k != "eps"}}

@@ -120,6 +120,24 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
     )
 
 
+def checkpoint_info(
+    cfg: DictConfig, ckpt: Path, module: MultiTaskModule, device: torch.device, data: str
+) -> dict[str, Any]:
+    """The identity of a trained checkpoint evaluated by this job, before the precision, BPDA and image
+    set are added: what its row keys start from (the planner counts finished cells with it too)."""
+    info = model_info(ckpt, module, data, cfg.get("split", "val"), cfg.get("study", "default"))
+    info["deterministic"] = evaluation_deterministic(module, device)
+    return info
+
+
+def evaluation_fields(cfg: DictConfig, datamodule: MultiTaskDataModule, split: str) -> dict[str, Any]:
+    """The key fields the job's evaluation settings add to a model's identity: precision, BPDA, image set."""
+    precision = parse_precision(cfg.get("eval", {}).get("precision", DEFAULT_PRECISION))
+    bpda = parse_bpda(cfg.get("model_bpda"))
+    image_set = image_set_id(cfg, datamodule, split)
+    return {"precision": precision, **({"bpda": list(bpda)} if bpda else {}), "data_id": image_set}
+
+
 def training_fields(module: MultiTaskModule) -> dict[str, Any]:
     """`training`: the checkpoint's training cost (and overfitting-watch verdict), for cost-vs-robustness
     reports. Absent for checkpoints written before it was recorded, so their row keys do not change."""
@@ -214,6 +232,16 @@ def build_cells(
     return cells
 
 
+def surrogate_fields(path: Path, module: MultiTaskModule) -> dict[str, Any]:
+    """What a transfer cell's row says (and its key holds) about the surrogate it was crafted on."""
+    info = model_info(path, module, "", "", "")
+    return {
+        "surrogate_id": info["model_id"],
+        "surrogate_layout": info["layout_name"],
+        "surrogate_defense": info["defense"],
+    }
+
+
 def load_surrogates(
     specs: Sequence[AttackSpec],
     target: MultiTaskModule,
@@ -230,13 +258,7 @@ def load_surrogates(
         path = surrogate_path(spec.surrogate, resolve)
         if path not in loaded:
             module = load_surrogate(path, target, device)
-            info = model_info(path, module, "", "", "")
-            fields = {
-                "surrogate_id": info["model_id"],
-                "surrogate_layout": info["layout_name"],
-                "surrogate_defense": info["defense"],
-            }
-            loaded[path] = Surrogate(with_precision(module.model, precision), fields)
+            loaded[path] = Surrogate(with_precision(module.model, precision), surrogate_fields(path, module))
         out[index] = loaded[path]
     return out
 
@@ -272,19 +294,16 @@ def evaluate_checkpoint(
     else:
         module = load_module(ckpt, device).to(device)
         check_tasks_match(module, datamodule)
-        info = model_info(Path(ckpt), module, datamodule.name, split, cfg.get("study", "default"))
-        info["deterministic"] = evaluation_deterministic(module, device)
+        info = checkpoint_info(cfg, Path(ckpt), module, device, datamodule.name)
     eval_cfg = cfg.get("eval", {})
-    info["precision"] = parse_precision(eval_cfg.get("precision", DEFAULT_PRECISION))
+    info |= evaluation_fields(cfg, datamodule, split)
     surrogates = load_surrogates(specs, module, device, info["precision"], resolve_surrogate)
     cells = build_cells(module, specs, surrogates)
     # BPDA (straight-through gradients for named input transforms) changes the attacks, not the clean pass.
     model = with_precision(with_bpda(module.model, bpda), info["precision"])
     if bpda:
-        info["bpda"] = list(bpda)
         check_bpda(model, datamodule.dataset(split)[0][0][None].to(device))
     batch_size = eval_cfg.get("batch_size") or datamodule.eval_batch_size
-    info["data_id"] = image_set_id(cfg, datamodule, split)
     batches = batches_factory(datamodule, split, batch_size, eval_cfg.get("max_batches"))
     progress = bool(eval_cfg.get("progress", True)) and interactive()  # no redrawn bars in log files
     clean_key = config_key({"model_id": info["model_id"], "data_id": info["data_id"], **precision_key(info)})

@@ -46,6 +46,11 @@ def training_key(cfg: DictConfig) -> str:
     return config_key({**training_parts(cfg), "runtime": runtime_info(cfg)})
 
 
+def checkpoint_path(cfg: DictConfig) -> Path:
+    """Where the cached checkpoint of this training config is (or will be) kept."""
+    return Path(cfg.paths.log_dir) / "checkpoints" / f"{training_key(cfg)}.ckpt"
+
+
 def trained_checkpoint(cfg: DictConfig) -> Path:
     """The cached checkpoint of this training config, training it first when there is none.
 
@@ -53,7 +58,7 @@ def trained_checkpoint(cfg: DictConfig) -> Path:
     the same config twice: the second waits and reuses. The cached copy is written atomically, and one that
     does not load is set aside with a warning and retrained.
     """
-    cached = Path(cfg.paths.log_dir) / "checkpoints" / f"{training_key(cfg)}.ckpt"
+    cached = checkpoint_path(cfg)
     if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker: rank zero holds the claim and copies
         return _train_into(cfg, cached)
     with claimed(cached.with_name(cached.name + ".claim"), what=f"the training of {cached.name}"):
@@ -127,29 +132,35 @@ def surrogate_checkpoints(cfg: DictConfig) -> Callable[[SurrogateSpec], Path]:
     study's surrogates are the models it (or another study) trains as targets."""
 
     def resolve(spec: SurrogateSpec) -> Path:
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-
-        chosen = {key for key, _ in spec.overrides}
-
-        def replaced(override: str) -> bool:  # a chosen group replaces the job's settings inside it too
-            key = override.split("=", 1)[0].lstrip("+~")
-            return any(key == c or key.startswith(f"{c}.") for c in chosen)
-
-        kept = [o for o in job_overrides() if not replaced(o)]
-        overrides = [*kept, *spec.override_list()]
-        if GlobalHydra.instance().is_initialized():  # inside the job's Hydra app: its search path too
-            surrogate = compose("pipeline", overrides=overrides)
-        else:
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                surrogate = compose("pipeline", overrides=overrides)
-        paths = OmegaConf.to_container(cfg.paths, resolve=True)
-        paths["output_dir"] = str(Path(paths["output_dir"]) / "surrogates" / training_key(surrogate))
-        with open_dict(surrogate):  # the job's folders (the cache among them), not the defaults
-            surrogate.paths = paths
-        return trained_checkpoint(surrogate)
+        return trained_checkpoint(surrogate_config(cfg, spec, job_overrides()))
 
     return resolve
+
+
+def surrogate_config(cfg: DictConfig, spec: SurrogateSpec, overrides: Sequence[str]) -> DictConfig:
+    """The training config of a surrogate given as training choices: the job's `overrides` with the
+    surrogate's choices in place of the job's own, in the job's folders (so its cache)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    chosen = {key for key, _ in spec.overrides}
+
+    def replaced(override: str) -> bool:  # a chosen group replaces the job's settings inside it too
+        key = override.split("=", 1)[0].lstrip("+~")
+        return any(key == c or key.startswith(f"{c}.") for c in chosen)
+
+    kept = [o for o in overrides if not replaced(o)]
+    overrides = [*kept, *spec.override_list()]
+    if GlobalHydra.instance().is_initialized():  # inside the job's Hydra app: its search path too
+        surrogate = compose("pipeline", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            surrogate = compose("pipeline", overrides=overrides)
+    paths = OmegaConf.to_container(cfg.paths, resolve=True)
+    paths["output_dir"] = str(Path(paths["output_dir"]) / "surrogates" / training_key(surrogate))
+    with open_dict(surrogate):  # the job's folders (the cache among them), not the defaults
+        surrogate.paths = paths
+    return surrogate
 
 
 def format_clean(clean: PassResult, tasks: dict[str, Any]) -> str:

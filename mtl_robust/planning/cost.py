@@ -1,78 +1,67 @@
-"""Forward+backward passes per image: of an attack cell and of a training. The unit is one forward and one
-input- or weight-gradient backward of the model on one image; estimates, not measurements."""
+"""What a sweep's jobs compute, per image, counted in model forwards, input-gradient backwards and training
+steps. The attacks and directions say what one call costs (`Attack.gradients_per_image`,
+`forwards_per_image`, `Direction.backward_per_task`), so a new method or direction is counted by
+construction; this module only adds what the jobs wrap around them (scoring forwards, validation, probes).
+Seconds come from `planning.throughput`."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Multi-backward directions: one backward per task after one forward. A backward costs about twice a
-# forward, so T backwards after one forward cost (1 + 2T) / 3 passes.
-PER_TASK_BACKWARD = ("minmax", "dgba_reference")
-# Directions that read a state from one clean forward before the attack (`Direction.needs_init`).
-CLEAN_STATE_DIRECTIONS = ("minmax", "static_relative")
-# An evaluation forward (metrics of x_adv), in passes.
-FORWARD = 1 / 3
+from mtl_robust.attacks.base import Attack
+from mtl_robust.attacks.config import attack_spec
+
 # Images per split of data sets whose size the config does not state (the standard splits).
 KNOWN_SPLIT_SIZES = {"nyuv2": {"train": 795, "val": 654, "test": 654}}
 
 
-def direction_factor(direction: str, n_tasks: int) -> float:
-    name = str(direction).split(":")[0]
-    return (1 + 2 * n_tasks) / 3 if name in PER_TASK_BACKWARD else 1.0
+@dataclass(frozen=True)
+class Work:
+    """Per-image model work: forwards, backwards to the input after a forward, and training steps (one
+    forward and one backward to the weights, with the optimiser's update)."""
 
+    forwards: float = 0.0
+    backwards: float = 0.0
+    train_steps: float = 0.0
 
-def attack_steps(attack: Mapping[str, Any]) -> int:
-    """Gradient steps of one run of a method (restarts included), each EOT sample counted (`eot_samples`
-    forward+backward passes per step)."""
-    eot = int(attack.get("eot_samples", 1) or 1)
-    method = attack.get("method")
-    if method == "fgsm":
-        return eot
-    steps = int(attack.get("steps", 10))
-    return steps * int(attack.get("n_restarts", 1) or 1) * eot
-
-
-def cell_passes(attack: Mapping[str, Any], direction: str, n_tasks: int) -> float:
-    """Passes per image of one cell: every step of the attack (and of each ensemble member), plus the
-    forwards that score the result."""
-    if attack.get("method") == "ensemble":
-        members = attack.get("members") or {}
-        inner = sum(
-            cell_passes(m, str(m.get("direction", "total")), n_tasks) * _copies(m, n_tasks)
-            for m in members.values()
+    def __add__(self, other: Work) -> Work:
+        return Work(
+            self.forwards + other.forwards,
+            self.backwards + other.backwards,
+            self.train_steps + other.train_steps,
         )
-        return inner + FORWARD * len(attack.get("rules") or [])
-    if attack.get("method") == "square":
-        return FORWARD * square_queries(attack, direction) + FORWARD
-    return attack_steps(attack) * direction_factor(direction, n_tasks) + FORWARD
+
+    def __mul__(self, factor: float) -> Work:
+        return Work(self.forwards * factor, self.backwards * factor, self.train_steps * factor)
+
+    __rmul__ = __mul__
 
 
-def square_queries(attack: Mapping[str, Any], direction: str) -> int:
-    """Forwards per image of one Square run: its queries per restart, plus the clean forward of a direction
-    that reads its state there, each `eot_samples` times (as `Square.queries_per_image` counts them)."""
-    restarts = int(attack.get("n_restarts", 1) or 1)
-    reads_clean = str(direction).split(":")[0] in CLEAN_STATE_DIRECTIONS
-    eot = int(attack.get("eot_samples", 1) or 1)
-    return (restarts * int(attack.get("queries", 5000)) + int(reads_clean)) * eot
+FORWARD = Work(forwards=1)
 
 
-def _copies(member: Mapping[str, Any], n_tasks: int) -> int:
-    """An ensemble member whose direction is SINGLE without a task runs once per task."""
-    direction = member.get("direction", "total")
-    if isinstance(direction, Mapping):
-        name, task = direction.get("name"), direction.get("task")
-    else:
-        name, _, task = str(direction).partition(":")
-    return n_tasks if name == "single" and not task else 1
+def attack_work(attack: Attack, n_tasks: int) -> Work:
+    """One call of the attack on an image: each gradient a forward and the direction's backwards, plus the
+    forwards it takes without a backward (queries, a clean state)."""
+    gradients = attack.gradients_per_image
+    backwards = n_tasks if attack.direction.backward_per_task else 1
+    return Work(forwards=gradients + attack.forwards_per_image, backwards=gradients * backwards)
 
 
-def training_steps(cfg: DictConfig) -> int:
-    """Optimiser-loop iterations of the training (each carries the loop's fixed cost)."""
-    return _epochs_and_steps(cfg)[1]
+def cell_work(attack: Mapping[str, Any], direction: Any, tasks: Sequence[str]) -> Work:
+    """One cell on one image: the attack (an ensemble: every member, its scoring forwards and one
+    evaluation forward per rule), then the forward that scores x_adv."""
+    spec = attack_spec(attack, direction)
+    if spec.is_ensemble:
+        ensemble = spec.build(list(tasks))
+        members = sum((attack_work(m, len(tasks)) for m in ensemble.members.values()), Work())
+        return members + FORWARD * (ensemble.forwards_per_image + len(ensemble.rules))
+    return attack_work(spec.build(), len(tasks)) + FORWARD
 
 
 def split_size(cfg: DictConfig, split: str) -> int:
@@ -87,64 +76,73 @@ def split_size(cfg: DictConfig, split: str) -> int:
     return known[split]
 
 
-def training_passes(cfg: DictConfig) -> float:
-    """Passes per training image over the whole training: epochs (or max_steps) times the passes of one
-    training step (1 clean; a defense adds its attack's steps on the batch)."""
-    per_step = 1.0
-    defense = OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else {}
-    if defense and defense.get("name") not in (None, "none"):
-        attack = defense.get("attack") or {}
-        if attack.get("method") == "square":  # forwards only, no gradient steps
-            direction = defense.get("direction") or "total"
-            name = direction.get("name") if isinstance(direction, Mapping) else direction
-            per_step += FORWARD * square_queries(attack, str(name))
-        else:
-            per_step += attack_steps(attack) if attack else 1
+def epochs_and_steps(cfg: DictConfig) -> tuple[float, int]:
+    """(epochs, optimiser-loop iterations) of the training."""
     n_train = split_size(cfg, "train")
-    batch = int(cfg.data.batch_size)
-    max_steps = int(cfg.train.get("max_steps", -1) or -1)
-    steps = max_steps if max_steps > 0 else int(cfg.train.max_epochs) * math.ceil(n_train / batch)
-    return steps * batch * per_step
-
-
-def _epochs_and_steps(cfg: DictConfig) -> tuple[float, int]:
-    n_train = split_size(cfg, "train")
-    batch = int(cfg.data.batch_size)
-    per_epoch = math.ceil(n_train / batch)
+    per_epoch = math.ceil(n_train / int(cfg.data.batch_size))
     max_steps = int(cfg.train.get("max_steps", -1) or -1)
     if max_steps > 0:
         return max_steps / per_epoch, max_steps
     return float(cfg.train.max_epochs), int(cfg.train.max_epochs) * per_epoch
 
 
-def validation_passes(cfg: DictConfig) -> float:
-    """Passes (in images x passes) of the validation forwards around a training: the sanity check, every
-    `check_val_every_n_epoch`-th epoch and the final validation the train job prints."""
+def defense_work(cfg: DictConfig, n_tasks: int) -> Work:
+    """One training iteration on one image: the training steps it takes and the attack that crafts its
+    adversarial batch. The paper's recipe (`clean_then_adv`) and `mixed` take a clean and an adversarial
+    step; the fast methods one attack gradient (GradAlign a double backward more); Free AT's input gradient
+    comes with its weight step."""
+    defense = OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else {}
+    name = (defense or {}).get("name")
+    if name in (None, "none"):
+        return Work(train_steps=1)
+    if defense.get("attack"):
+        crafted = attack_work(
+            attack_spec(defense["attack"], defense.get("direction") or "total").build(), n_tasks
+        )
+        steps = 1 if defense.get("mode", "clean_then_adv") == "adv_only" else 2
+        return crafted + Work(train_steps=steps)
+    if name == "free_at":
+        return Work(train_steps=1)
+    step = Work(forwards=1, backwards=1, train_steps=1)
+    if float(defense.get("grad_align") or 0.0) > 0:  # two input gradients with their graph, differentiated
+        step = step + Work(forwards=1, backwards=3)
+    return step
+
+
+def training_work(cfg: DictConfig) -> Work:
+    """The whole training, in image-units of work: iterations x batch x one iteration's work."""
+    _, steps = epochs_and_steps(cfg)
+    return defense_work(cfg, len(cfg.data.tasks)) * (steps * int(cfg.data.batch_size))
+
+
+def validation_work(cfg: DictConfig) -> Work:
+    """The validation forwards around a training: the sanity check, every `check_val_every_n_epoch`-th
+    epoch and the final validation the train job prints."""
     n_val = split_size(cfg, "val")
     batch = int(cfg.data.get("eval_batch_size") or cfg.data.batch_size)
-    epochs, _ = _epochs_and_steps(cfg)
+    epochs, _ = epochs_and_steps(cfg)
     every = int((cfg.get("trainer") or {}).get("check_val_every_n_epoch") or 1)
     sanity = min(n_val, int((cfg.get("trainer") or {}).get("num_sanity_val_steps", 2) or 0) * batch)
     return FORWARD * (sanity + n_val * (math.floor(epochs / every) + 1))
 
 
-def co_watch_passes(cfg: DictConfig) -> float:
+def co_watch_work(cfg: DictConfig) -> Work:
     """The catastrophic-overfitting watch's FGSM and PGD probes on its fixed batch during training."""
     watch = ((cfg.get("callbacks") or {}).get("co_watch")) or {}
     if not watch or not watch.get("enabled", True) or not watch.get("every_n_steps"):
-        return 0.0
-    _, steps = _epochs_and_steps(cfg)
+        return Work()
+    _, steps = epochs_and_steps(cfg)
     checks = max(1, steps // int(watch.every_n_steps))
-    per_image = 1 + int(watch.get("pgd_steps", 10)) + 3 * FORWARD  # FGSM, PGD, clean and both scored
-    return checks * int(watch.get("num_images", 16)) * per_image
+    gradients = 1 + int(watch.get("pgd_steps", 10))  # FGSM, PGD; clean and both scored
+    return Work(forwards=gradients + 3, backwards=gradients) * (checks * int(watch.get("num_images", 16)))
 
 
-def diagnostics_passes(cfg: DictConfig, n_tasks: int, eval_batch: int) -> float:
+def diagnostics_work(cfg: DictConfig, n_tasks: int, eval_batch: int) -> Work:
     """The gradient-masking checks on `max_batches` batches: PGD at eps and 2 eps, APGD at eps, with 4x
     the steps, at eps = 1 and its best-iterate re-check (9x the steps), a backward per task, noise, scores."""
     diag = cfg.get("diagnostics") or {}
     if not diag.get("enabled", False):
-        return 0.0
+        return Work()
     images = int(diag.get("max_batches", 1) or 1) * eval_batch
-    steps = int(diag.get("steps", 10))
-    return images * (9 * steps + n_tasks + 8 * FORWARD)
+    gradients = 9 * int(diag.get("steps", 10)) + n_tasks
+    return Work(forwards=gradients + 8, backwards=gradients) * images

@@ -43,7 +43,8 @@ def expand_jobs(args: Sequence[str], config_name: str = "pipeline") -> list[list
     ]
     base = compose_job(first, config_name)
     given = {o.key_or_group for o in parsed}
-    params = OmegaConf.to_container(base.hydra.sweeper.get("params") or {}, resolve=False)
+    given_params = base.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(given_params, resolve=False) if given_params else {}
     from_config = [f"{k}={v}" for k, v in params.items() if k not in given]
     combined = parser.parse_overrides([*from_config, *overrides])
     return [list(job) for batch in BasicSweeper.split_arguments(combined, None) for job in batch]

@@ -34,6 +34,13 @@ def flag_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     undertrained = [f.split(":", 1)[1] for f in flags if f.startswith(f"{UNDERTRAINED}:")]
     others = [f for f in flags if not f.startswith(f"{UNDERTRAINED}:")]
     lines = []
+    tasks = {t for row in rows for t in (row.get("results") or {}).get("trivial_baseline") or {}}
+    if tasks and tasks <= set(undertrained):
+        lines.append(
+            f"{FLAG_MARK} a pipeline check only, no conclusions: the model learned (almost) nothing on any "
+            "task (experiment=smoke trains for seconds; the default pipeline, without experiment=smoke, "
+            "trains a model worth attacking)"
+        )
     if undertrained:
         lines.append(
             f"{FLAG_MARK} undertrained on {', '.join(undertrained)}: the model is not clearly better than a "

@@ -123,3 +123,22 @@ def test_one_eps_gives_no_curve(tmp_path: Path) -> None:
     curves, notes = eps_curves(records)
     assert [c.layout_name for c in curves] == ["two"]
     assert any("one ε only" in n for n in notes), notes
+
+
+def test_a_garbage_line_is_warned_about_once_per_event(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from mtl_robust.evaluation.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results.jsonl")
+    store.append("good", {"eps": 1}, {"rel_avg": -0.1})
+    with store.path.open("ab") as fh:
+        fh.write(b"garbage\n")
+    with caplog.at_level(logging.WARNING, logger="mtl_robust.evaluation.store"):
+        store.latest()
+        store.rows()  # the same job reads its store again: the same event
+        assert len(caplog.records) == 1
+        with store.path.open("ab") as fh:
+            fh.write(b"more garbage\n")
+        store.latest()  # a new unreadable line is news
+    assert len(caplog.records) == 2 and "skipped 2 unreadable lines" in caplog.records[1].getMessage()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,8 +138,7 @@ def other_images(module: MultiTaskModule, cfg: DictConfig, split: str) -> str | 
 def warn_if_other_images(module: MultiTaskModule, cfg: DictConfig, split: str) -> None:
     message = other_images(module, cfg, split)
     if message:
-        log.warning(message)
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        log.warning(message)  # on the console and in the job's log file: once
 
 
 def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study: str) -> dict[str, Any]:

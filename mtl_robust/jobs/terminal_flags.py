@@ -38,8 +38,8 @@ def flag_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if tasks and tasks <= set(undertrained):
         lines.append(
             f"{FLAG_MARK} a pipeline check only, no conclusions: the model learned (almost) nothing on any "
-            "task (experiment=smoke trains for seconds; the default pipeline, without experiment=smoke, "
-            "trains a model worth attacking)"
+            "task (as experiment=smoke, which trains for seconds; the default pipeline, without it, trains a "
+            "model worth attacking)"
         )
     if undertrained:
         lines.append(

@@ -7,6 +7,7 @@ target that a later run would mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -23,18 +24,62 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         ...     torch.save(state, tmp)
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+    with write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        with write_errors(target):
+            yield tmp
+            with tmp.open("rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
         _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class WriteError(OSError):
+    """A file could not be written: one line naming the file and why (disk full, read-only folder, ...)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+@contextlib.contextmanager
+def write_errors(target: Path) -> Iterator[None]:
+    """Turn a failed write into a `WriteError` naming `target`: torch's writer reports a full disk as
+    `RuntimeError: [enforce fail at inline_container.cc:...] ... file write failed`, without a path."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as err:
+        reason = _REASONS.get(err.errno or 0, err.strerror or str(err))
+        raise WriteError(err.errno, f"cannot write {target}: {reason}") from err
+    except RuntimeError as err:
+        if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
+            raise
+        free = _free_bytes(target.parent)
+        reason = "no space left on device" if free is not None and free < 1 << 20 else "the write failed"
+        raise WriteError(errno.EIO, f"cannot write {target}: {reason} ({str(err).splitlines()[0]})") from err
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:

@@ -10,6 +10,7 @@ from tests.wandb_records import offline_runs
 
 def test_pipeline_runs_are_one_per_job_and_per_cell(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))  # where runs go when it is set
     proc = run_entry_point(
         "mtl_robust.pipeline",
         [
@@ -24,7 +25,7 @@ def test_pipeline_runs_are_one_per_job_and_per_cell(tmp_path: Path, monkeypatch)
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = offline_runs(tmp_path / "logs")
+    runs = offline_runs(tmp_path / "wandb")
     train = [r for r in runs if r.job_type == "train"]
     attack = [r for r in runs if r.job_type == "attack"]
     assert len(runs) == 3 and len(train) == 1 and len(attack) == 2

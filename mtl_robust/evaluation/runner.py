@@ -96,16 +96,17 @@ def save_example(
     """A few images of the first batch, clean and adversarial, with both predictions (report grids)."""
     if adv.example is None or count <= 0:
         return None
-    x = adv.example["x"][:count]
-    x_adv = adv.example["x_eval"][:count]
+    # Cloned: torch.save writes a slice's whole storage, i.e. the whole batch's, not just `count` images.
+    x = adv.example["x"][:count].clone()
+    x_adv = adv.example["x_eval"][:count].clone()
     with eval_mode(model), torch.no_grad():
-        preds_clean = {t: p.cpu() for t, p in model(x.to(device)).items()}
+        preds_clean = {t: p.cpu().clone() for t, p in model(x.to(device)).items()}
     payload = {
         "x": x,
         "x_adv": x_adv,
         "preds_clean": preds_clean,
-        "preds_adv": {t: p[:count] for t, p in adv.example["preds"].items()},
-        "targets": {t: v[:count] for t, v in adv.example["targets"].items()},
+        "preds_adv": {t: p[:count].clone() for t, p in adv.example["preds"].items()},
+        "targets": {t: v[:count].clone() for t, v in adv.example["targets"].items()},
     }
     with atomic_path(path) as tmp:  # a killed job leaves no half-written example for the report
         torch.save(payload, tmp)

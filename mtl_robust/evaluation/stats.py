@@ -48,6 +48,10 @@ class SeedCell:
     excluded: frozenset[str] = frozenset()  # "task/metric" left out of the measure (near-zero clean value)
 
 
+# Differences are printed in percentage points with two decimals: half the last digit, as a fraction.
+RESOLUTION = 0.005 / 100
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Mean over seeds of the measure (fraction, not percent), its spread and its interval."""
@@ -65,8 +69,15 @@ class Estimate:
 
     @property
     def significant(self) -> bool:
-        """The interval excludes 0 (for a difference: a real win or loss, not noise)."""
-        return self.low > 0 or self.high < 0
+        """The interval excludes 0 (for a difference: a real win or loss, not noise), by more than the
+        reports' resolution."""
+        return (self.low > 0 or self.high < 0) and not self.negligible
+
+    @property
+    def negligible(self) -> bool:
+        """The whole interval rounds to 0.00 percentage points, as the reports print it: no evidence of a
+        difference however small its p-value (e.g. a model that barely responds to either attack)."""
+        return max(abs(self.low), abs(self.high)) < RESOLUTION
 
 
 # -------------------------------------------------------------------------------------------- batched metrics

@@ -47,6 +47,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# (store, unreadable lines, first one) already warned about in this process
+_WARNED: set[tuple[str, int, int]] = set()
+
+
 class ResultsStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -68,7 +72,9 @@ class ResultsStore:
                     first_bad = first_bad or number
                     continue
                 yield row
-        if bad:
+        event = (str(self.path.resolve()), bad, first_bad)
+        if bad and event not in _WARNED:  # a job reads its store several times: one warning per event
+            _WARNED.add(event)
             log.warning(
                 "results store %s: skipped %d unreadable line%s (first: line %d); they count as not done",
                 self.path,

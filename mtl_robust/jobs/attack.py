@@ -38,6 +38,7 @@ from mtl_robust.jobs.surrogate import (
     load_surrogate,
     surrogate_path,
 )
+from mtl_robust.jobs.terminal_flags import flag_lines
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
 from mtl_robust.lightning.user_model import (
@@ -90,6 +91,55 @@ def check_tasks_match(module: MultiTaskModule, datamodule: MultiTaskDataModule) 
                 f"task {name!r}: the checkpoint predicts {module.tasks[name].out_channels} channels but "
                 f"data={datamodule.name} needs {task.out_channels} (another data set or class count?)"
             )
+
+
+def check_sizes_and_seed(cfg: DictConfig) -> None:
+    """Refuse, before any model work, sizes and seeds that would silently mean something else: a zero batch
+    size or batch limit is not "the default" or "all" (leave them out, or null, for that), a seed is >= 0."""
+    eval_cfg = cfg.get("eval") or {}
+    for key in ("batch_size", "max_batches"):
+        value = eval_cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            meaning = "the data's eval batch size" if key == "batch_size" else "every batch"
+            raise ValueError(f"eval.{key} must be a positive int (or null: {meaning}), got {value!r}")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+
+def other_images(module: MultiTaskModule, cfg: DictConfig, split: str) -> str | None:
+    """How the evaluated images differ from those the checkpoint was trained on (None: alike, or unknown for
+    checkpoints that did not record them), with the overrides that match them."""
+    trained = (module.hparams.get("meta") or {}).get("images") or {}
+    if not trained:
+        return None
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    dataset, splits = data.get("dataset") or {}, data.get("splits") or {}
+    differences, overrides = [], []
+    size = (trained.get("height"), trained.get("width"))
+    now = (dataset.get("height"), dataset.get("width"))
+    if None not in size and size != now:
+        differences.append(f"{now[0]}x{now[1]} images instead of {size[0]}x{size[1]}")
+        overrides.append(f"data.dataset.height={size[0]} data.dataset.width={size[1]}")
+    count = (trained.get("num_images") or {}).get(split)
+    count_now = (splits.get(split) or {}).get("num_images")
+    if count is not None and count_now is not None and count != count_now:
+        differences.append(f"{count_now} {split} images instead of {count}")
+        overrides.append(f"data.splits.{split}.num_images={count}")
+    if not differences:
+        return None
+    experiment = trained.get("experiment")
+    match = f"experiment={experiment} (or {' '.join(overrides)})" if experiment else " ".join(overrides)
+    return (
+        f"the checkpoint was trained on other images than this evaluation uses: {'; '.join(differences)}; "
+        f"add {match} to evaluate on the images it was trained for"
+    )
+
+
+def warn_if_other_images(module: MultiTaskModule, cfg: DictConfig, split: str) -> None:
+    message = other_images(module, cfg, split)
+    if message:
+        log.warning(message)  # on the console and in the job's log file: once
 
 
 def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study: str) -> dict[str, Any]:
@@ -275,6 +325,7 @@ def evaluate_checkpoint(
     surrogates are loaded and checked before the clean pass; `resolve_surrogate` turns a surrogate given as
     training choices into its checkpoint (the pipeline's cache)."""
     configure_threads(cfg.get("num_threads"))
+    check_sizes_and_seed(cfg)
     specs = [attack_spec(attack_cfg, direction_cfg) for attack_cfg, direction_cfg in attacks]
     for spec in specs:
         spec.build()
@@ -294,6 +345,7 @@ def evaluate_checkpoint(
     else:
         module = load_module(ckpt, device).to(device)
         check_tasks_match(module, datamodule)
+        warn_if_other_images(module, cfg, split)
         info = checkpoint_info(cfg, Path(ckpt), module, device, datamodule.name)
     eval_cfg = cfg.get("eval", {})
     info |= evaluation_fields(cfg, datamodule, split)
@@ -386,6 +438,8 @@ def attack_job(cfg: DictConfig) -> float:
     else:
         print(f"\nmodel: {type(module.model.model).__name__}   (relative change in %, negative = worse)")
     print(format_rows(rows, module.model.tasks))
+    for line in flag_lines(rows):
+        print(line)
     print(f"results: {cfg.store}")
     result = rows[0].get("results", {}).get("rel_avg")
     value = float(result) if result is not None else float("nan")

@@ -110,6 +110,15 @@ def sweep_verdict(folder: Path) -> tuple[str, bool]:
     return f"multirun: {'; '.join(parts)}; first: {' | '.join(first[:2])}; markers in {folder}", True
 
 
+def fail_sweep(message: str, exit_status: int = 1) -> None:
+    """Something the launching process did after the jobs (e.g. the study's report) failed: one line on
+    stderr, and the entry point exits non-zero (Hydra turns a callback's exception into a mere warning)."""
+    global _sweep_exit_status
+    first = next((line for line in message.splitlines() if line.strip()), message)
+    print(f"error: {first}", file=sys.stderr, flush=True)
+    _sweep_exit_status = _sweep_exit_status or exit_status
+
+
 class JobFailureSummary(Callback):
     """After a multirun: one summary line, and a non-zero exit status when jobs or cells failed."""
 
@@ -125,7 +134,13 @@ class JobFailureSummary(Callback):
 
 
 def exit_with_sweep_status(hydra_main: Callable[[], Any]) -> None:
-    """Run a `@hydra.main` function; exit non-zero when the multirun it ran had failed jobs."""
+    """Run a `@hydra.main` function; exit non-zero when the multirun it ran had failed jobs. A launcher whose
+    plugin is not installed is refused first, in one line."""
+    from mtl_robust.jobs.launchers import missing_launcher_message
+
+    message = missing_launcher_message(sys.argv[1:])
+    if message:
+        raise SystemExit(message)
     hydra_main()
     if _sweep_exit_status:
         sys.exit(_sweep_exit_status)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from mtl_robust.evaluation.progress import format_seconds
 from mtl_robust.files import atomic_write_text
-from mtl_robust.jobs.failures import MARKER_DIR
+from mtl_robust.jobs.failures import MARKER_DIR, fail_sweep, full_error_requested
 from mtl_robust.jobs.report_wandb import is_wandb, log_report
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,19 @@ class ReportOnMultirunEnd(Callback):
         from mtl_robust.jobs.report import main as report_main
 
         log.info("writing the study report from %s to %s", self.store, self.out)
-        report_main(["--store", self.store, "--out", self.out, *self.extra_args])
-        if is_wandb(config.get("logger")):
-            logged = log_report(config.logger, str(config.get("study", "default")), Path(self.out))
-            log.info("report logged to wandb: %s", logged)
+        step = "writing the study report"
+        try:
+            report_main(["--store", self.store, "--out", self.out, *self.extra_args])
+            if is_wandb(config.get("logger")):
+                step = "logging the study report to wandb"
+                logged = log_report(config.logger, str(config.get("study", "default")), Path(self.out))
+                log.info("report logged to wandb: %s", logged)
+        except SystemExit as err:  # the report command's own one-line error
+            fail_sweep(f"{step} ({self.out}): {str(err.code).removeprefix('error: ')}")
+        except Exception as err:
+            if full_error_requested():
+                raise
+            fail_sweep(f"{step} ({self.out}): {type(err).__name__}: {err}")
 
 
 SWEEP_FILE = "sweep"  # in the marker folder: "<number of jobs> <start time (epoch seconds)>"

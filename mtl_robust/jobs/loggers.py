@@ -3,6 +3,7 @@ studies sweep (layout, defense, method, direction, eps)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,8 +11,25 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from mtl_robust.values.budget import format_pixels, to_pixels
+
+# Relative changes are fractions in the results store (-0.12); what a person reads, the terminal tables, the
+# reports and the wandb dashboard, shows them in percent (-12.0).
+PERCENT = 100.0
+
+
+class WandbRunLogger(WandbLogger):
+    """Lightning's wandb logger as the jobs use it: `WANDB_DIR`, when set, is where runs are written (wandb's
+    own convention; the config's `save_dir`, the job's folder, otherwise), and no deprecated settings are
+    passed to wandb (Lightning always sends `anonymous`, which wandb warns about on every run)."""
+
+    def __init__(self, *args: Any, save_dir: str | None = None, **kwargs: Any) -> None:
+        save_dir = os.environ.get("WANDB_DIR") or save_dir
+        super().__init__(*args, save_dir=save_dir or ".", **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 def build_logger(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> Any:
@@ -21,7 +39,22 @@ def build_logger(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> A
     if "Wandb" not in cfg._target_ or run_cfg is None:
         return instantiate(cfg)
     finish_wandb_run()  # never log into a run left open by earlier work in this process
-    return instantiate(cfg, job_type="train", tags=[*cfg.get("tags", []), *training_tags(run_cfg)])
+    return instantiate(
+        cfg,
+        job_type="train",
+        name=cfg.get("name") or training_run_name(run_cfg),
+        tags=[*cfg.get("tags", []), *training_tags(run_cfg)],
+    )
+
+
+def training_run_name(cfg: DictConfig) -> str:
+    """A training run's name on the dashboard, like an attack run's: `<layout>-<defense>-train[-seed<n>]`."""
+    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else {}
+    layout = model.get("layout")
+    layout = layout if isinstance(layout, str | int) else "explicit"
+    defense = (cfg.get("defense") or {}).get("name", "none")
+    seed = cfg.get("seed")
+    return f"{layout}-{defense}-train" + (f"-seed{seed}" if seed else "")
 
 
 def training_tags(cfg: DictConfig) -> list[str]:
@@ -74,7 +107,9 @@ def log_rows(logger_cfg: DictConfig | None, rows: Sequence[Mapping[str, Any]], s
             logger.log_metrics(metrics, step=0)
         if is_wandb:
             run = logger.experiment
-            run.summary.update({**metrics, "status": row.get("status"), "error": row.get("error", "")})
+            run.summary.update(
+                {**metrics, "rel_unit": "percent", "status": row.get("status"), "error": row.get("error", "")}
+            )
             if row.get("status") == "ok":
                 columns, data = per_task_table(row)
                 logger.log_table(key="per_task", columns=columns, data=data)
@@ -111,8 +146,9 @@ def per_task_table(row: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     data = []
     for task, metrics in res["clean"].items():
         for name, clean in metrics.items():
-            data.append([task, name, clean, res["adv"][task][name], res["rel"][task][name]])
-    return ["task", "metric", "clean", "adversarial", "relative change"], data
+            rel = res["rel"][task][name]
+            data.append([task, name, clean, res["adv"][task][name], None if rel is None else rel * PERCENT])
+    return ["task", "metric", "clean", "adversarial", "relative change (%)"], data
 
 
 def example_image(row: Mapping[str, Any]) -> Path | None:
@@ -139,18 +175,20 @@ def example_image(row: Mapping[str, Any]) -> Path | None:
 
 
 def flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
-    """`clean/<task>/<metric>`, `adv/<task>/<metric>`, `rel/<task>/<metric>`, `rel/<task>/mean`, `rel/avg`."""
+    """`clean/<task>/<metric>`, `adv/<task>/<metric>`, `rel/<task>/<metric>`, `rel/<task>/mean`, `rel/avg`;
+    the relative changes (`rel/...`) in percent, as the terminal and the reports show them."""
     res = row.get("results", {})
     out: dict[str, float] = {}
     for part in ("clean", "adv", "rel"):
+        scale = PERCENT if part == "rel" else 1.0
         for task, metrics in (res.get(part) or {}).items():
             for name, value in metrics.items():
                 if value is not None:
-                    out[f"{part}/{task}/{name}"] = float(value)
+                    out[f"{part}/{task}/{name}"] = float(value) * scale
     for task, value in (res.get("rel_task") or {}).items():
         if value is not None:
-            out[f"rel/{task}/mean"] = float(value)
+            out[f"rel/{task}/mean"] = float(value) * PERCENT
     for key in ("rel_avg", "rel_loss_avg"):
         if res.get(key) is not None:
-            out[key.replace("_avg", "/avg")] = float(res[key])
+            out[key.replace("_avg", "/avg")] = float(res[key]) * PERCENT
     return out

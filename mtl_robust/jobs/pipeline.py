@@ -22,11 +22,12 @@ from mtl_robust.evaluation.relative import RelativeChange
 from mtl_robust.evaluation.runner import format_rows
 from mtl_robust.evaluation.store import config_key
 from mtl_robust.files import atomic_copy
-from mtl_robust.jobs.attack import evaluate_checkpoint
+from mtl_robust.jobs.attack import check_sizes_and_seed, evaluate_checkpoint
 from mtl_robust.jobs.failures import check_cells, exit_with_sweep_status
 from mtl_robust.jobs.loggers import log_rows
 from mtl_robust.jobs.recipe import training_parts
 from mtl_robust.jobs.runner import job_overrides, run_job, runtime_info
+from mtl_robust.jobs.terminal_flags import flag_lines
 from mtl_robust.jobs.train import train
 from mtl_robust.lightning.checkpoints import CheckpointError, read_checkpoint
 from mtl_robust.lightning.user_model import is_user_model
@@ -175,6 +176,7 @@ def format_clean(clean: PassResult, tasks: dict[str, Any]) -> str:
 
 
 def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
+    check_sizes_and_seed(cfg)  # before training, not after it
     tasks = list(cfg.data.tasks)
     cells = attack_list(cfg, tasks)
     for attack, direction in cells:  # bad attack configs (a missing surrogate file) fail before training
@@ -195,6 +197,8 @@ def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
         if singles:
             print(f"\ntransfer matrix at eps={format_pixels(eps)} (%): SINGLE(attacked) -> evaluated task")
             print(format_matrix(transfer_matrix(singles)))
+    for line in flag_lines(rows):
+        print(f"\n{line}")
     print(f"\nresults: {cfg.store}")
     check_cells(rows, cfg.store, rows)
     return rows

@@ -21,19 +21,28 @@ def is_wandb(logger_cfg: DictConfig | None) -> bool:
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[Any]]]:
-    """A report CSV as (columns, rows), numbers as floats so that wandb can sort and plot them."""
+    """A report CSV as (columns, rows): a column whose every filled cell is a number holds floats (so that
+    wandb can sort and plot it), any other column text (a wandb column has one type: an id such as
+    `5503e53a1acb` next to `123e4567` must stay text in both rows)."""
     with path.open(newline="", encoding="utf-8") as fh:
         lines = list(csv.reader(fh))
     if not lines:
         return [], []
-    return lines[0], [[_number(cell) for cell in line] for line in lines[1:]]
+    columns, body = lines[0], [line + [""] * (len(lines[0]) - len(line)) for line in lines[1:]]
+    numeric = [all(_is_number(row[i]) for row in body if row[i] != "") for i in range(len(columns))]
+    rows = [
+        [(float(cell) if cell != "" else None) if numeric[i] else cell for i, cell in enumerate(row)]
+        for row in body
+    ]
+    return columns, rows
 
 
-def _number(cell: str) -> Any:
+def _is_number(cell: str) -> bool:
     try:
-        return float(cell)
+        float(cell)
     except ValueError:
-        return cell
+        return False
+    return True
 
 
 def _key(path: Path, out: Path) -> str:
@@ -54,6 +63,9 @@ def log_report(logger_cfg: DictConfig, study: str, out: Path) -> dict[str, int]:
     finish_wandb_run()  # the last cell's run, when the sweep ran in this process
     logger = instantiate(
         logger_cfg,
+        # the config's save_dir is a job's folder: there is none when the sweep has ended, so the report run
+        # is written next to the report (WANDB_DIR, when set, wins, as for every run)
+        save_dir=str(out),
         group=study,
         job_type="report",
         name=f"{study}-report",

@@ -108,8 +108,12 @@ def run_job(cfg: DictConfig, job) -> Any:
             if not cfg.get("eval", {}).get("continue_on_error", True):
                 raise
             if cfg.get("store"):
-                record_failure(cfg, err)
-            log.exception("job failed; the sweep goes on")
+                record_failure(cfg, err)  # its row keeps the traceback
+            if full_error_requested():
+                log.exception("job failed; the sweep goes on")
+            else:  # one line per failed job: the sweep's summary line says which and why
+                message = str(one_line_error(err).code).splitlines()[0].removeprefix("error: ")
+                log.error("job failed; the sweep goes on: %s", message)
             return None
         if full_error_requested():
             raise

@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,6 +40,23 @@ class TrainingResult:
     is_global_zero: bool = True
 
 
+def trained_images(cfg: DictConfig) -> dict[str, Any]:
+    """What the model was trained and validated on, kept in the checkpoint so that an attack on other images
+    (another resolution, another split size) can say so: the image size, the split sizes, the experiment."""
+    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
+    dataset = data.get("dataset") or {}
+    splits = data.get("splits") or {}
+    experiment = None
+    if HydraConfig.initialized():
+        experiment = HydraConfig.get().runtime.choices.get("experiment")
+    return {
+        "height": dataset.get("height"),
+        "width": dataset.get("width"),
+        "num_images": {k: (v or {}).get("num_images") for k, v in splits.items() if isinstance(v, dict)},
+        "experiment": experiment,
+    }
+
+
 def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskModule:
     tasks = datamodule.build_tasks()
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -58,6 +76,7 @@ def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskM
             "seed": cfg.get("seed"),
             "runtime": runtime_info(cfg),
             "recipe": training_recipe(cfg).to_row(),
+            "images": trained_images(cfg),
         },
     )
 

@@ -329,18 +329,32 @@ def _difference_text(comparison: Any) -> str:
     return f"{100 * est.mean:+.2f}{interval}"
 
 
+def defense_colours(defenses: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per defense, all distinct up to 20 (matplotlib's default cycle repeats after 10)."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(defenses))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+
+
 def plot_cost_set(cs: CostSet, path: Path) -> Path:
     """x = whole-run training passes (× clean, log scale), y = average change under TOTAL and DGBA."""
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = defense_colours([r.defense for r in cs.rows])
+    labelled: set[str] = set()
     for r in cs.rows:
         x = r.run_pass_ratio
         if not math.isfinite(x):
             continue
-        (line,) = ax.plot([x], [r.dgba], "o", markersize=8, label=r.defense)
-        ax.plot([x], [r.total], "s", markersize=7, mfc="none", color=line.get_color())
+        label = r.defense if r.defense not in labelled else None
+        labelled.add(r.defense)
+        colour = colours[r.defense]
+        ax.plot([x], [r.dgba], "o", markersize=8, label=label, color=colour)
+        ax.plot([x], [r.total], "s", markersize=7, mfc="none", color=colour)
     ax.set_xscale("log")
     ax.set_xlabel("training cost: forward+backward passes of the run (× clean training)")
     ax.set_ylabel(f"avg relative change under {cs.method.upper()} (%)")

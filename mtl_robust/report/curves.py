@@ -63,6 +63,7 @@ def eps_curves(records: Sequence[Record], method: str | None = None) -> tuple[li
             groups[key][(r.direction, r.eps_key)].append(r)
     rank = layout_ranks(records)
     out = []
+    single_eps = 0
     for key in sorted(
         groups,
         key=lambda k: (
@@ -82,6 +83,9 @@ def eps_curves(records: Sequence[Record], method: str | None = None) -> tuple[li
             d: sorted(series[d], key=lambda p: p.eps)
             for d in sorted(series, key=lambda d: direction_sort_key(d, tasks))
         }
+        if len({p.eps for points in ordered.values() for p in points}) < 2:
+            single_eps += 1  # a "curve" of one point is a dot: the tables hold that cell's numbers
+            continue
         out.append(
             EpsCurves(
                 source=key.source,
@@ -93,5 +97,10 @@ def eps_curves(records: Sequence[Record], method: str | None = None) -> tuple[li
                 tasks=tasks,
                 series=ordered,
             )
+        )
+    if single_eps:
+        notes.append(
+            f"relative change vs ε: {single_eps} model/method pair{'s' if single_eps != 1 else ''} "
+            "attacked at one ε only get no curve (the tables hold their numbers)"
         )
     return out, notes

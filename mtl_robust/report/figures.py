@@ -51,6 +51,18 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------------- relative change vs eps
+# The smallest half-range (in % relative change) of a diverging colour scale: below it, changes are drawn
+# near white instead of a +-0.0006 % spread filling the whole scale (a "0.0 %" cell in dark red).
+MIN_COLOUR_LIMIT = 1.0
+
+
+def colour_limit(values: np.ndarray) -> float:
+    """The symmetric limit of a diverging colour scale: the largest finite magnitude, floored."""
+    finite = np.abs(np.asarray(values, dtype=float))
+    finite = finite[np.isfinite(finite)]
+    return max(float(finite.max()) if finite.size else 0.0, MIN_COLOUR_LIMIT)
+
+
 def plot_eps_curves(curves: EpsCurves, path: str | os.PathLike) -> Path:
     """One panel per task plus the average; one line per direction; x = eps in pixel units."""
     return _save(draw_eps_curves(curves), path)
@@ -107,7 +119,7 @@ def plot_transfer_heatmap(ts: TransferSet, path: str | os.PathLike, limit: float
         if limit and math.isfinite(limit) and limit > 0
         else (float(finite.max()) if finite.size else 1.0)
     )
-    lim = lim or 1.0
+    lim = max(lim, MIN_COLOUR_LIMIT)
     cmap = plt.get_cmap("RdBu").with_extremes(bad="lightgrey")
     fig, ax = plt.subplots(
         figsize=(1.25 * len(evaluated) + 3.0, 0.85 * len(attacked) + 2.0), layout="constrained"

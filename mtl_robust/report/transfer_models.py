@@ -192,7 +192,7 @@ def plot_transfer_models(matrix: TransferModels, path: Path) -> Path:
             for s in matrix.surrogates
         ]
     )
-    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    limit = figures.colour_limit(values)  # symmetric and floored: near-zero cells stay near white
     fig, ax = plt.subplots(figsize=(1.9 * len(matrix.targets) + 2.5, 0.9 * len(matrix.surrogates) + 1.8))
     image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit)
     for i, s in enumerate(matrix.surrogates):

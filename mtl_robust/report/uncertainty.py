@@ -105,7 +105,7 @@ class Comparison:
             return f"too few seeds ({est.num_seeds} < {self.min_seeds}): no verdict"
         significant = (
             self.p_adjusted < 1.0 - CONFIDENCE if math.isfinite(self.p_adjusted) else est.significant
-        )
+        ) and not est.negligible  # an interval that prints as [0.00, 0.00] is no verdict
         if not significant:
             return "no significant difference"
         if self.better == "stronger":

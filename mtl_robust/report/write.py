@@ -153,7 +153,7 @@ def write_report(
         png = figures.plot_eps_curves(c, plots_dir / f"{c.name}.png")
         part.append(s.image(png, f"{c.method} {c.layout_name} {c.defense}"))
     if not curves:
-        part.append("No attack rows.\n")
+        part.append("No ε curves (a curve needs attacks at two or more ε).\n")
     s.sections.append("\n".join(part))
 
     refs, notes = example_refs(records, method, eps)

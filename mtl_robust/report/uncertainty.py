@@ -84,16 +84,12 @@ class Comparison:
         """Before the multiplicity correction: does the comparison's own 95 % CI exclude 0?"""
         if not self.has_ci:
             return "n/a"
-        if self.decisive.low == self.decisive.high:
-            return "n/a (zero-width interval)"
         return "significant" if self.decisive.significant else "not significant"
 
     def verdict(self) -> str:
         est = self.decisive
         if not self.has_ci:
             return "no CI (no per-image statistics)"
-        if est.low == est.high:
-            return "no verdict: zero-width interval (identical rows?)"
         if self.excluded:
             return self.excluded
         if self.too_few_seeds:

@@ -34,13 +34,15 @@ def test_report_package_imports_without_torch() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def toy_store(path: Path) -> Path:
-    """Two layouts (one independent) attacked by DGBA, an ablation, and two unregistered directions."""
+def toy_store(path: Path, budgets: tuple[int, ...] = (8,)) -> Path:
+    """Two layouts (one independent) attacked by DGBA, an ablation, and two unregistered directions (at two
+    budgets for the eps curves: one budget draws no curve)."""
     store = ResultsStore(path)
     for layout in ("all_shared", "independent"):
         for direction, change in (("dgba", -0.3), ("minmax", -0.25), ("toy", -0.2), ("abc", -0.1)):
-            cfg = config(layout, direction, 8)
-            store.append(config_key(cfg), cfg, results(layout, dict.fromkeys(TASKS, change)))
+            for pixels in budgets:
+                cfg = config(layout, direction, pixels)
+                store.append(config_key(cfg), cfg, results(layout, dict.fromkeys(TASKS, change * pixels / 8)))
     return path
 
 
@@ -70,7 +72,7 @@ def test_unregistered_direction_reports_under_its_name_after_registered_ones(tmp
     store = toy_store(tmp_path / "toy.jsonl")
     # not alphabetical: "abc" sorts after the registered ablation "minmax"
     assert directions_column(store) == ["DGBA", "minmax", "abc", "toy"]
-    colours = line_colours(store)
+    colours = line_colours(toy_store(tmp_path / "curves.jsonl", (4, 8)))
     assert same_color(colours["DGBA"], "tab:red")
     assert colours["toy"] in OTHER_COLORS and colours["abc"] in OTHER_COLORS
     assert colours["toy"] != colours["abc"]
@@ -83,7 +85,7 @@ def test_direction_registered_at_runtime_shows_its_label_and_colour(
     register_style("toy", DirectionStyle("TOY", "tab:green", 3))
     store = toy_store(tmp_path / "toy.jsonl")
     assert directions_column(store) == ["DGBA", "minmax", "TOY", "abc"]
-    assert same_color(line_colours(store)["TOY"], "tab:green")
+    assert same_color(line_colours(toy_store(tmp_path / "curves.jsonl", (4, 8)))["TOY"], "tab:green")
     assert same_color(direction_style("toy")["color"], "tab:green")
 
     out = tmp_path / "report"

@@ -82,7 +82,8 @@ def job_prefix() -> str:
         from hydra.types import RunMode
 
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            return f"[job {HydraConfig.get().job.num}] "
+            num = HydraConfig.get().job.get("num", None)  # a sweep composed, not launched, has none
+            return "" if num is None else f"[job {num}] "
     except (ImportError, ValueError):
         pass
     return ""

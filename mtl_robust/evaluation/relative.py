@@ -6,11 +6,12 @@ many metrics do not dominate); the model's change is the mean over tasks. Losses
 
 Two things can make that measure meaningless, and neither is dropped silently:
 
-* a non-finite clean or adversarial metric (an error of inf under attack): the task's and the model's
-  change are NaN and the row lists the metric in `rel_nonfinite`;
-* a near-zero clean value: a change divided by it is unbounded (an error of 0.002 going to 0.05 is
-  -2400 %). A metric whose clean value is below its floor (`near_zero_floors`: a share of the trivial
-  predictor's value of that metric) is left out of the task's mean and listed in `rel_excluded`.
+* a non-finite adversarial metric (an error of inf under attack): the task's and the model's change are
+  NaN and the row lists the metric in `rel_nonfinite`;
+* a clean value that gives no scale: 0, non-finite (not computable on these images), or near zero, where
+  a change divided by it is unbounded (an error of 0.002 going to 0.05 is -2400 %). A metric whose clean
+  value is below its floor (`near_zero_floors`: a share of the trivial predictor's value of that metric),
+  0 or non-finite is left out of the task's mean and listed in `rel_excluded`.
 
 Beside the paper's unbounded measure the row carries a bounded one, `rel_avg_capped`: each metric's change
 clipped to [-100 %, +100 %], so an error that triples counts as much as an mIoU that drops to 0, and error
@@ -57,8 +58,8 @@ class RelativeChange:
     loss_average: float = math.nan
     per_task_capped: dict[str, float] = field(default_factory=dict)
     average_capped: float = math.nan
-    excluded: list[str] = field(default_factory=list)  # "task/metric" with a near-zero clean value
-    nonfinite: list[str] = field(default_factory=list)  # "task/metric" non-finite clean or adversarial
+    excluded: list[str] = field(default_factory=list)  # "task/metric" whose clean value gives no scale
+    nonfinite: list[str] = field(default_factory=list)  # "task/metric" non-finite under attack
 
 
 def near_zero_floors(trivial_baseline: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
@@ -94,11 +95,11 @@ def compare(
         for name, higher in directions.items():
             c, a = float(clean[task][name]), float(adversarial[task][name])
             metrics[name] = relative_change(c, a, higher)
-            if not (math.isfinite(c) and math.isfinite(a)):
+            if not math.isfinite(c) or c == 0 or abs(c) < floors.get(task, {}).get(name, 0.0):
+                result.excluded.append(f"{task}/{name}")  # no scale to compare against (as the bootstrap)
+            elif not math.isfinite(a):
                 result.nonfinite.append(f"{task}/{name}")
                 broken = True
-            elif c == 0 or abs(c) < floors.get(task, {}).get(name, 0.0):
-                result.excluded.append(f"{task}/{name}")
             else:
                 kept.append(metrics[name])
         result.per_metric[task] = metrics

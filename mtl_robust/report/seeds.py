@@ -237,7 +237,7 @@ def seed_groups(records: Sequence[Record], notes: list[str]) -> list[Group]:
         nonfinite = sorted({str(m) for r in g.records for m in r.results.get("rel_nonfinite") or ()})
         if nonfinite:
             notes.append(
-                f"cell {g.first.key}: non-finite metric ({', '.join(nonfinite)}) clean or under attack: its "
+                f"cell {g.first.key}: non-finite metric ({', '.join(nonfinite)}) under attack: its "
                 "average is not computed (a failure, not a smaller average)"
             )
         excluded = sorted({str(m) for r in g.records for m in r.results.get("rel_excluded") or ()})

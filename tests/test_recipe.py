@@ -3,8 +3,6 @@ carried from the config into the checkpoint and every row of the model."""
 
 from __future__ import annotations
 
-import pytest
-
 from mtl_robust.values.recipe import TrainingRecipe, differing_settings, format_settings
 
 
@@ -55,8 +53,7 @@ def test_old_rows_have_no_recipe() -> None:
     assert TrainingRecipe.from_row({"a": 1}) == TrainingRecipe({"a": 1})
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_training_key_still_includes_the_seed(compose, seed: int) -> None:
+def test_training_key_still_includes_the_seed(compose) -> None:
     from mtl_robust.jobs.pipeline import training_key
 
     keys = {training_key(compose(["experiment=smoke", f"seed={s}"], config_name="pipeline")) for s in (0, 1)}

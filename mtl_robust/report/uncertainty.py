@@ -169,12 +169,6 @@ def pgd_at_like(defense: str) -> str | None:
     return PGD_AT_LIKE_FAST.format(direction=direction)
 
 
-def _without(group: Group, fields: Sequence[str], recipe_prefixes: Sequence[str] = ()) -> tuple:
-    """The group's identity with `fields` (and the recipe's settings under `recipe_prefixes`) left out:
-    groups sharing it differ only there."""
-    return identity_without(group.first, fields, recipe_prefixes)
-
-
 def _differing(groups: Sequence[Group], skip: Sequence[str] = ()) -> list[str]:
     """Config fields whose values differ among the groups (the swapped fields left out)."""
     configs = [identity(g.first) for g in groups]
@@ -255,9 +249,9 @@ def comparisons(
     by_defense: dict[tuple, dict[str, Group]] = defaultdict(dict)
     by_layout: dict[tuple, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
     for g in groups:
-        by_direction[_without(g, ("direction",))][g.first.direction] = g
-        by_defense[_without(g, ("defense",), DEFENSE_PREFIXES)][g.first.defense] = g
-        by_layout[_without(g, LAYOUT_FIELDS, LAYOUT_PREFIXES)][g.first.layout_name].append(g)
+        by_direction[identity_without(g.first, ("direction",))][g.first.direction] = g
+        by_defense[identity_without(g.first, ("defense",), DEFENSE_PREFIXES)][g.first.defense] = g
+        by_layout[identity_without(g.first, LAYOUT_FIELDS, LAYOUT_PREFIXES)][g.first.layout_name].append(g)
 
     for family in by_direction.values():
         dgba = next((g for d, g in family.items() if spec_of(d) == DGBA), None)

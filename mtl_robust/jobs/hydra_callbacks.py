@@ -45,6 +45,29 @@ class ReportOnMultirunEnd(Callback):
             fail_sweep(f"{step} ({self.out}): {type(err).__name__}: {err}")
 
 
+class OutputFolderCheck(Callback):
+    """Before Hydra creates the run's (or sweep's) folder: one line naming the folder and the way out when
+    it cannot be written (read-only `logs/`, a full disk), instead of Hydra's traceback. A finished study
+    on a read-only store still prints its tables once Hydra's folder is elsewhere."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+
+
+def _check_writable(folder: Path, setting: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        # SystemExit, not an exception: Hydra turns a callback's exception into a warning and goes on
+        raise SystemExit(
+            f"error: cannot create Hydra's output folder {folder}: {err.strerror or err}; write it elsewhere "
+            f"with {setting}=<folder> (or move every output with paths.log_dir=<folder>)"
+        ) from err
+
+
 SWEEP_FILE = "sweep"  # in the marker folder: "<number of jobs> <start time (epoch seconds)>"
 
 

@@ -60,6 +60,11 @@ def trained_checkpoint(cfg: DictConfig) -> Path:
     does not load is set aside with a warning and retrained.
     """
     cached = checkpoint_path(cfg)
+    # A finished checkpoint is read without the claim (it is written atomically): a cache on a read-only
+    # folder, or one another pipeline holds a claim in, still serves what it already has.
+    if cfg.pipeline.reuse_checkpoint and cached.exists() and _reads(cached):
+        log.info("reusing the checkpoint of this training config: %s", cached)
+        return cached
     if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP worker: rank zero holds the claim and copies
         return _train_into(cfg, cached)
     with claimed(cached.with_name(cached.name + ".claim"), what=f"the training of {cached.name}"):
@@ -73,6 +78,14 @@ def _train_into(cfg: DictConfig, cached: Path) -> Path:
     result = train(cfg)
     atomic_copy(result.checkpoint, cached)
     return cached
+
+
+def _reads(cached: Path) -> bool:
+    try:
+        read_checkpoint(cached)
+        return True
+    except (CheckpointError, OSError):
+        return False  # set aside and retrained under the claim
 
 
 def _loads(cached: Path) -> bool:

@@ -31,8 +31,13 @@ def flag_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     flags = list(
         dict.fromkeys(f for row in rows if row.get("status") == "ok" for f in model_flags(row_record(row)))
     )
-    undertrained = [f.split(":", 1)[1] for f in flags if f.startswith(f"{UNDERTRAINED}:")]
-    others = [f for f in flags if not f.startswith(f"{UNDERTRAINED}:")]
+    # in the model's task order, whatever order the flags were found in (a rerun prints the same lines)
+    task_order = list(dict.fromkeys(t for row in rows for t in (row.get("config") or {}).get("tasks") or []))
+    undertrained = sorted(
+        (f.split(":", 1)[1] for f in flags if f.startswith(f"{UNDERTRAINED}:")),
+        key=lambda t: (task_order.index(t) if t in task_order else len(task_order), t),
+    )
+    others = sorted(f for f in flags if not f.startswith(f"{UNDERTRAINED}:"))
     lines = []
     tasks = {t for row in rows for t in (row.get("results") or {}).get("trivial_baseline") or {}}
     if tasks and tasks <= set(undertrained):

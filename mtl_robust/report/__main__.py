@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mtl_robust.files import WriteError
 from mtl_robust.report import load_records, write_report
 from mtl_robust.report.write import DEFAULT_MIN_SEEDS
 from mtl_robust.values.budget import parse_eps
@@ -87,17 +88,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f" for study {', '.join(args.study)}" if args.study else ""),
             file=sys.stderr,
         )
-    outputs = write_report(
-        records,
-        args.out,
-        args.store,
-        args.method,
-        args.eps,
-        args.max_examples,
-        args.example_images,
-        min_seeds=args.min_seeds,
-        include_flagged=args.include_flagged,
-    )
+    try:
+        outputs = write_report(
+            records,
+            args.out,
+            args.store,
+            args.method,
+            args.eps,
+            args.max_examples,
+            args.example_images,
+            min_seeds=args.min_seeds,
+            include_flagged=args.include_flagged,
+        )
+    except OSError as exc:  # read-only or full disk: the path and the reason, not a traceback
+        if isinstance(exc, WriteError):  # names its file already
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            where = exc.filename or args.out
+            print(f"error: cannot write the report to {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     for path in outputs:
         print(f"wrote {path}")
     print(f"summary: {outputs[-1]}")

@@ -16,7 +16,7 @@ from mtl_robust.planning.cost import (
     validation_work,
 )
 from mtl_robust.planning.plan import JobPlan, report
-from mtl_robust.planning.sweep import compose_job, expand_jobs
+from mtl_robust.planning.sweep import JobComposer, compose_job, expand_jobs
 from mtl_robust.planning.throughput import Seconds
 
 TASKS = ["seg", "normal", "depth"]
@@ -29,6 +29,43 @@ def test_a_study_expands_to_its_sweep_and_the_command_line_wins():
     assert len(narrowed) == 2 and all("sharing=independent" in job for job in narrowed)
     paper = expand_jobs(["-m", "experiment=study_directions_paper", "launcher=slurm"])
     assert len(paper) == 14  # 7 layouts x 2 defenses
+
+
+def _as_hydra_gives_it(cfg) -> dict:
+    """The config a job computes from, and the overrides Hydra records (its runtime bookkeeping aside)."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    hydra = tree.pop("hydra")
+    return {**tree, "hydra": {k: hydra[k] for k in ("overrides", "sweeper", "callbacks", "run", "sweep")}}
+
+
+@pytest.mark.parametrize(
+    ("args", "compositions"),
+    [
+        (["-m", "experiment=study_directions_paper"], 2),  # 14 jobs: 7 layouts (values) x 2 defenses
+        (
+            ["-m", "experiment=study_fast_at_smoke", "+train.loss_weights.seg=2", "~eval.examples", "seed=3"],
+            11,
+        ),
+        (
+            ["-m", "experiment=study_transfer_smoke", "attack@pipeline.attacks.pgd=mim"],
+            4,
+        ),  # sharing is a group
+    ],
+)
+def test_the_composer_gives_each_job_hydras_own_config(args: list[str], compositions: int) -> None:
+    composer = JobComposer()
+    for job in expand_jobs(args):
+        assert _as_hydra_gives_it(composer(job)) == _as_hydra_gives_it(compose_job(job)), job
+    assert len(composer._bases) == compositions
+
+
+def test_the_composer_keeps_hydras_errors() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="no_such_key"):
+        JobComposer()(["experiment=smoke", "no_such_key=1"])
 
 
 def test_a_comma_list_without_multirun_fails_clearly():

@@ -52,7 +52,7 @@ from mtl_robust.planning.cost import (
     validation_work,
 )
 from mtl_robust.planning.flops import ModelWork, count_model_work
-from mtl_robust.planning.sweep import compose_job, expand_jobs, split_multirun
+from mtl_robust.planning.sweep import JobComposer, expand_jobs, split_multirun
 from mtl_robust.planning.throughput import ZERO, NamedDevice, Seconds, device_names, measured_seconds
 
 # Output channels of the tasks in the configs (the planner builds no data module, so no data is needed).
@@ -298,15 +298,16 @@ def launcher_missing(err: Exception) -> bool:
     return "hydra/launcher" in str(err)
 
 
-def compose_or_explain(overrides: Sequence[str]) -> DictConfig:
+def compose_or_explain(overrides: Sequence[str], composer: JobComposer | None = None) -> DictConfig:
     """The job's config. The launcher does not change what a job computes: when its Hydra plugin is not
     installed, the job is composed without it (its start-up per job is still counted)."""
+    composer = composer or JobComposer()
     try:
-        return compose_job(overrides)
+        return composer(overrides)
     except Exception as err:  # noqa: BLE001 - Hydra raises several types for a missing config
         if not launcher_missing(err):
             raise
-        return compose_job(without_launcher(overrides))
+        return composer(without_launcher(overrides))
 
 
 def plan(args: Sequence[str], device: str | None = None, planner: Planner | None = None) -> list[JobPlan]:
@@ -325,9 +326,10 @@ def plan(args: Sequence[str], device: str | None = None, planner: Planner | None
         startup = job_startup_seconds()
         planner.target.cache.put("startup", device_name("cpu"), startup)
     fresh_process = _launcher(args) in FRESH_PROCESS_LAUNCHERS
+    composer = JobComposer()
     plans = []
     for i, overrides in enumerate(jobs):
-        cfg = compose_or_explain(overrides)
+        cfg = compose_or_explain(overrides, composer)
         starts = fresh_process or i == 0
         plans.append(planner.plan_job(cfg, overrides, startup if starts else 0.0))
     return plans

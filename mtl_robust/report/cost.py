@@ -22,11 +22,11 @@ from mtl_robust.evaluation.relative import compare
 from mtl_robust.report.directions import DGBA, TOTAL, spec_of
 from mtl_robust.report.flags import mark
 from mtl_robust.report.order import defense_sort_key
-from mtl_robust.report.records import Record, Sources, num
+from mtl_robust.report.records import Record, Sources, attack_eps, attack_eps_slug, num
 from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.report.uncertainty import FAST_VS_PGD_AT
-from mtl_robust.values.budget import eps_slug, format_eps, same_eps
+from mtl_robust.values.budget import same_eps
 from mtl_robust.values.direction import DirectionSpec
 
 BASELINE = "none"
@@ -72,7 +72,13 @@ class CostSet:
     @property
     def name(self) -> str:
         return slug(
-            "cost", self.source, self.data, self.backbone, self.layout_name, self.method, eps_slug(self.eps)
+            "cost",
+            self.source,
+            self.data,
+            self.backbone,
+            self.layout_name,
+            self.method,
+            attack_eps_slug(self.eps, self.method),
         )
 
     @property
@@ -80,7 +86,7 @@ class CostSet:
         prefix = f"{self.source} · " if self.source else ""
         return (
             f"Training cost vs robustness · {prefix}{self.data} · {self.backbone} · "
-            f"layout {self.layout_name} · {self.method.upper()} ε={format_eps(self.eps)}"
+            f"layout {self.layout_name} · {self.method.upper()} ε={attack_eps(self.eps, self.method)}"
         )
 
     def table(self) -> Table:
@@ -358,7 +364,9 @@ def plot_cost_set(cs: CostSet, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("training cost: forward+backward passes of the run (× clean training)")
     ax.set_ylabel(f"avg relative change under {cs.method.upper()} (%)")
-    ax.set_title(f"{cs.layout_name} · ● {DGBA.label}  □ {TOTAL.label} · ε={format_eps(cs.eps)}", fontsize=10)
+    ax.set_title(
+        f"{cs.layout_name} · ● {DGBA.label}  □ {TOTAL.label} · ε={attack_eps(cs.eps, cs.method)}", fontsize=10
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

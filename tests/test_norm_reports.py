@@ -100,3 +100,83 @@ def test_a_record_prints_its_budget_under_its_norm() -> None:
     linf = Record("s", "k", "ok", 0.0, _row_config("all_shared", "dgba", None), {}, "", Path("."))
     assert (l2.eps_text, l2.method) == ("0.75", "pgd[l2]")
     assert (linf.eps_text, linf.method) == ("8/255", "pgd")
+
+
+# ------------------------------------------------------------------ ensembles and costs, grouped by norm
+def _ensemble_record(layout: str, norm: str | None, joint: float) -> Record:
+    from tests.test_reliability_report import ensemble_row
+
+    wins = {"joint": {"apgd-dgba": 3, "square-dgba": 1}}
+    extra = {} if norm is None else {"norm": norm, "eps": L2_RADIUS}
+    row = ensemble_row(layout, [], wins, **extra)
+    row.results["ensemble"]["rules"]["joint"]["rel_avg"] = joint
+    return row
+
+
+def test_l2_ensembles_get_their_own_reliability_tables_labelled_with_the_norm() -> None:
+    from mtl_robust.report.reliability import members_vs_ensemble, per_task_worst_case, ranking_notes
+
+    rows = [
+        _ensemble_record("all_shared", None, -0.3),
+        _ensemble_record("independent", None, -0.2),
+        _ensemble_record("all_shared", "l2", -0.1),
+        _ensemble_record("independent", "l2", -0.05),
+    ]
+    tables = members_vs_ensemble(rows)
+    assert [t.title for t in tables] == [
+        "Members vs ensemble · synthetic · small_resnet · ε=8/255",  # L-inf first, titled as before norms
+        "Members vs ensemble · synthetic · small_resnet · L2 ε=0.75",
+    ]
+    assert tables[0].name != tables[1].name and "l2" in tables[1].name and "eps0p75" in tables[1].name
+    joint = tables[1].columns.index("ensemble joint (%)")
+    assert [row[joint] for row in tables[1].rows] == pytest.approx([-10.0, -5.0])  # only the L2 rows
+    assert [t.title.split(" · ")[-1] for t in per_task_worst_case(rows)] == ["ε=8/255", "L2 ε=0.75"]
+    notes = ranking_notes(rows)
+    assert any(n.startswith("synthetic/small_resnet L2 ε=0.75 defense none") for n in notes), notes
+
+
+def _cost_rows(path: Path, norm: str | None, defense: str, passes: float, value: float) -> None:
+    from tests.test_cost_report import HIB, cost
+
+    store = ResultsStore(path)
+    for direction in ("total", "dgba", "ensemble"):
+        cfg = {
+            "study": "threat_models",
+            "data": "synthetic",
+            "backbone": "small_resnet",
+            "layout_name": "all_shared",
+            "tasks": ["seg", "depth"],
+            "defense": defense,
+            "method": "ensemble" if direction == "ensemble" else "pgd",
+            "direction": direction,
+            "eps": 8 / 255 if norm is None else L2_RADIUS,
+            "training": cost(passes, passes / 20),
+        }
+        if norm is not None:
+            cfg["norm"] = norm
+        shift = {"total": 0.0, "dgba": -0.1, "ensemble": -0.2}[direction]
+        results = {
+            "clean": {"seg": {"miou": 0.5}, "depth": {"abs_err": 0.5}},
+            "higher_is_better": HIB,
+            "rel_task": {"seg": value + shift, "depth": value + shift},
+            "rel_avg": value + shift,
+        }
+        store.append(f"{norm}-{defense}-{direction}", cfg, results)
+
+
+def test_the_cost_report_has_a_set_per_norm_with_that_norms_ensemble(tmp_path: Path) -> None:
+    from mtl_robust.report.cost import cost_sets
+
+    path = tmp_path / "costs.jsonl"
+    for norm, scale in ((None, 1.0), ("l2", 0.5)):
+        _cost_rows(path, norm, "none", 2, -0.6 * scale)
+        _cost_rows(path, norm, "adv_train:pgd-total", 24, -0.2 * scale)
+    records = load_records([path])
+    sets, notes = cost_sets(records)
+    assert [(s.method, attack_eps(s.eps, s.method)) for s in sets] == [("pgd", "8/255"), ("pgd[l2]", "0.75")]
+    linf, l2 = ({r.defense: r for r in s.rows} for s in sets)
+    assert linf["none"].ensemble == pytest.approx(-80) and l2["none"].ensemble == pytest.approx(-50)
+    assert l2["adv_train:pgd-total"].dgba == pytest.approx(-20) and not notes
+    assert "PGD[L2] ε=0.75" in sets[1].title
+    only_l2, _ = cost_sets(records, method="pgd[l2]")
+    assert [s.method for s in only_l2] == ["pgd[l2]"]

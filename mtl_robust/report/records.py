@@ -165,6 +165,17 @@ def attack_eps(eps: float, method: str) -> str:
     return format_eps(eps, label_norm(method))
 
 
+def budget_label(eps: float, norm: str) -> str:
+    """A budget with its threat model, for titles that name no method: 'ε=8/255' (L-inf, as before norms
+    existed), 'L2 ε=0.75'."""
+    try:
+        parsed = Norm.parse(norm)
+    except ValueError:  # a hand-edited row's norm: shown as written
+        return f"{norm} ε={format_eps(eps, norm)}"
+    prefix = "" if parsed.is_default else f"{parsed.label if parsed.share is None else parsed} "
+    return f"{prefix}ε={format_eps(eps, norm)}"
+
+
 def attack_eps_slug(eps: float, method: str) -> str:
     """The same for file names: 'eps8', 'eps0p75'."""
     return eps_slug(eps, label_norm(method))

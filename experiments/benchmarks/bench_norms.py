@@ -35,9 +35,10 @@ from torch import Tensor, nn
 from mtl_robust.attacks import APGD, PGD
 from mtl_robust.attacks.lp import solve_norm_step
 from mtl_robust.attacks.minmax import minmax_problems
+from mtl_robust.attacks.minmax_l1 import solve_minmax_l1_batch, solve_minmax_l1_lp
 from mtl_robust.attacks.minmax_l2 import solve_minmax_l2_batch, solve_minmax_l2_socp
 from mtl_robust.attacks.minmax_solver import solve_minmax_batch
-from mtl_robust.attacks.norms import project, steepest
+from mtl_robust.attacks.norms import project, steepest, step_count
 from mtl_robust.values.norm import L1, L2, Norm
 
 try:  # run as a script from the repository root or as a module
@@ -95,7 +96,12 @@ def minmax_solve(args, device) -> None:
     d = 3 * args.minmax_size * args.minmax_size
     shared = torch.randn(1, 1, d, generator=gen, dtype=torch.float64)
     a = (torch.randn(args.minmax_batch, 3, d, generator=gen, dtype=torch.float64) + 0.3 * shared).to(device)
-    solvers = {"linf": lambda: solve_minmax_batch(a, 1.0), "l2": lambda: solve_minmax_l2_batch(a)}
+    k = step_count(L1, d)
+    solvers = {
+        "linf": lambda: solve_minmax_batch(a, 1.0),
+        "l2": lambda: solve_minmax_l2_batch(a),
+        "l1": lambda: solve_minmax_l1_batch(a, k),
+    }
     for fn in solvers.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in solvers}
@@ -104,11 +110,14 @@ def minmax_solve(args, device) -> None:
             times[name].append(timed(fn, device))
     med = {k: statistics.median(v) for k, v in times.items()}
     gap = float(solve_minmax_l2_batch(a).gap.max())
+    l1 = solve_minmax_l1_batch(a, k)
     print(
         f"MINMAX solve at {args.minmax_size}x{args.minmax_size} "
         f"(batch {args.minmax_batch}, 3 tasks, {d} coords): "
         f"L-inf LP {1e3 * med['linf']:.1f} ms, L2 QP {1e3 * med['l2']:.1f} ms "
-        f"(L2 / L-inf = {med['l2'] / med['linf']:.3f}; target <= 1); L2 certified gap {gap:.2g}"
+        f"(L2 / L-inf = {med['l2'] / med['linf']:.3f}; target <= 1); L2 certified gap {gap:.2g}; "
+        f"L1 game {1e3 * med['l1']:.1f} ms (L1 / L-inf = {med['l1'] / med['linf']:.3f}; k = {k}, "
+        f"{l1.rounds} rounds), L1 certified gap {float(l1.gap.max()):.2g}"
     )
 
 
@@ -140,17 +149,22 @@ def closed_form_gaps(model, tasks, x, targets, args) -> None:
             _, reference = solve_norm_step(c, 1.0, norm)
             worst_step[norm.name] = max(worst_step[norm.name], abs(closed - reference) / abs(reference))
     problems = minmax_problems(PGD(0.5, steps=1, direction="minmax", norm="l2"), model, x, targets, tasks)
-    worst_minmax = 0.0
+    worst_minmax, worst_l1 = 0.0, 0.0
     for a in problems:
         a = a[:, rng.permutation(a.shape[1])[: args.socp_coords]]
         ours = float(solve_minmax_l2_batch(torch.from_numpy(a)[None]).value[0])
         _, reference = solve_minmax_l2_socp(a)
         worst_minmax = max(worst_minmax, abs(ours - reference) / max(abs(reference), 1e-12))
+        k = step_count(L1, a.shape[1])
+        ours = float(solve_minmax_l1_batch(torch.from_numpy(a)[None], k).value[0])
+        _, reference = solve_minmax_l1_lp(a, k)
+        worst_l1 = max(worst_l1, abs(ours - reference) / max(abs(reference), 1e-12))
     print(
         f"largest gaps to CVXPY: L1 ball-and-box projection {worst_projection:.2g} (relative excess of the "
         "squared distance, 200 coords; <= 0: ours at least as close); "
         f"L2 step {worst_step['l2']:.2g}, L1 step {worst_step['l1']:.2g} (relative, 2000 coords); "
-        f"MINMAX-L2 {worst_minmax:.2g} (relative, the batch's task matrices on {args.socp_coords} coords)"
+        f"MINMAX-L2 {worst_minmax:.2g}, MINMAX-L1 {worst_l1:.2g} (relative, the batch's task matrices on "
+        f"{args.socp_coords} coords)"
     )
 
 

@@ -45,10 +45,13 @@ class L2Solution:
     @property
     def gap(self) -> Tensor:
         """[N] certified relative gap (upper - value) / upper (0 where both are 0)."""
-        gap = (self.upper_bound - self.value).clamp_min(0.0)
-        return torch.where(
-            self.upper_bound > 0, gap / self.upper_bound.clamp_min(1e-300), torch.zeros_like(gap)
-        )
+        return certified_gap(self.upper_bound, self.value)
+
+
+def certified_gap(upper_bound: Tensor, value: Tensor) -> Tensor:
+    """[N] (upper - value) / upper: the relative gap a dual bound certifies (0 where both are 0)."""
+    gap = (upper_bound - value).clamp_min(0.0)
+    return torch.where(upper_bound > 0, gap / upper_bound.clamp_min(1e-300), torch.zeros_like(gap))
 
 
 def project_simplex(v: Tensor, valid: Tensor) -> Tensor:

@@ -4,8 +4,11 @@
 Measured in one process, repeats interleaved, medians reported:
   * a PGD run and an APGD run (DGBA, `--steps` steps) under L-inf, L2 and L1 on the same model and batch:
     time per step and the ratio to L-inf (target <= 1.05: an L2/L1 step is one forward + one backward too),
+  * `--ops BATCHxSIZE,...`: at each size, the norm's own step and projection ops alone (the L-inf sign step
+    and clamp, the L2 normalisation and scaling, the L1 top-share step and the exact L1-and-box projection
+    from a point outside the ball) against one forward + backward of the model on that batch,
   * the MINMAX step's solve at `--minmax-size` (3 tasks, Gaussian task vectors with a shared component):
-    the L2 min-norm QP against the L-inf box LP (target: L2 <= L-inf),
+    the L2 min-norm QP and the L1 game against the L-inf box LP (target: <= L-inf),
   * closed forms against the CVXPY reference (largest relative gap): the exact L1 ball-and-box projection
     (a QP), the L2 / L1 steepest steps (SOCP / LP), MINMAX-L2 (SOCP) on the batch's own task matrices,
   * `--external DIR[:DIR]`: directories holding auto-attack's `autoattack` package and torchattacks (a
@@ -89,6 +92,47 @@ def step_costs(model, tasks, x, targets, args, device) -> None:
             for n in ("linf", "l2", "l1")
         )
         print(f"{method:5s} step (dgba): {cells}   target <= 1.05x")
+
+
+def ops_costs(model, args, device) -> None:
+    """Per size: each norm's step + projection ops against a forward + backward, interleaved, minimum of the
+    repeats (robust to other work on the machine)."""
+    for spec in args.ops.split(","):
+        batch, size = (int(part) for part in spec.lower().split("x"))
+        base, ops = _ops_at(model, batch, size, args.repeats, device)
+        cells = "   ".join(
+            f"{Norm.parse(n).label} {1e3 * t:.2f} ms ({100 * t / base:.1f} %)" for n, t in ops.items()
+        )
+        print(
+            f"step + projection ops at {batch} x 3 x {size} x {size} vs fwd+bwd {1e3 * base:.1f} ms: {cells}"
+        )
+
+
+def _ops_at(model, batch: int, size: int, repeats: int, device) -> tuple[float, dict[str, float]]:
+    x, _ = make_batch(batch, size, device)
+    calibrate(model, x)
+    x_leaf = x.clone().requires_grad_(True)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    eps = budgets(size)
+
+    def forward_backward() -> None:
+        out = model(x_leaf)
+        torch.autograd.grad(sum(o.float().pow(2).mean() for o in out.values()), x_leaf)
+
+    def step_and_projection(name: str) -> Callable[[], object]:
+        norm = Norm.parse(name)
+        far = x + 2 * eps[name] * steepest(grad, norm)  # outside the ball: the projection has work to do
+        return lambda: project(far + steepest(grad, norm), x, eps[name], norm)
+
+    runs = {"fwd+bwd": forward_backward} | {name: step_and_projection(name) for name in eps}
+    for fn in runs.values():
+        fn()
+    best = {k: float("inf") for k in runs}
+    names = list(runs)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            best[name] = min(best[name], timed(runs[name], device))
+    return best["fwd+bwd"], {name: best[name] for name in eps}
 
 
 def minmax_solve(args, device) -> None:
@@ -260,6 +304,7 @@ def main() -> None:
     parser.add_argument("--socp-coords", type=int, default=3000)
     parser.add_argument("--external", default=None, help="DIR[:DIR] with autoattack and torchattacks")
     parser.add_argument("--skip", default="", help="comma list of: steps, minmax, gaps")
+    parser.add_argument("--ops", default="", help="BATCHxSIZE,...: step + projection ops vs fwd+bwd")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -273,6 +318,8 @@ def main() -> None:
     print("budgets: " + ", ".join(f"{Norm.parse(k).label} {v:.4g}" for k, v in budgets(args.size).items()))
     if "steps" not in skip:
         step_costs(model, tasks, x, targets, args, device)
+    if args.ops:
+        ops_costs(model, args, device)
     if "minmax" not in skip:
         minmax_solve(args, device)
     if "gaps" not in skip:

@@ -162,7 +162,23 @@ def _l1_box_threshold(size: Tensor, room: Tensor, eps: Tensor) -> Tensor:
     excess_hi = budget(hi) - eps  # <= 0
     side = torch.zeros_like(lo)
     rounds = 0
-    while True:
+    leaving, saturating = inside()
+    counts = leaving.sum(dim=1) + saturating.sum(dim=1)
+    # Small images go straight to the finish; larger ones narrow the bracket first.
+    while int(counts.max()) > FINISH_POINTS and rounds < MAX_ROUNDS:
+        if rounds:
+            # Tied breakpoints (a step moves many coordinates by the same amount) never separate: a
+            # bracket whose inside breakpoints all share one value is as good as a small one.
+            top = torch.maximum(
+                torch.where(leaving, size, minus_inf).amax(dim=1),
+                torch.where(saturating, low, minus_inf).amax(dim=1),
+            )
+            bottom = torch.minimum(
+                torch.where(leaving, size, -minus_inf).amin(dim=1),
+                torch.where(saturating, low, -minus_inf).amin(dim=1),
+            )
+            if bool(((counts <= FINISH_POINTS) | (top == bottom)).all()):
+                break
         for _ in range(SECANT_ROUNDS):
             width = excess_lo - excess_hi
             mid = hi - excess_hi * (hi - lo) / torch.where(width > 0, width, torch.ones_like(width))
@@ -177,21 +193,7 @@ def _l1_box_threshold(size: Tensor, room: Tensor, eps: Tensor) -> Tensor:
         rounds += SECANT_ROUNDS
         leaving, saturating = inside()
         counts = torch.where(excess_hi == 0, 0, leaving.sum(dim=1) + saturating.sum(dim=1))
-        count = int(counts.max())
-        if count <= FINISH_POINTS or rounds >= MAX_ROUNDS:
-            break
-        # Tied breakpoints (a step moves many coordinates by the same amount) never separate: a bracket
-        # whose inside breakpoints all share one value is as good as a small one.
-        top = torch.maximum(
-            torch.where(leaving, size, minus_inf).amax(dim=1),
-            torch.where(saturating, low, minus_inf).amax(dim=1),
-        )
-        bottom = torch.minimum(
-            torch.where(leaving, size, -minus_inf).amin(dim=1),
-            torch.where(saturating, low, -minus_inf).amin(dim=1),
-        )
-        if bool(((counts <= FINISH_POINTS) | (top == bottom)).all()):
-            break
+    count = int(counts.max())
     # The breakpoints inside the bracket, largest first (-inf pads rows with fewer), with the change of the
     # active count when the walk passes them downwards: +1 where a coordinate leaves zero, -1 where one
     # saturates.

@@ -180,3 +180,15 @@ def test_the_cost_report_has_a_set_per_norm_with_that_norms_ensemble(tmp_path: P
     assert "PGD[L2] ε=0.75" in sets[1].title
     only_l2, _ = cost_sets(records, method="pgd[l2]")
     assert [s.method for s in only_l2] == ["pgd[l2]"]
+
+
+def test_an_l2_pgd_at_recipe_records_its_radius_and_accepts_radii_above_one() -> None:
+    from mtl_robust.jobs.recipe import training_recipe
+    from mtl_robust.planning.sweep import compose_job
+
+    def recorded(*overrides: str) -> str:
+        return training_recipe(compose_job(["defense=adv_train", *overrides])).settings["defense.attack.eps"]
+
+    assert recorded("defense.attack.norm=l2", "defense.attack.eps=0.5") == "0.5"  # not 127.5/255
+    assert recorded("defense.attack.norm=l2", "defense.attack.eps=2.0") == "2"  # an L2 radius may exceed 1
+    assert recorded("defense.attack.eps=8/255") == recorded("defense.attack.pixel_eps=8") == "8/255"

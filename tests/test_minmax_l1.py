@@ -95,3 +95,13 @@ def test_the_lp_check_callback_cross_checks_minmax_under_l1() -> None:
     metrics = _trainer(callback).validate(_Module(), dataloaders=_loader(), verbose=False)[0]
     assert metrics["lp/max_gap"] <= 1e-6 and len(callback.results) == 2
     assert all(r.n_coords == 60 and r.lp_objective > 0 for r in callback.results)
+
+
+def test_the_first_guess_is_the_min_norm_point_of_the_task_hull() -> None:
+    from mtl_robust.attacks.minmax_l2 import min_norm_weights, solve_minmax_l2_batch
+
+    a = torch.from_numpy(np.random.default_rng(7).normal(size=(4, 3, 200)) + 0.2)
+    valid = torch.tensor([[True, True, True], [True, False, True], [True, True, True], [False, True, True]])
+    torch.testing.assert_close(
+        min_norm_weights(a, valid), solve_minmax_l2_batch(a, valid).weights, atol=1e-6, rtol=0
+    )

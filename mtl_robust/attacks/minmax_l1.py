@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtl_robust.attacks.minmax_l2 import certified_gap, solve_minmax_l2_batch
+from mtl_robust.attacks.minmax_l2 import certified_gap, min_norm_weights
 
 MAX_ROUNDS = 500
 # The LP restricted to the band of coordinates around the top-k threshold (POLISH_WINDOW or POLISH_SHARE of
@@ -52,7 +52,7 @@ MAX_ROUNDS = 500
 # weights are close it lands on the optimum in one solve, where cutting planes take many rounds to close.
 POLISH_EVERY = 4
 POLISH_WINDOW = 256
-POLISH_SHARE = 0.004
+POLISH_SHARE = 0.006
 # The restricted game stops once its value is within this share of the problem's scale of the oracle's bound.
 TOLERANCE = 1e-10
 # Values below this share of the largest task's own value count as 0 (no step helps every task).
@@ -236,7 +236,7 @@ def solve_minmax_l1_batch(a: Tensor, k: int, valid: Tensor | None = None) -> L1S
     a = torch.where(valid[:, :, None], a, torch.zeros((), dtype=a.dtype, device=a.device))
     game = _Game(a, k, valid)
     everyone = torch.arange(n, device=a.device)
-    guess = solve_minmax_l2_batch(a, valid).weights
+    guess = min_norm_weights(a, valid)
     for row in everyone[game.open()].tolist():
         game.polish(row, guess[row])
     rounds = 0

@@ -140,6 +140,18 @@ def solve_minmax_l2_batch(a: Tensor, valid: Tensor | None = None) -> L2Solution:
     return L2Solution(delta, value, upper, lam)
 
 
+def min_norm_weights(a: Tensor, valid: Tensor) -> Tensor:
+    """[N, T] the simplex weights of the min-norm point of each sample's task hull (a [N, T, D]): exact from
+    the supports' KKT systems on the Gram matrix for a handful of tasks (no projected-gradient iterations),
+    else those of the full solve."""
+    valid = valid.to(a.device).bool()
+    a = torch.where(valid[:, :, None], a, torch.zeros((), dtype=a.dtype, device=a.device))
+    weights, value = _enumerate_supports(a @ a.transpose(1, 2), valid)
+    if bool(torch.isfinite(value[valid.any(dim=1)]).all()):
+        return weights
+    return solve_minmax_l2_batch(a, valid).weights
+
+
 def solve_minmax_l2_socp(a: np.ndarray) -> tuple[np.ndarray, float]:
     """The primal literally, in CVXPY: max z s.t. A delta >= z, ||delta||_2 <= 1 (a reference)."""
     import cvxpy as cp

@@ -138,8 +138,6 @@ def norm_refusal(method: str, direction: str, norm: str) -> str | None:
         return "linf/l2 only"  # Square-L1 is not implemented
     if direction == "sign_sum":
         return "vote of gradient signs"  # a step of the box only
-    if direction == "minmax" and norm == "l1":
-        return "no L1 step"
     if method == "apgd_paper" and norm == "l1":
         return "no L1 form"
     return None
@@ -333,8 +331,8 @@ def test_the_matrix_size_and_its_refusals_by_design() -> None:
     assert len(by_losses) == 98  # fast AT ascends training losses: attack losses are refused
     assert len(refused) - len(by_losses) == 6  # GradAlign x {sign_sum, dgba_reference, minmax}
     norm_cases = [(m, d, n) for m in ATTACK_METHODS for d in DIRECTION_LABELS for n in NORM_EPS]
-    # Square-L1 (7), sign_sum (2 x 5 other methods + Square-L2), MINMAX-L1 (5), apgd_paper-L1 (5 others)
-    assert sum(norm_refusal(*case) is not None for case in norm_cases) == 7 + 11 + 5 + 5
+    # Square-L1 (7), sign_sum (2 x 5 other methods + Square-L2), apgd_paper-L1 (6 others)
+    assert sum(norm_refusal(*case) is not None for case in norm_cases) == 7 + 11 + 6
     assert len(EOT_CASES) == 6 * 7 - 2  # every method with EOT, Square's two refused labels left out
 
 

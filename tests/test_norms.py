@@ -159,7 +159,6 @@ def test_combinations_a_norm_cannot_do_are_refused_with_one_clear_error() -> Non
     cases = {
         ("square", "total", "l1"): "linf/l2 only",
         ("pgd", "sign_sum", "l2"): "vote of gradient signs",
-        ("pgd", "minmax", "l1"): "no L1 step",
         ("apgd_paper", "total", "l1"): "no L1 form",
     }
     for (method, direction, norm), words in cases.items():
@@ -180,7 +179,7 @@ def test_an_ensemble_under_a_norm_leaves_out_the_members_without_an_attack_there
     assert l2.names == list(members)  # Square-L2 too
     assert all(m.norm == L2 for m in l2.members.values())
     l1 = ensemble_from_config({"method": "ensemble", "eps": 2.0, "norm": "l1", "members": members})
-    assert l1.names == ["pgd-dgba"]  # no Square-L1, no MINMAX-L1
+    assert l1.names == ["pgd-dgba", "pgd-minmax"]  # no Square-L1; MINMAX-L1 solves its game
     linf = ensemble_from_config({"method": "ensemble", "eps": 0.03, "members": members})
     assert linf.names == list(members)
 
@@ -199,7 +198,8 @@ def test_the_cross_checks_find_every_closed_form_at_its_program_optimum() -> Non
         result = crosscheck_norm(c, 0.5, norm, max_coords=60, generator=gen)
         assert result.gap < 1e-6 and result.n_coords == 60 and result.subsampled
     problems = [np.random.default_rng(n).normal(size=(3, 80)) + 1.0 for n in range(2)]
-    assert crosscheck_minmax_step(problems, 0.5, norm=L2).gap < 1e-6
+    for norm in (L2, L1, Norm("l1", 0.05)):
+        assert crosscheck_minmax_step(problems, 0.5, norm=norm).gap < 1e-6
 
 
 def test_the_co_watch_attacks_under_the_defense_norm() -> None:

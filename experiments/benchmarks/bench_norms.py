@@ -4,8 +4,11 @@
 Measured in one process, repeats interleaved, medians reported:
   * a PGD run and an APGD run (DGBA, `--steps` steps) under L-inf, L2 and L1 on the same model and batch:
     time per step and the ratio to L-inf (target <= 1.05: an L2/L1 step is one forward + one backward too),
+  * `--ops BATCHxSIZE,...`: at each size, the norm's own step and projection ops alone (the L-inf sign step
+    and clamp, the L2 normalisation and scaling, the L1 top-share step and the exact L1-and-box projection
+    from a point outside the ball) against one forward + backward of the model on that batch,
   * the MINMAX step's solve at `--minmax-size` (3 tasks, Gaussian task vectors with a shared component):
-    the L2 min-norm QP against the L-inf box LP (target: L2 <= L-inf),
+    the L2 min-norm QP and the L1 game against the L-inf box LP (target: <= L-inf),
   * closed forms against the CVXPY reference (largest relative gap): the exact L1 ball-and-box projection
     (a QP), the L2 / L1 steepest steps (SOCP / LP), MINMAX-L2 (SOCP) on the batch's own task matrices,
   * `--external DIR[:DIR]`: directories holding auto-attack's `autoattack` package and torchattacks (a
@@ -35,9 +38,10 @@ from torch import Tensor, nn
 from mtl_robust.attacks import APGD, PGD
 from mtl_robust.attacks.lp import solve_norm_step
 from mtl_robust.attacks.minmax import minmax_problems
+from mtl_robust.attacks.minmax_l1 import solve_minmax_l1_batch, solve_minmax_l1_lp
 from mtl_robust.attacks.minmax_l2 import solve_minmax_l2_batch, solve_minmax_l2_socp
 from mtl_robust.attacks.minmax_solver import solve_minmax_batch
-from mtl_robust.attacks.norms import project, steepest
+from mtl_robust.attacks.norms import project, steepest, step_count
 from mtl_robust.values.norm import L1, L2, Norm
 
 try:  # run as a script from the repository root or as a module
@@ -90,12 +94,58 @@ def step_costs(model, tasks, x, targets, args, device) -> None:
         print(f"{method:5s} step (dgba): {cells}   target <= 1.05x")
 
 
+def ops_costs(model, args, device) -> None:
+    """Per size: each norm's step + projection ops against a forward + backward, interleaved, minimum of the
+    repeats (robust to other work on the machine)."""
+    for spec in args.ops.split(","):
+        batch, size = (int(part) for part in spec.lower().split("x"))
+        base, ops = _ops_at(model, batch, size, args.repeats, device)
+        cells = "   ".join(
+            f"{Norm.parse(n).label} {1e3 * t:.2f} ms ({100 * t / base:.1f} %)" for n, t in ops.items()
+        )
+        print(
+            f"step + projection ops at {batch} x 3 x {size} x {size} vs fwd+bwd {1e3 * base:.1f} ms: {cells}"
+        )
+
+
+def _ops_at(model, batch: int, size: int, repeats: int, device) -> tuple[float, dict[str, float]]:
+    x, _ = make_batch(batch, size, device)
+    calibrate(model, x)
+    x_leaf = x.clone().requires_grad_(True)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    eps = budgets(size)
+
+    def forward_backward() -> None:
+        out = model(x_leaf)
+        torch.autograd.grad(sum(o.float().pow(2).mean() for o in out.values()), x_leaf)
+
+    def step_and_projection(name: str) -> Callable[[], object]:
+        norm = Norm.parse(name)
+        far = x + 2 * eps[name] * steepest(grad, norm)  # outside the ball: the projection has work to do
+        return lambda: project(far + steepest(grad, norm), x, eps[name], norm)
+
+    runs = {"fwd+bwd": forward_backward} | {name: step_and_projection(name) for name in eps}
+    for fn in runs.values():
+        fn()
+    best = {k: float("inf") for k in runs}
+    names = list(runs)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            best[name] = min(best[name], timed(runs[name], device))
+    return best["fwd+bwd"], {name: best[name] for name in eps}
+
+
 def minmax_solve(args, device) -> None:
     gen = torch.Generator().manual_seed(0)
     d = 3 * args.minmax_size * args.minmax_size
     shared = torch.randn(1, 1, d, generator=gen, dtype=torch.float64)
     a = (torch.randn(args.minmax_batch, 3, d, generator=gen, dtype=torch.float64) + 0.3 * shared).to(device)
-    solvers = {"linf": lambda: solve_minmax_batch(a, 1.0), "l2": lambda: solve_minmax_l2_batch(a)}
+    k = step_count(L1, d)
+    solvers = {
+        "linf": lambda: solve_minmax_batch(a, 1.0),
+        "l2": lambda: solve_minmax_l2_batch(a),
+        "l1": lambda: solve_minmax_l1_batch(a, k),
+    }
     for fn in solvers.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in solvers}
@@ -104,11 +154,14 @@ def minmax_solve(args, device) -> None:
             times[name].append(timed(fn, device))
     med = {k: statistics.median(v) for k, v in times.items()}
     gap = float(solve_minmax_l2_batch(a).gap.max())
+    l1 = solve_minmax_l1_batch(a, k)
     print(
         f"MINMAX solve at {args.minmax_size}x{args.minmax_size} "
         f"(batch {args.minmax_batch}, 3 tasks, {d} coords): "
         f"L-inf LP {1e3 * med['linf']:.1f} ms, L2 QP {1e3 * med['l2']:.1f} ms "
-        f"(L2 / L-inf = {med['l2'] / med['linf']:.3f}; target <= 1); L2 certified gap {gap:.2g}"
+        f"(L2 / L-inf = {med['l2'] / med['linf']:.3f}; target <= 1); L2 certified gap {gap:.2g}; "
+        f"L1 game {1e3 * med['l1']:.1f} ms (L1 / L-inf = {med['l1'] / med['linf']:.3f}; k = {k}, "
+        f"{l1.rounds} rounds), L1 certified gap {float(l1.gap.max()):.2g}"
     )
 
 
@@ -140,17 +193,22 @@ def closed_form_gaps(model, tasks, x, targets, args) -> None:
             _, reference = solve_norm_step(c, 1.0, norm)
             worst_step[norm.name] = max(worst_step[norm.name], abs(closed - reference) / abs(reference))
     problems = minmax_problems(PGD(0.5, steps=1, direction="minmax", norm="l2"), model, x, targets, tasks)
-    worst_minmax = 0.0
+    worst_minmax, worst_l1 = 0.0, 0.0
     for a in problems:
         a = a[:, rng.permutation(a.shape[1])[: args.socp_coords]]
         ours = float(solve_minmax_l2_batch(torch.from_numpy(a)[None]).value[0])
         _, reference = solve_minmax_l2_socp(a)
         worst_minmax = max(worst_minmax, abs(ours - reference) / max(abs(reference), 1e-12))
+        k = step_count(L1, a.shape[1])
+        ours = float(solve_minmax_l1_batch(torch.from_numpy(a)[None], k).value[0])
+        _, reference = solve_minmax_l1_lp(a, k)
+        worst_l1 = max(worst_l1, abs(ours - reference) / max(abs(reference), 1e-12))
     print(
         f"largest gaps to CVXPY: L1 ball-and-box projection {worst_projection:.2g} (relative excess of the "
         "squared distance, 200 coords; <= 0: ours at least as close); "
         f"L2 step {worst_step['l2']:.2g}, L1 step {worst_step['l1']:.2g} (relative, 2000 coords); "
-        f"MINMAX-L2 {worst_minmax:.2g} (relative, the batch's task matrices on {args.socp_coords} coords)"
+        f"MINMAX-L2 {worst_minmax:.2g}, MINMAX-L1 {worst_l1:.2g} (relative, the batch's task matrices on "
+        f"{args.socp_coords} coords)"
     )
 
 
@@ -246,6 +304,7 @@ def main() -> None:
     parser.add_argument("--socp-coords", type=int, default=3000)
     parser.add_argument("--external", default=None, help="DIR[:DIR] with autoattack and torchattacks")
     parser.add_argument("--skip", default="", help="comma list of: steps, minmax, gaps")
+    parser.add_argument("--ops", default="", help="BATCHxSIZE,...: step + projection ops vs fwd+bwd")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -259,6 +318,8 @@ def main() -> None:
     print("budgets: " + ", ".join(f"{Norm.parse(k).label} {v:.4g}" for k, v in budgets(args.size).items()))
     if "steps" not in skip:
         step_costs(model, tasks, x, targets, args, device)
+    if args.ops:
+        ops_costs(model, args, device)
     if "minmax" not in skip:
         minmax_solve(args, device)
     if "gaps" not in skip:

@@ -287,7 +287,8 @@ class APGD(Attack):
         for i in range(n_steps):
             # auto-attack's threshold index (1 - share) * D in ascending order keeps D - index coordinates.
             index = ((1.0 - share) * n_fts).clamp(0, n_fts - 1).long()
-            x = self.project(x + per_sample(step, x) * sparse_step(grad, n_fts - index), x0)
+            move = self.step(grad) if self.direction.solves_step else sparse_step(grad, n_fts - index)
+            x = self.project(x + per_sample(step, x) * move, x0)
             w = i + 1
             ev = objective(x, w, need_grad=w < n_steps)
             f = ev.objective

@@ -66,6 +66,10 @@ class Direction:
     needs_init: ClassVar[bool] = False
     # One backward per task after one forward for each gradient (the planner's cost), instead of one.
     backward_per_task: ClassVar[bool] = False
+    # Whether `gradient` already returns the solved step in the unit step set of the direction's norm
+    # (MINMAX: its LP/QP/game's maximiser), so that methods take it as it is instead of re-deriving a step
+    # (APGD-L1 would otherwise re-sparsify it at its own adaptive share).
+    solves_step: ClassVar[bool] = False
 
     def tasks_needed(self, all_tasks: Sequence[str]) -> list[str]:
         """Tasks whose losses (and so whose forward branches) the direction needs."""

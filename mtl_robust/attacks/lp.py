@@ -8,7 +8,8 @@ the two. A reference for tests and a validation callback, never on the attack's 
 Under L2 and L1 (`crosscheck_norm`) the reference is the linearised step over the norm's step set, stated
 in CVXPY: max c . delta over ||delta||_2 <= alpha (a second-order cone program), or over ||delta||_1 <=
 alpha with |delta_i| <= alpha / k (the L1 step's set, k its coordinate count; an LP, HiGHS), against the
-closed form alpha * steepest(c). MINMAX-L2 is checked against its SOCP (`crosscheck_minmax_step`).
+closed form alpha * steepest(c). MINMAX-L2 is checked against its SOCP and MINMAX-L1 against its LP over the
+L1 step set (`crosscheck_minmax_step`).
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def crosscheck_minmax_step(
     norm: Norm | None = None,
 ) -> CrossCheckResult:
     """The MINMAX direction's step against its primal LP (`minmax.solve_minmax_lp`), per sample; under L2
-    against its SOCP (`minmax_l2.solve_minmax_l2_socp`, `norm`).
+    against its SOCP (`minmax_l2.solve_minmax_l2_socp`, `norm`), under L1 against its LP over the L1 step
+    set (`minmax_l1.solve_minmax_l1_lp`).
 
     `problems` are the per-sample task matrices of the step (`minmax.minmax_problems`). Unlike the sign step
     the problem couples coordinates through the worst task, so a subset of `max_coords` coordinates is a

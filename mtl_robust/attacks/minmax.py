@@ -27,9 +27,11 @@ import torch
 from torch import Tensor
 
 from mtl_robust.attacks.directions import DEFAULT_TAU, Direction, _masked, register_direction
+from mtl_robust.attacks.minmax_l1 import solve_minmax_l1_batch, solve_minmax_l1_lp
 from mtl_robust.attacks.minmax_l2 import solve_minmax_l2_batch, solve_minmax_l2_socp
 from mtl_robust.attacks.minmax_solver import VALUE_FLOOR, solve_minmax_batch
-from mtl_robust.values.norm import LINF, Norm, NormRefusal
+from mtl_robust.attacks.norms import step_count
+from mtl_robust.values.norm import LINF, Norm
 
 
 def value_floor(a: np.ndarray, s: float) -> float:
@@ -129,14 +131,21 @@ class MinMaxCheck:
 
 def crosscheck_minmax(a: np.ndarray, s: float, norm: Norm | None = None) -> MinMaxCheck:
     """Solve one sample's problem both ways and compare the objectives (under L2: the min-norm point of
-    the task hull against the SOCP, both scaled by the step size s)."""
-    if norm is not None and norm.name == "l2":
+    the task hull against the SOCP; under L1: the column-generation game against the LP over the L1 step
+    set, its k taken on this problem's size as the direction takes it on the image; both scaled by the step
+    size s)."""
+    if norm is not None and norm.name in ("l2", "l1"):
         a = _check_problem(a, s)
+        problem = torch.from_numpy(a)[None]
+        k = step_count(norm, a.shape[1])
         start = time.perf_counter()
-        closed_value = s * float(solve_minmax_l2_batch(torch.from_numpy(a)[None]).value[0])
+        if norm.name == "l2":
+            closed_value = s * float(solve_minmax_l2_batch(problem).value[0])
+        else:
+            closed_value = s * float(solve_minmax_l1_batch(problem, k).value[0])
         closed_time = time.perf_counter() - start
         start = time.perf_counter()
-        lp_value = s * solve_minmax_l2_socp(a)[1]
+        lp_value = s * (solve_minmax_l2_socp(a)[1] if norm.name == "l2" else solve_minmax_l1_lp(a, k)[1])
         lp_time = time.perf_counter() - start
         gap = relative_gap(lp_value, closed_value, a, s)
         return MinMaxCheck(gap, lp_value, closed_value, lp_time, closed_time, int(a.shape[1]))
@@ -194,6 +203,7 @@ class MinMax(Direction):
     name = "minmax"
     needs_init = True
     backward_per_task = True
+    solves_step = True
 
     def __init__(self, tau: float = DEFAULT_TAU, *, norm: Norm = LINF) -> None:
         if not tau > 0:
@@ -202,20 +212,18 @@ class MinMax(Direction):
         self.norm = Norm.parse(norm)
 
     def for_norm(self, norm: Norm) -> Direction:
-        """MINMAX solving its step in `norm`: the box LP (L-inf) or the min-norm point of the hull of the
-        task vectors (L2, `minmax_l2`). L1 is refused: docs/threat_models.md derives its LP."""
+        """MINMAX solving its step in `norm`: the box LP (L-inf), the min-norm point of the hull of the
+        task vectors (L2, `minmax_l2`) or the matrix game over the L1 step set's vertices (L1,
+        `minmax_l1`)."""
         norm = Norm.parse(norm)
-        if norm.name == "l1":
-            raise NormRefusal(
-                "direction minmax has no L1 step yet: its problem max_delta min_t a_t . delta over the "
-                "L1 ball is an LP over the top coordinates (docs/threat_models.md), not solved here; use "
-                "attack.norm=linf or l2 with minmax, or direction=total/dgba under l1"
-            )
         return self if norm == self.norm else MinMax(self.tau, norm=norm)
 
     def _solve(self, a: Tensor, flags: Tensor, x: Tensor) -> Tensor:
         if self.norm.name == "l2":
             return solve_minmax_l2_batch(a, flags).delta.to(x.dtype).view_as(x)
+        if self.norm.name == "l1":
+            k = step_count(self.norm, a.shape[2])
+            return solve_minmax_l1_batch(a, k, flags).delta.to(x.dtype).view_as(x)
         return solve_minmax_batch(a, 1.0, flags).delta.to(x.dtype).view_as(x)
 
     def init(self, clean_losses: Mapping[str, Tensor], valid: Mapping[str, Tensor]) -> dict[str, Tensor]:

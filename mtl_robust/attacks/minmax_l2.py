@@ -45,10 +45,13 @@ class L2Solution:
     @property
     def gap(self) -> Tensor:
         """[N] certified relative gap (upper - value) / upper (0 where both are 0)."""
-        gap = (self.upper_bound - self.value).clamp_min(0.0)
-        return torch.where(
-            self.upper_bound > 0, gap / self.upper_bound.clamp_min(1e-300), torch.zeros_like(gap)
-        )
+        return certified_gap(self.upper_bound, self.value)
+
+
+def certified_gap(upper_bound: Tensor, value: Tensor) -> Tensor:
+    """[N] (upper - value) / upper: the relative gap a dual bound certifies (0 where both are 0)."""
+    gap = (upper_bound - value).clamp_min(0.0)
+    return torch.where(upper_bound > 0, gap / upper_bound.clamp_min(1e-300), torch.zeros_like(gap))
 
 
 def project_simplex(v: Tensor, valid: Tensor) -> Tensor:
@@ -135,6 +138,18 @@ def solve_minmax_l2_batch(a: Tensor, valid: Tensor | None = None) -> L2Solution:
     value = torch.where(valid.any(dim=1) & positive, value, torch.zeros_like(value))
     upper = torch.where(positive, upper, torch.zeros_like(upper))
     return L2Solution(delta, value, upper, lam)
+
+
+def min_norm_weights(a: Tensor, valid: Tensor) -> Tensor:
+    """[N, T] the simplex weights of the min-norm point of each sample's task hull (a [N, T, D]): exact from
+    the supports' KKT systems on the Gram matrix for a handful of tasks (no projected-gradient iterations),
+    else those of the full solve."""
+    valid = valid.to(a.device).bool()
+    a = torch.where(valid[:, :, None], a, torch.zeros((), dtype=a.dtype, device=a.device))
+    weights, value = _enumerate_supports(a @ a.transpose(1, 2), valid)
+    if bool(torch.isfinite(value[valid.any(dim=1)]).all()):
+        return weights
+    return solve_minmax_l2_batch(a, valid).weights
 
 
 def solve_minmax_l2_socp(a: np.ndarray) -> tuple[np.ndarray, float]:

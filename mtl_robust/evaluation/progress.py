@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from mtl_robust.values.budget import format_pixels
+from mtl_robust.values.norm import method_label
 
 
 def interactive(stream: TextIO | None = None) -> bool:
@@ -52,9 +53,10 @@ class CellProgress:
         mean = self.computed_seconds / self.computed_count if self.computed_count else math.nan
         eta = left * mean if left else 0.0
         eps = config.get("eps")
-        eps_text = format_pixels(eps) if isinstance(eps, int | float) else "?"
+        eps_text = format_pixels(eps, norm=config.get("norm")) if isinstance(eps, int | float) else "?"
+        method = method_label(str(config.get("method", "?")), config.get("norm"))
         line = (
-            f"{self.prefix}cell {self.done}/{self.total} {config.get('method', '?')} "
+            f"{self.prefix}cell {self.done}/{self.total} {method} "
             f"{config.get('direction', '?')} eps={eps_text}: {outcome}; "
             f"elapsed {format_seconds(time.perf_counter() - self.started)}, ETA {format_seconds(eta)}"
         )

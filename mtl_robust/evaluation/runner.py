@@ -29,6 +29,7 @@ from mtl_robust.evaluation.store import ResultsStore, config_key
 from mtl_robust.files import atomic_path
 from mtl_robust.tasks import Task
 from mtl_robust.values.budget import format_pixels
+from mtl_robust.values.norm import method_label
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +238,11 @@ def format_rows(rows: Iterable[Mapping[str, Any]], tasks: Iterable[str]) -> str:
     lines = [head + f" {'average':>9}", "-" * (len(head) + 10)]
     for row in rows:
         cfg, res = row["config"], row.get("results", {})
-        eps = format_pixels(cfg.get("eps", float("nan")), ".1f")
+        eps = format_pixels(cfg.get("eps", float("nan")), ".1f", norm=cfg.get("norm"))
+        method = method_label(str(cfg.get("method", "?")), cfg.get("norm"))
         if row.get("status") != "ok":
             lines.append(
-                f"{cfg.get('method', '?'):<10} {cfg.get('direction', '?'):<16} {eps:>7} FAILED: "
+                f"{method:<10} {cfg.get('direction', '?'):<16} {eps:>7} FAILED: "
                 f"{row.get('error', '').splitlines()[0] if row.get('error') else ''}"
             )
             continue
@@ -249,5 +251,5 @@ def format_rows(rows: Iterable[Mapping[str, Any]], tasks: Iterable[str]) -> str:
             return f"{100 * v:>9.2f}" if isinstance(v, int | float) else f"{'nan':>9}"
 
         per_task = " ".join(pct(res["rel_task"].get(t)) for t in tasks)
-        lines.append(f"{cfg['method']:<10} {cfg['direction']:<16} {eps:>7} {per_task} {pct(res['rel_avg'])}")
+        lines.append(f"{method:<10} {cfg['direction']:<16} {eps:>7} {per_task} {pct(res['rel_avg'])}")
     return "\n".join(lines)

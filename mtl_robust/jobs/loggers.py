@@ -13,7 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from mtl_robust.values.budget import format_pixels, to_pixels
+from mtl_robust.values.budget import format_pixels
+from mtl_robust.values.norm import method_label
 
 # Relative changes are fractions in the results store (-0.12); what a person reads, the terminal tables, the
 # reports and the wandb dashboard, shows them in percent (-12.0).
@@ -123,11 +124,11 @@ def log_rows(logger_cfg: DictConfig | None, rows: Sequence[Mapping[str, Any]], s
 
 def run_tags(cfg: Mapping[str, Any]) -> list[str]:
     tags = [
-        cfg.get("method"),
+        method_label(str(cfg.get("method")), cfg.get("norm")) if cfg.get("method") else None,
         cfg.get("direction"),
         f"layout={cfg.get('layout_name')}",
         f"defense={cfg.get('defense')}",
-        f"eps={format_pixels(cfg.get('eps', 0))}",
+        f"eps={format_pixels(cfg.get('eps', 0), norm=cfg.get('norm'))}",
         cfg.get("data"),
         cfg.get("backbone"),
     ]
@@ -135,10 +136,9 @@ def run_tags(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def run_name(cfg: Mapping[str, Any]) -> str:
-    return (
-        f"{cfg.get('layout_name')}-{cfg.get('defense')}-{cfg.get('method')}-{cfg.get('direction')}"
-        f"-eps{to_pixels(cfg.get('eps', 0)):g}"
-    )
+    method = method_label(str(cfg.get("method")), cfg.get("norm"))
+    eps = format_pixels(cfg.get("eps", 0), norm=cfg.get("norm")).split("/")[0]
+    return f"{cfg.get('layout_name')}-{cfg.get('defense')}-{method}-{cfg.get('direction')}-eps{eps}"
 
 
 def per_task_table(row: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:

@@ -34,7 +34,7 @@ from mtl_robust.lightning.user_model import is_user_model
 from mtl_robust.report.transfer import format_matrix, transfer_matrix
 from mtl_robust.values.budget import format_pixels
 from mtl_robust.values.direction import DirectionSpec, expand_per_task
-from mtl_robust.values.norm import Norm
+from mtl_robust.values.norm import DEFAULT_NORM, Norm
 from mtl_robust.values.surrogate import SurrogateSpec
 
 log = logging.getLogger(__name__)
@@ -201,14 +201,20 @@ def run_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
     print(format_clean(clean, module.tasks))
     print("\nrelative change under attack (%, negative = worse; per task: mean over its metrics)")
     print(format_rows(rows, module.model.tasks))
-    for eps in sorted({r["config"]["eps"] for r in rows}):
+    # One matrix per threat model and budget: an L2 radius and an L-inf budget never share one.
+    for norm, eps in sorted({(str(Norm.parse(r["config"].get("norm"))), r["config"]["eps"]) for r in rows}):
         singles = {}  # attacked task -> the relative change of every evaluated task
         for r in rows:
             task = DirectionSpec.parse(r["config"]["direction"]).task
-            if task is not None and r["config"]["eps"] == eps and r["status"] == "ok":
+            same = str(Norm.parse(r["config"].get("norm"))) == norm and r["config"]["eps"] == eps
+            if task is not None and same and r["status"] == "ok":
                 singles[task] = RelativeChange(per_task=r["results"]["rel_task"])
         if singles:
-            print(f"\ntransfer matrix at eps={format_pixels(eps)} (%): SINGLE(attacked) -> evaluated task")
+            under = "" if norm == DEFAULT_NORM else f" ({Norm.parse(norm).label})"
+            print(
+                f"\ntransfer matrix at eps={format_pixels(eps, norm=norm)}{under} (%): "
+                "SINGLE(attacked) -> evaluated task"
+            )
             print(format_matrix(transfer_matrix(singles)))
     for line in flag_lines(rows):
         print(f"\n{line}")

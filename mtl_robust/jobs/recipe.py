@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mtl_robust.values.budget import budget_from, format_pixels
+from mtl_robust.values.norm import Norm
 from mtl_robust.values.recipe import SEED, TrainingRecipe
 
 # Defenses take their attack and direction from the `attack` and `direction` groups, which add settings
@@ -56,7 +57,9 @@ def training_recipe(cfg: DictConfig) -> TrainingRecipe:
     del parts["seed"]
     attack = parts["defense"].get("attack")
     if isinstance(attack, dict) and ("eps" in attack or "pixel_eps" in attack):
-        # One budget, however it was written (8/255, 0.0314, pixel_eps=8): one recipe.
-        eps = budget_from(attack.pop("eps", None), attack.pop("pixel_eps", None))
-        attack["eps"] = format_pixels(eps)
+        # One budget, however it was written (8/255, 0.0314, pixel_eps=8): one recipe. An L2/L1 radius is
+        # range-checked and written under its own norm (0.5, not 127.5/255; a radius may exceed 1).
+        norm = Norm.parse(attack.get("norm"))
+        eps = budget_from(attack.pop("eps", None), attack.pop("pixel_eps", None), norm.max_radius)
+        attack["eps"] = format_pixels(eps, norm=norm)
     return TrainingRecipe.from_parts(parts)

@@ -4,9 +4,10 @@ The linear objective c of the first step from the clean batch (the attack direct
 to `mtl_robust.attacks.lp.crosscheck`, which solves the step LP with HiGHS on all coordinates or on a random
 subset of `max_coords`; with the MINMAX direction its per-sample step is compared with its own LP over the
 tasks (`crosscheck_minmax_step`). Under L2/L1 (the attack's `norm`) the closed-form steepest step is
-compared with its cone program / LP (`crosscheck_norm`), and MINMAX-L2 with its SOCP. The largest relative
-objective gap is logged (`lp/max_gap`, with `lp/coords_checked`, `lp/mismatched_coords`, `lp/subsampled`);
-a gap above `tol` raises, since it means the attack's projection is not the optimal step it is meant to be.
+compared with its cone program / LP (`crosscheck_norm`), MINMAX-L2 with its SOCP and MINMAX-L1 with its LP
+over the L1 step set. The largest relative objective gap is logged (`lp/max_gap`, with `lp/coords_checked`,
+`lp/mismatched_coords`, `lp/subsampled`); a gap above `tol` raises, since it means the attack's projection
+is not the optimal step it is meant to be.
 
 Assumes `pl_module.model` is the MultiTaskModel, `pl_module.tasks: dict[str, Task]`, batches `(x, targets)`.
 """

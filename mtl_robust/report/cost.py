@@ -22,12 +22,13 @@ from mtl_robust.evaluation.relative import compare
 from mtl_robust.report.directions import DGBA, TOTAL, spec_of
 from mtl_robust.report.flags import mark
 from mtl_robust.report.order import defense_sort_key
-from mtl_robust.report.records import Record, Sources, num
+from mtl_robust.report.records import Record, Sources, attack_eps, attack_eps_slug, num
 from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import Table, slug
 from mtl_robust.report.uncertainty import FAST_VS_PGD_AT
-from mtl_robust.values.budget import eps_slug, format_eps, same_eps
+from mtl_robust.values.budget import same_eps
 from mtl_robust.values.direction import DirectionSpec
+from mtl_robust.values.norm import DEFAULT_NORM, label_norm, method_label
 
 BASELINE = "none"
 ENSEMBLE_METHOD = "ensemble"
@@ -72,7 +73,13 @@ class CostSet:
     @property
     def name(self) -> str:
         return slug(
-            "cost", self.source, self.data, self.backbone, self.layout_name, self.method, eps_slug(self.eps)
+            "cost",
+            self.source,
+            self.data,
+            self.backbone,
+            self.layout_name,
+            self.method,
+            attack_eps_slug(self.eps, self.method),
         )
 
     @property
@@ -80,7 +87,7 @@ class CostSet:
         prefix = f"{self.source} · " if self.source else ""
         return (
             f"Training cost vs robustness · {prefix}{self.data} · {self.backbone} · "
-            f"layout {self.layout_name} · {self.method.upper()} ε={format_eps(self.eps)}"
+            f"layout {self.layout_name} · {self.method.upper()} ε={attack_eps(self.eps, self.method)}"
         )
 
     def table(self) -> Table:
@@ -206,10 +213,13 @@ def cost_sets(
     eps: float | None = None,
     comparisons: Sequence[Any] = (),
 ) -> tuple[list[CostSet], list[str]]:
-    """One CostSet per (source, data, backbone, layout) whose rows carry training costs; `comparisons` (the
-    report's paired comparisons) give the fast variants' difference to PGD-AT under the ensemble."""
+    """One CostSet per threat model and (source, data, backbone, layout) whose rows carry training costs;
+    `comparisons` (the report's paired comparisons) give the fast variants' difference to PGD-AT under the
+    ensemble of the same norm.
+
+    `method` (a label such as 'pgd' or 'pgd[l2]') picks one attack, and so one norm; by default every norm
+    with rows gets its sets, each under PGD of that norm where it has rows (else its first method)."""
     notes: list[str] = []
-    sources = Sources.of(records)
     attacked = [
         r
         for r in records
@@ -217,11 +227,37 @@ def cost_sets(
     ]
     if not attacked:
         return [], notes
-    methods = sorted({r.method for r in attacked})
-    chosen_method = method or ("pgd" if "pgd" in methods else methods[0])
+    if method is not None:
+        chosen = [method]
+    else:
+        by_norm: dict[str, set[str]] = defaultdict(set)
+        for r in attacked:
+            by_norm[r.norm].add(r.method)
+        chosen = []
+        for norm in sorted(by_norm, key=lambda n: (n != DEFAULT_NORM, n)):  # L-inf first, as before norms
+            pgd = method_label("pgd", norm)
+            chosen.append(pgd if pgd in by_norm[norm] else sorted(by_norm[norm])[0])
+    out: list[CostSet] = []
+    for chosen_method in chosen:
+        out += _cost_sets_of(records, attacked, chosen_method, eps, comparisons, notes)
+    return out, notes
+
+
+def _cost_sets_of(
+    records: Sequence[Record],
+    attacked: Sequence[Record],
+    chosen_method: str,
+    eps: float | None,
+    comparisons: Sequence[Any],
+    notes: list[str],
+) -> list[CostSet]:
+    """The cost sets under one attack (and so one norm); its ensemble is the ensemble of that norm."""
+    sources = Sources.of(records)
     with_method = [r for r in attacked if r.method == chosen_method]
     if not with_method:
-        return [], [f"cost vs robustness: no {TOTAL.label}/{DGBA.label} rows with method {chosen_method}"]
+        notes.append(f"cost vs robustness: no {TOTAL.label}/{DGBA.label} rows with method {chosen_method}")
+        return []
+    ensemble_method = method_label(ENSEMBLE_METHOD, label_norm(chosen_method))
     chosen_eps = eps if eps is not None else max(r.eps for r in with_method)
     selected = [r for r in with_method if same_eps(r.eps, chosen_eps)]
     # layout -> defense -> direction -> rows
@@ -233,13 +269,13 @@ def cost_sets(
         groups[key][r.defense][spec_of(r.direction)].append(r)
     ensembles: dict[tuple[CostKey, str], list[Record]] = defaultdict(list)
     for r in records:
-        if r.ok and r.method == ENSEMBLE_METHOD and training_cost(r) and same_eps(r.eps, chosen_eps):
+        if r.ok and r.method == ensemble_method and training_cost(r) and same_eps(r.eps, chosen_eps):
             ensembles[(CostKey(sources.label(r), r.data, r.backbone, r.layout_name), r.defense)].append(r)
     against_pgd_at = {
         (CostKey(sources.label(c.context["group"].first), *_where(c)), c.a): c
         for c in comparisons
         if c.kind == FAST_VS_PGD_AT
-        and c.context["method"] == ENSEMBLE_METHOD
+        and c.context["method"] == ensemble_method
         and same_eps(c.context["eps"], chosen_eps)
     }
     out = []
@@ -309,7 +345,7 @@ def cost_sets(
                 rows=rows,
             )
         )
-    return out, notes
+    return out
 
 
 def _where(comparison: Any) -> tuple[str, str, str]:
@@ -358,7 +394,9 @@ def plot_cost_set(cs: CostSet, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("training cost: forward+backward passes of the run (× clean training)")
     ax.set_ylabel(f"avg relative change under {cs.method.upper()} (%)")
-    ax.set_title(f"{cs.layout_name} · ● {DGBA.label}  □ {TOTAL.label} · ε={format_eps(cs.eps)}", fontsize=10)
+    ax.set_title(
+        f"{cs.layout_name} · ● {DGBA.label}  □ {TOTAL.label} · ε={attack_eps(cs.eps, cs.method)}", fontsize=10
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

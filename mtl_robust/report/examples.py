@@ -10,7 +10,7 @@ from mtl_robust.report.directions import direction_label, direction_sort_key
 from mtl_robust.report.order import defense_sort_key, method_sort_key
 from mtl_robust.report.records import Record, Sources
 from mtl_robust.report.tables import slug
-from mtl_robust.values.budget import eps_slug, format_eps, same_eps
+from mtl_robust.values.budget import eps_slug, same_eps
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ExampleRef:
             r.layout_name,
             r.method,
             r.direction,
-            eps_slug(r.eps),
+            eps_slug(r.eps, r.norm),
             r.key[:8],
         )
 
@@ -77,7 +77,7 @@ def example_refs(
         prefix = sources.label(r)
         title = (
             f"{prefix + ' · ' if prefix else ''}{r.layout_name} · {r.method.upper()} "
-            f"{direction_label(r.direction)} ε={format_eps(r.eps)} · defense {r.defense}"
+            f"{direction_label(r.direction)} ε={r.eps_text} · defense {r.defense}"
         )
         refs.append(ExampleRef(r, path, title, prefix))
     refs.sort(key=ExampleRef.sort_key)

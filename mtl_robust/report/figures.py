@@ -27,10 +27,12 @@ from mtl_robust.report.curves import EpsCurves  # noqa: E402
 from mtl_robust.report.directions import TASK_COLORS, direction_label, direction_style  # noqa: E402
 from mtl_robust.report.examples import ExampleRef  # noqa: E402
 from mtl_robust.report.order import task_sort_key  # noqa: E402
+from mtl_robust.report.records import attack_eps  # noqa: E402
 from mtl_robust.report.tables import format_number  # noqa: E402
 from mtl_robust.report.tradeoff import TradeoffSet  # noqa: E402
 from mtl_robust.report.transfer import TransferSet  # noqa: E402
-from mtl_robust.values.budget import format_eps, to_pixels  # noqa: E402
+from mtl_robust.values.budget import eps_axis, eps_axis_title, format_eps  # noqa: E402
+from mtl_robust.values.norm import label_norm  # noqa: E402
 
 DPI = 150
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -80,18 +82,21 @@ def draw_eps_curves(curves: EpsCurves) -> plt.Figure:
         layout="constrained",
     )
     all_eps = sorted({p.eps for pts in curves.series.values() for p in pts})
+    norm = label_norm(curves.method)
     for ax, panel in zip(axes[0], panels):
         for i, (direction, points) in enumerate(curves.series.items()):
-            xs = [to_pixels(p.eps) for p in points]
+            xs = [eps_axis(p.eps, norm) for p in points]
             ys = [p.rel_avg if panel == "avg" else p.rel_task.get(panel, math.nan) for p in points]
             ax.plot(xs, ys, label=direction_label(direction), markersize=5, **direction_style(direction, i))
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_title("average over tasks" if panel == "avg" else f"task: {panel}", fontsize=10)
-        ax.set_xlabel("ε (pixel units, /255)")
-        ax.set_xticks([to_pixels(e) for e in all_eps])
-        ax.set_xticklabels([format_eps(e).split("/")[0] for e in all_eps])
+        ax.set_xlabel(eps_axis_title(norm))
+        ax.set_xticks([eps_axis(e, norm) for e in all_eps])
+        ax.set_xticklabels([format_eps(e, norm).split("/")[0] for e in all_eps])
         if len(all_eps) == 1:
-            ax.set_xlim(to_pixels(all_eps[0]) - 1, to_pixels(all_eps[0]) + 1)
+            x = eps_axis(all_eps[0], norm)
+            margin = 1.0 if norm == "linf" else max(x, 0.1) / 2  # a pixel step, or half an L2/L1 radius
+            ax.set_xlim(x - margin, x + margin)
         ax.yaxis.set_major_formatter(_percent())
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("relative change (%)\n(negative = worse)")
@@ -144,7 +149,8 @@ def plot_transfer_heatmap(ts: TransferSet, path: str | os.PathLike, limit: float
     where = f"{ts.source} · " if ts.source else ""
     ax.set_title(
         f"{where}transfer of SINGLE attacks · layout {ts.layout_name}\n"
-        f"{ts.method.upper()} ε={format_eps(ts.eps)} · defense {ts.defense} · {ts.data}/{ts.backbone}",
+        f"{ts.method.upper()} ε={attack_eps(ts.eps, ts.method)} · defense {ts.defense} · "
+        f"{ts.data}/{ts.backbone}",
         fontsize=10,
     )
     return _save(fig, path)
@@ -203,7 +209,7 @@ def plot_tradeoff(ts: TradeoffSet, path: str | os.PathLike) -> Path:
     bar.set_label("sharing score (shared blocks summed over task pairs)")
     ax.set_title(
         f"Sharing vs robustness · {ts.data}/{ts.backbone} · {ts.label} {ts.method.upper()} "
-        f"ε={format_eps(ts.eps)}",
+        f"ε={attack_eps(ts.eps, ts.method)}",
         fontsize=10,
     )
     _place_labels(

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mtl_robust.evaluation.store import ResultsStore
-from mtl_robust.values.budget import pixel_key
-from mtl_robust.values.norm import DEFAULT_NORM, Norm
+from mtl_robust.values.budget import eps_slug, format_eps, pixel_key
+from mtl_robust.values.norm import Norm, label_norm, method_label
 from mtl_robust.values.recipe import LAYOUT_PREFIXES, TrainingRecipe, differing_settings, format_settings
 
 
@@ -91,7 +91,7 @@ class Record:
     def method(self) -> str:
         """The attack as tables, curves and figures group and label it: the method, with its threat model
         unless L-inf ("pgd[l2]"), so rows of different norms never share a table."""
-        return self.method_name if self.norm == DEFAULT_NORM else f"{self.method_name}[{self.norm}]"
+        return method_label(self.method_name, self.norm)
 
     @property
     def method_name(self) -> str:
@@ -124,6 +124,11 @@ class Record:
         return num(self.config.get("eps"))
 
     @property
+    def eps_text(self) -> str:
+        """The budget as tables print it under the row's norm: '8/255' (L-inf), '0.75' (an L2 radius)."""
+        return format_eps(self.eps, self.norm)
+
+    @property
     def eps_key(self) -> float:
         """The budget as a grouping key (pixel units, rounded): 8/255 written two ways groups as one."""
         return pixel_key(self.eps)
@@ -153,6 +158,27 @@ class Record:
     def clean_metrics(self) -> dict[str, dict[str, float]]:
         clean = self.results.get("clean") or {}
         return {t: {m: num(v) for m, v in (ms or {}).items()} for t, ms in clean.items()}
+
+
+def attack_eps(eps: float, method: str) -> str:
+    """The budget of an attack labelled `method` ('pgd', 'pgd[l2]') as tables print it: '8/255', '0.75'."""
+    return format_eps(eps, label_norm(method))
+
+
+def budget_label(eps: float, norm: str) -> str:
+    """A budget with its threat model, for titles that name no method: 'ε=8/255' (L-inf, as before norms
+    existed), 'L2 ε=0.75'."""
+    try:
+        parsed = Norm.parse(norm)
+    except ValueError:  # a hand-edited row's norm: shown as written
+        return f"{norm} ε={format_eps(eps, norm)}"
+    prefix = "" if parsed.is_default else f"{parsed.label if parsed.share is None else parsed} "
+    return f"{prefix}ε={format_eps(eps, norm)}"
+
+
+def attack_eps_slug(eps: float, method: str) -> str:
+    """The same for file names: 'eps8', 'eps0p75'."""
+    return eps_slug(eps, label_norm(method))
 
 
 def store_labels(paths: Sequence[str | os.PathLike]) -> list[str]:

@@ -17,9 +17,10 @@ from typing import NamedTuple
 
 from mtl_robust.report.flags import FLAG_MARK, marked_layout, model_flags
 from mtl_robust.report.order import defense_sort_key, layout_ranks, ordered_tasks, task_sort_key
-from mtl_robust.report.records import Record, pct
+from mtl_robust.report.records import Record, budget_label, pct
 from mtl_robust.report.tables import Table, slug
-from mtl_robust.values.budget import eps_slug, format_eps
+from mtl_robust.values.budget import eps_slug
+from mtl_robust.values.norm import DEFAULT_NORM
 
 # Options that adapt an attack to a model whose gradients mislead (expectation over its randomness, a
 # straight-through backward for a non-differentiable step): read from a member's config, or from the row's
@@ -30,11 +31,24 @@ GRADIENT_FREE_METHODS = ("square",)
 
 
 class EnsembleKey(NamedTuple):
-    """One ensemble table: the models of one data and backbone at one eps."""
+    """One ensemble table: the models of one data and backbone under one threat model and eps (the
+    ensembles of `attack=ensemble attack.norm=l2` get their own tables, never mixed with L-inf ones)."""
 
     data: str
     backbone: str
+    norm: str
     eps_key: float
+
+    def sort_key(self) -> tuple:
+        return (self.data, self.backbone, self.norm != DEFAULT_NORM, self.norm, self.eps_key)
+
+    def budget(self, eps: float) -> str:
+        """'ε=8/255' under L-inf (as before norms existed); 'L2 ε=0.75' under another norm."""
+        return budget_label(eps, self.norm)
+
+    def slug_parts(self, eps: float) -> tuple[str, str]:
+        """The norm (none for L-inf) and the budget, for table names."""
+        return ("" if self.norm == DEFAULT_NORM else self.norm), eps_slug(eps, self.norm)
 
 
 class DiagnosedModel(NamedTuple):
@@ -50,14 +64,19 @@ class DiagnosedModel(NamedTuple):
 
 
 def _ensemble_rows(records: Sequence[Record]) -> list[Record]:
-    return [r for r in records if r.ok and r.method == "ensemble" and r.results.get("ensemble")]
+    return [r for r in records if r.ok and r.method_name == "ensemble" and r.results.get("ensemble")]
 
 
 def _groups(rows: Sequence[Record]) -> dict[EnsembleKey, list[Record]]:
     groups: dict[EnsembleKey, list[Record]] = defaultdict(list)
     for r in rows:
-        groups[EnsembleKey(r.data, r.backbone, r.eps_key)].append(r)
+        groups[EnsembleKey(r.data, r.backbone, r.norm, r.eps_key)].append(r)
     return groups
+
+
+def _sorted_groups(rows: Sequence[Record]) -> list[tuple[EnsembleKey, list[Record]]]:
+    """The ensemble groups, L-inf before the other norms."""
+    return sorted(_groups(rows).items(), key=lambda item: item[0].sort_key())
 
 
 def _model_order(rows: Sequence[Record]) -> list[Record]:
@@ -68,7 +87,7 @@ def _model_order(rows: Sequence[Record]) -> list[Record]:
 def members_vs_ensemble(records: Sequence[Record]) -> list[Table]:
     """Per (data, backbone, eps): each member's measure beside the ensemble's joint worst case and the gap."""
     tables = []
-    for key, rows in sorted(_groups(_ensemble_rows(records)).items()):
+    for key, rows in _sorted_groups(_ensemble_rows(records)):
         eps = rows[0].eps
         members = list(dict.fromkeys(m for r in rows for m in r.results["ensemble"]["members"]))
         columns = ["layout", "defense"] + [f"{m} (%)" for m in members]
@@ -90,8 +109,8 @@ def members_vs_ensemble(records: Sequence[Record]) -> list[Table]:
             )
         tables.append(
             Table(
-                name=slug("ensemble", key.data, key.backbone, eps_slug(eps)),
-                title=f"Members vs ensemble · {key.data} · {key.backbone} · ε={format_eps(eps)}",
+                name=slug("ensemble", key.data, key.backbone, *key.slug_parts(eps)),
+                title=f"Members vs ensemble · {key.data} · {key.backbone} · {key.budget(eps)}",
                 columns=columns,
                 rows=body,
                 description=(
@@ -107,7 +126,7 @@ def members_vs_ensemble(records: Sequence[Record]) -> list[Table]:
 def per_task_worst_case(records: Sequence[Record]) -> list[Table]:
     """Per (data, backbone, eps): each task's worst case (rule task:<t>) vs its strongest single member."""
     tables = []
-    for key, rows in sorted(_groups(_ensemble_rows(records)).items()):
+    for key, rows in _sorted_groups(_ensemble_rows(records)):
         eps = rows[0].eps
         tasks = ordered_tasks(rows)
         columns = ["layout", "defense"]
@@ -127,8 +146,8 @@ def per_task_worst_case(records: Sequence[Record]) -> list[Table]:
             body.append(line)
         tables.append(
             Table(
-                name=slug("worst_task", key.data, key.backbone, eps_slug(eps)),
-                title=f"Per-task worst case · {key.data} · {key.backbone} · ε={format_eps(eps)}",
+                name=slug("worst_task", key.data, key.backbone, *key.slug_parts(eps)),
+                title=f"Per-task worst case · {key.data} · {key.backbone} · {key.budget(eps)}",
                 columns=columns,
                 rows=body,
                 description=(
@@ -144,8 +163,8 @@ def ranking_notes(records: Sequence[Record]) -> list[str]:
     """Does the ensemble change which direction, or which layout, looks most robust?"""
     notes = []
     rows = _ensemble_rows(records)
-    for key, group in sorted(_groups(rows).items()):
-        data, backbone, eps = key.data, key.backbone, format_eps(group[0].eps)
+    for key, group in _sorted_groups(rows):
+        data, backbone, budget = key.data, key.backbone, key.budget(group[0].eps)
         for r in _model_order(group):
             ens = r.results["ensemble"]
             members = {m: pct(v.get("rel_avg")) for m, v in ens["members"].items()}
@@ -156,7 +175,7 @@ def ranking_notes(records: Sequence[Record]) -> list[str]:
                 top = max(wins, key=wins.get) if wins else strongest
                 agree = "the same member" if top == strongest else f"mostly {top}"
                 notes.append(
-                    f"{data}/{backbone} ε={eps} {r.layout_name} ({r.defense}): strongest single member "
+                    f"{data}/{backbone} {budget} {r.layout_name} ({r.defense}): strongest single member "
                     f"{strongest}; the joint worst case picks {agree}"
                 )
         by_defense: dict[str, list[Record]] = defaultdict(list)
@@ -178,7 +197,7 @@ def ranking_notes(records: Sequence[Record]) -> list[str]:
             }
             differing = sorted(m for m, best in per_member.items() if best != ens_best)
             notes.append(
-                f"{data}/{backbone} ε={eps} defense {defense}: most robust layout under the ensemble: "
+                f"{data}/{backbone} {budget} defense {defense}: most robust layout under the ensemble: "
                 f"{ens_best}; "
                 + (
                     f"members that rank another layout first: {', '.join(differing)}"
@@ -220,7 +239,7 @@ def flagged_worst_case(records: Sequence[Record]) -> tuple[list[Table], list[str
     gradient-free."""
     rows = [r for r in _ensemble_rows(records) if model_flags(r)]
     tables, notes = [], []
-    for key, group in sorted(_groups(rows).items()):
+    for key, group in _sorted_groups(rows):
         eps = group[0].eps
         body = []
         for r in _model_order(group):
@@ -243,7 +262,7 @@ def flagged_worst_case(records: Sequence[Record]) -> tuple[list[Table], list[str
                         ", ".join(f"{k}={v}" for k, v in cell_options.items()),
                     ]
                 )
-            where = f"{r.layout_name} ({r.defense}, {r.data}, ε={format_eps(eps)})"
+            where = f"{r.layout_name} ({r.defense}, {r.data}, {key.budget(eps)})"
             if not free:
                 notes.append(
                     f"WARNING: flagged model {where} was attacked by an ensemble without a gradient-free "
@@ -258,9 +277,9 @@ def flagged_worst_case(records: Sequence[Record]) -> tuple[list[Table], list[str
                 )
         tables.append(
             Table(
-                name=slug("flagged_worst_case", key.data, key.backbone, eps_slug(eps)),
+                name=slug("flagged_worst_case", key.data, key.backbone, *key.slug_parts(eps)),
                 title=f"Who found the worst case of flagged models · {key.data} · {key.backbone} · "
-                f"ε={format_eps(eps)}",
+                f"{key.budget(eps)}",
                 columns=["layout", "defense", "rule", "won by (images)", "gradient-free", "cell options"],
                 rows=body,
                 description=(

@@ -25,7 +25,7 @@ from mtl_robust.report.models import ModelFamily, ModelKey, clean_gains, clean_r
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks
 from mtl_robust.report.records import Record, Sources, num
 from mtl_robust.report.seeds import mean_over_seeds, seeds_of_position
-from mtl_robust.values.budget import eps_slug, format_eps
+from mtl_robust.values.budget import eps_slug
 
 Cell = str | int | float | None  # a table cell: None and NaN are "missing"
 
@@ -150,7 +150,7 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
         )
         title = (
             f"{attack.data} · {attack.backbone} · defense {attack.defense} · {attack.method.upper()} "
-            f"ε={format_eps(eps)}"
+            f"ε={rows_in[0].eps_text}"
         )
         cells: dict[RowKey, list[Record]] = defaultdict(list)
         for r in rows_in:
@@ -185,7 +185,14 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
             )
         tables.append(
             Table(
-                name=slug("rel", attack.data, attack.backbone, attack.defense, attack.method, eps_slug(eps)),
+                name=slug(
+                    "rel",
+                    attack.data,
+                    attack.backbone,
+                    attack.defense,
+                    attack.method,
+                    eps_slug(eps, rows_in[0].norm),
+                ),
                 title=title,
                 columns=columns,
                 rows=rows,
@@ -288,7 +295,7 @@ def failed_table(records: Sequence[Record], max_error_chars: int = 300) -> Table
     for r in failed:
         summary = (
             f"{r.data}/{r.backbone} · layout {r.layout_name} · defense {r.defense} · {r.method} "
-            f"{r.direction} ε={format_eps(r.eps)}"
+            f"{r.direction} ε={r.eps_text}"
         )
         if isinstance(r.config.get("overrides"), list) and "method" not in r.config:
             # a whole job failed before it wrote cells: its overrides are what identifies it

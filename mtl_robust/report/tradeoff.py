@@ -18,10 +18,10 @@ from mtl_robust.report.directions import DGBA, TOTAL, direction_label, direction
 from mtl_robust.report.flags import marked_layout
 from mtl_robust.report.models import ModelKey, clean_gains
 from mtl_robust.report.order import defense_sort_key, method_sort_key
-from mtl_robust.report.records import Record, Sources, num
+from mtl_robust.report.records import Record, Sources, attack_eps, attack_eps_slug, num
 from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import Table, slug
-from mtl_robust.values.budget import eps_slug, format_eps, same_eps
+from mtl_robust.values.budget import same_eps
 
 
 @dataclass
@@ -48,7 +48,9 @@ class TradeoffSet:
     @property
     def name(self) -> str:
         suffix = "" if spec_of(self.direction) == DGBA else self.direction
-        return slug("tradeoff", self.data, self.backbone, self.method, eps_slug(self.eps), suffix)
+        return slug(
+            "tradeoff", self.data, self.backbone, self.method, attack_eps_slug(self.eps, self.method), suffix
+        )
 
     @property
     def label(self) -> str:
@@ -60,7 +62,7 @@ class TradeoffSet:
             name=self.name,
             title=(
                 f"Sharing vs robustness · {self.data} · {self.backbone} · {self.label} {self.method.upper()} "
-                f"ε={format_eps(self.eps)}"
+                f"ε={attack_eps(self.eps, self.method)}"
             ),
             columns=(["source"] if show_source else [])
             + ["defense", "layout", "sharing", "clean gain (%)", f"{self.label} avg (%)"],
@@ -123,7 +125,10 @@ def tradeoff_sets(
         chosen_eps = eps if eps is not None else max(r.eps for r in with_method)
         selected = [r for r in with_method if same_eps(r.eps, chosen_eps)]
         if not selected:
-            notes.append(f"{where}: no {label} {chosen_method} rows at ε={format_eps(chosen_eps)}; skipped")
+            notes.append(
+                f"{where}: no {label} {chosen_method} rows at "
+                f"ε={attack_eps(chosen_eps, chosen_method)}; skipped"
+            )
             continue
         cells: dict[ModelKey, list[Record]] = defaultdict(list)
         for r in selected:

@@ -16,10 +16,10 @@ from mtl_robust.evaluation.relative import RelativeChange
 from mtl_robust.report.directions import SINGLE, spec_of
 from mtl_robust.report.flags import mark
 from mtl_robust.report.order import family_attack_order, layout_ranks, ordered_tasks, task_sort_key
-from mtl_robust.report.records import Record, Sources
+from mtl_robust.report.records import Record, Sources, attack_eps, attack_eps_slug
 from mtl_robust.report.seeds import position_row
 from mtl_robust.report.tables import Table, slug
-from mtl_robust.values.budget import eps_slug, format_eps, same_eps
+from mtl_robust.values.budget import same_eps
 from mtl_robust.values.direction import DirectionSpec
 
 
@@ -62,7 +62,7 @@ class TransferSet:
             self.backbone,
             self.defense,
             self.method,
-            eps_slug(self.eps),
+            attack_eps_slug(self.eps, self.method),
             self.layout_name,
             "" if self.direction == SINGLE else self.direction,
         )
@@ -81,7 +81,8 @@ class TransferSet:
         return Table(
             name=self.name,
             title=(
-                f"Transfer matrix · {self.layout_name} · {self.method.upper()} ε={format_eps(self.eps)} · "
+                f"Transfer matrix · {self.layout_name} · {self.method.upper()} "
+                f"ε={attack_eps(self.eps, self.method)} · "
                 f"defense {self.defense} · {self.data}/{self.backbone}"
             ),
             columns=["attacked \\ evaluated"] + [f"{t} (%)" for t in evaluated],

@@ -19,10 +19,9 @@ from typing import NamedTuple
 
 from mtl_robust.report.flags import FLAG_MARK, model_flags
 from mtl_robust.report.order import defense_sort_key, layout_ranks, method_sort_key
-from mtl_robust.report.records import Record
+from mtl_robust.report.records import Record, attack_eps, attack_eps_slug
 from mtl_robust.report.seeds import Analysis
 from mtl_robust.report.tables import Table, slug
-from mtl_robust.values.budget import eps_slug, format_eps
 
 
 def names_a_surrogate(record: Record) -> bool:
@@ -96,13 +95,16 @@ class TransferModels:
     @property
     def name(self) -> str:
         k = self.key
-        return slug("transfer_models", k.data, k.backbone, k.method, k.direction, eps_slug(k.eps))
+        return slug(
+            "transfer_models", k.data, k.backbone, k.method, k.direction, attack_eps_slug(k.eps, k.method)
+        )
 
     @property
     def title(self) -> str:
         k = self.key
         return (
-            f"Transfer between models: {k.method.upper()}-{k.direction.upper()} at ε {format_eps(k.eps)} "
+            f"Transfer between models: {k.method.upper()}-{k.direction.upper()} "
+            f"at ε {attack_eps(k.eps, k.method)} "
             f"({k.data}, {k.backbone}): rel avg (%) of the target, 95 % CI"
         )
 
@@ -207,7 +209,8 @@ def plot_transfer_models(matrix: TransferModels, path: Path) -> Path:
     ax.set_ylabel("surrogate (crafted on)")
     k = matrix.key
     ax.set_title(
-        f"{k.method.upper()}-{k.direction.upper()} ε {format_eps(k.eps)}: transfer rel avg (%)", fontsize=9
+        f"{k.method.upper()}-{k.direction.upper()} ε {attack_eps(k.eps, k.method)}: transfer rel avg (%)",
+        fontsize=9,
     )
     fig.colorbar(image, ax=ax, label="rel avg (%)")
     fig.tight_layout()

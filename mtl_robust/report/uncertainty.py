@@ -34,10 +34,11 @@ from mtl_robust.report.order import (
     layout_ranks,
     method_sort_key,
 )
-from mtl_robust.report.records import Record
+from mtl_robust.report.records import Record, attack_eps, attack_eps_slug
 from mtl_robust.report.seeds import Analysis, Group, ci, group_mean, identity, identity_without, pm
 from mtl_robust.report.tables import Table, slug
-from mtl_robust.values.budget import eps_slug, format_eps, to_pixels
+from mtl_robust.values.budget import eps_axis, eps_axis_title
+from mtl_robust.values.norm import DEFAULT_NORM, label_norm
 from mtl_robust.values.recipe import DEFENSE_PREFIXES, LAYOUT_PREFIXES, differing_settings, format_settings
 
 if TYPE_CHECKING:  # the statistics need torch: imported where they are computed, not with the report
@@ -433,10 +434,12 @@ def uncertainty_tables(
             rows.append(line + [len(g.records), pm(est), ci(est)])
         seed_tables.append(
             Table(
-                name=slug("seeds", key.data, key.backbone, key.defense, key.method, eps_slug(eps)),
+                name=slug(
+                    "seeds", key.data, key.backbone, key.defense, key.method, attack_eps_slug(eps, key.method)
+                ),
                 title=(
                     f"{key.data} · {key.backbone} · defense {key.defense} · {key.method.upper()} "
-                    f"ε={format_eps(eps)}"
+                    f"ε={attack_eps(eps, key.method)}"
                 ),
                 columns=["layout", "direction"]
                 + (["settings"] if any(settings.values()) else [])
@@ -473,7 +476,7 @@ def uncertainty_tables(
                     ctx["defense"],
                     ctx["layout"],
                     ctx["method"],
-                    format_eps(ctx["eps"]),
+                    attack_eps(ctx["eps"], ctx["method"]),
                     ctx.get("direction", ""),
                 ]
                 + ([ctx.get("settings", "")] if with_settings else [])
@@ -617,9 +620,11 @@ def eps_band_series(analysis: Analysis) -> dict[BandKey, dict[str, list[BandPoin
     return {k: {d: sorted(v) for d, v in series.items()} for k, series in out.items()}
 
 
-def plot_eps_bands(series: Mapping[str, list[BandPoint]], title: str, path: Path) -> Path:
-    """Average measure vs eps, one line per direction (in its registered colour) with its 95 % CI as a
-    shaded band."""
+def plot_eps_bands(
+    series: Mapping[str, list[BandPoint]], title: str, path: Path, norm: str = DEFAULT_NORM
+) -> Path:
+    """Average measure vs eps (on `norm`'s axis: `eps_axis`), one line per direction (in its registered
+    colour) with its 95 % CI as a shaded band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -628,7 +633,7 @@ def plot_eps_bands(series: Mapping[str, list[BandPoint]], title: str, path: Path
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     for i, direction in enumerate(sorted(series, key=direction_sort_key)):
         pts = series[direction]
-        xs = [to_pixels(p.eps) for p in pts]
+        xs = [eps_axis(p.eps, norm) for p in pts]
         colour = direction_style(direction, i)["color"]
         label = direction_label(direction)
         ax.plot(xs, [100 * p.mean for p in pts], marker="o", color=colour, label=label)
@@ -636,7 +641,7 @@ def plot_eps_bands(series: Mapping[str, list[BandPoint]], title: str, path: Path
         if all(math.isfinite(v) for v in lows + highs):
             ax.fill_between(xs, lows, highs, color=colour, alpha=0.18, linewidth=0)
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel("ε (pixel units, /255)")
+    ax.set_xlabel(eps_axis_title(norm))
     ax.set_ylabel("average relative change (%)\nmean over seeds, 95 % CI band")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -668,7 +673,11 @@ def uncertainty_sections(
             continue  # one budget: nothing to draw a curve through
         name = slug("ci_bands", key.store, key.data, key.backbone, key.defense, key.layout, key.method)
         title = f"{key.method.upper()} on {key.layout} · defense {key.defense} · {key.data}/{key.backbone}"
-        part.append(summary.image(plot_eps_bands(series, title, plots_dir / f"{name}.png"), title))
+        part.append(
+            summary.image(
+                plot_eps_bands(series, title, plots_dir / f"{name}.png", label_norm(key.method)), title
+            )
+        )
     comp = ["## Paired comparisons", ""]
     verdicts = [row[-1] for t in comp_tables for row in t.rows]
     if verdicts and not any(v in CONCLUSIVE for v in map(_verdict_kind, verdicts)):

@@ -17,7 +17,7 @@ from pathlib import Path
 from mtl_robust.report.cost import cost_section
 from mtl_robust.report.curves import eps_curves
 from mtl_robust.report.examples import example_refs
-from mtl_robust.report.records import Record, store_labels
+from mtl_robust.report.records import Record, attack_eps, store_labels
 from mtl_robust.report.reliability import reliability_section
 from mtl_robust.report.summary import Summary
 from mtl_robust.report.tables import clean_tables, failed_table, relative_tables
@@ -25,7 +25,6 @@ from mtl_robust.report.tradeoff import tradeoff_sets
 from mtl_robust.report.transfer import transfer_sets
 from mtl_robust.report.transfer_models import as_white_box, is_transfer, transfer_models_section
 from mtl_robust.report.uncertainty import DEFAULT_MIN_SEEDS, uncertainty_sections
-from mtl_robust.values.budget import format_eps
 
 
 def write_report(
@@ -66,7 +65,11 @@ def write_report(
     header.append(
         f"- selection for the trade-off scatter and per-model figures: method "
         f"{method or 'pgd if present (all methods for per-model figures)'}, "
-        f"ε {format_eps(eps) if eps is not None else 'largest with DGBA rows (all ε for heatmaps)'}"
+        + (
+            f"ε {attack_eps(eps, method or '')}"
+            if eps is not None
+            else "ε largest with DGBA rows (all ε for heatmaps)"
+        )
     )
     header.append("- all relative changes are in percent; negative = worse than clean")
     if method is not None and not any(r.method == method for r in ok):

@@ -1,7 +1,10 @@
-"""The L-inf attack budget: one value, eps in [0, 1] (the pixel scale of [0, 1] images).
+"""The attack budget: one value, eps on the [0, 1] pixel scale of the images, whatever the norm.
 
 Users write it as a float (`0.0314`), as a fraction of the 8-bit pixel step (`"8/255"`, the paper's
-eps = 8), or in 0-255 units (`pixel_eps: 8`). Stores keep the float; tables print `8/255`.
+eps = 8), or in 0-255 units (`pixel_eps: 8`). Stores keep the float. Printed (`format_eps`, the one
+formatter of tables, figures, terminal lines and wandb): an L-inf budget in pixel steps, `8/255`; an L2 or
+L1 radius as the plain decimal it is written in (`0.75`), since it is no count of pixel steps (0.75 would
+read 191/255). Where the norm is shown is the caller's: next to the method, as the tables do (`PGD[L2]`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from typing import Any
+
+from mtl_robust.values.norm import Norm
 
 # One 8-bit pixel step is 1/255 of the [0, 1] image range.
 PIXEL_STEPS = 255
@@ -89,22 +94,54 @@ def same_eps(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
-def format_eps(eps: float) -> str:
-    """8/255 -> '8/255'; budgets that are not whole pixel steps keep their decimals ('0.5/255')."""
+def _is_box(norm: Norm | str | None) -> bool:
+    """Whether a budget of `norm` (a Norm, its text, or None = L-inf) counts pixel steps; a norm no parser
+    knows (a hand-edited row) prints as a plain decimal, which misreads nothing."""
+    try:
+        return Norm.parse(norm).name == "linf"
+    except ValueError:
+        return False
+
+
+def format_eps(eps: float, norm: Norm | str | None = None) -> str:
+    """The budget as tables print it. L-inf (`norm` None, "linf"): 8/255 -> '8/255', budgets between whole
+    pixel steps keep their decimals ('0.5/255'). L2/L1: the radius itself, 0.75 -> '0.75'."""
     if not math.isfinite(eps):
         return "?"
+    if not _is_box(norm):
+        return f"{eps:.4g}"
     pixels = to_pixels(eps)
     if abs(pixels - round(pixels)) < 1e-4:
         return f"{round(pixels)}/{PIXEL_STEPS}"
     return f"{pixels:.3g}/{PIXEL_STEPS}"
 
 
-def format_pixels(eps: float, spec: str = "g") -> str:
+def format_pixels(eps: float, spec: str = "g", norm: Norm | str | None = None) -> str:
     """The budget as its pixel count over 255, the count formatted by `spec`: '8/255' ('g'), '8.0/255'
-    ('.1f'). What logs and run names print; `format_eps` rounds to whole steps for tables instead."""
+    ('.1f'). What logs and run names print; `format_eps` rounds to whole steps for tables instead. An L2/L1
+    radius prints as itself ('0.75'), as in `format_eps`."""
+    if not _is_box(norm):
+        return format_eps(eps, norm)
     return f"{to_pixels(eps):{spec}}/{PIXEL_STEPS}"
 
 
-def eps_slug(eps: float) -> str:
-    """8/255 -> 'eps8' (for file names)."""
-    return "eps" + format_eps(eps).split("/")[0].replace(".", "p")
+def eps_axis(eps: float, norm: Norm | str | None = None) -> float:
+    """Where a budget sits on a figure's eps axis: pixel steps for L-inf (8/255 at 8), the radius for
+    L2/L1 (0.75 at 0.75), so the ticks read as `format_eps` prints."""
+    return to_pixels(eps) if _is_box(norm) else eps
+
+
+def eps_axis_title(norm: Norm | str | None = None) -> str:
+    """The title of that axis."""
+    if _is_box(norm):
+        return "ε (pixel units, /255)"
+    try:
+        name = Norm.parse(norm).label
+    except ValueError:
+        name = str(norm)
+    return f"ε ({name} radius, [0, 1] pixel scale)"
+
+
+def eps_slug(eps: float, norm: Norm | str | None = None) -> str:
+    """8/255 -> 'eps8'; an L2 radius 0.75 -> 'eps0p75' (for file names, which name the norm elsewhere)."""
+    return "eps" + format_eps(eps, norm).split("/")[0].replace(".", "p")

@@ -117,6 +117,23 @@ class Norm:
         return eps
 
 
+def method_label(method: str, norm: Norm | str | None) -> str:
+    """How tables and terminal lines name an attack: the method, with its norm unless L-inf ('pgd',
+    'pgd[l2]'), so rows of different norms never share a table. A norm no parser knows is kept as written."""
+    try:
+        norm = Norm.parse(norm)
+    except ValueError:
+        return f"{method}[{norm}]"
+    return method if norm.is_default else f"{method}[{norm}]"
+
+
+def label_norm(label: str) -> str:
+    """The norm of a `method_label` ('pgd[l2]' -> 'l2', 'pgd' -> 'linf'), for code that kept only the
+    label: what a budget is printed under (`values.budget.format_eps`)."""
+    _, bracket, rest = label.partition("[")
+    return rest[:-1] if bracket and rest.endswith("]") else DEFAULT_NORM
+
+
 LINF = Norm("linf")
 L2 = Norm("l2")
 L1 = Norm("l1")

@@ -15,46 +15,24 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from mtl_robust.attacks.config import attack_spec, direction_spec
-from mtl_robust.lightning.fast_at import FAST_AT_METHODS, FastAdversarialTraining, is_fast_at, parse_fast_at
+from mtl_robust.attacks.config import attack_spec
+from mtl_robust.lightning.fast_at import FastAdversarialTraining, checked
 from mtl_robust.lightning.training_cost import TrainingCost
 from mtl_robust.models import build_model
 from mtl_robust.tasks import Task, build_task
-from mtl_robust.values.norm import Norm
+from mtl_robust.values.training import DEFENSE_MODES, DEFENSES, DefenseSpec, TrainingProcedure
+
+__all__ = ["DEFENSES", "DEFENSE_MODES", "MultiTaskModule", "defense_name", "load_checkpoint", "load_module"]
 
 Batch = tuple[Tensor, dict[str, Tensor]]
 
 PAPER_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3, "betas": (0.5, 0.999), "weight_decay": 1e-4}
 
-# Adversarial training schedules: the paper's (one clean step, then one adversarial step on the same batch),
-# adversarial examples only, or one step on a weighted mix of the clean and adversarial losses.
-DEFENSE_MODES = ("clean_then_adv", "adv_only", "mixed")
-DEFENSES = ("none", "adv_train", *FAST_AT_METHODS)
 
-
-def defense_name(defense: Mapping[str, Any] | None) -> str:
-    """ "none", e.g. "adv_train:pgd-total", or for fast AT e.g. "fgsm_rs:dgba" (how rows and reports name a
-    defense; fast-AT settings that differ from the defaults are listed, e.g. "free_at[m=8]:total")."""
-    if not defense or defense.get("name", "none") == "none":
-        return "none"
-    if is_fast_at(defense):
-        return parse_fast_at(defense).describe()
-    attack = defense.get("attack", {})
-    direction = direction_spec(defense.get("direction", "total"))
-    norm = Norm.parse(attack.get("norm"))  # under L2/L1 the name says so: "adv_train:pgd[l2]-total"
-    method = f"{attack.get('method', '?')}{'' if norm.is_default else f'[{norm}]'}"
-    return f"{defense['name']}{_schedule_tag(defense)}:{method}-{direction}"
-
-
-def _schedule_tag(defense: Mapping[str, Any]) -> str:
-    """The training schedule in the name when it is not the paper's: two PGD-AT models that differ only
-    there are different procedures (optimiser steps per batch), so their rows must not share a name."""
-    mode = defense.get("mode", "clean_then_adv")
-    if mode == "clean_then_adv":
-        return ""
-    if mode == "mixed":
-        return f"[mixed={float(defense.get('mix_weight', 0.5)):g}]"
-    return f"[{mode}]"
+def defense_name(defense: Mapping[str, Any] | None, mtl: Mapping[str, Any] | None = None) -> str:
+    """ "none", e.g. "adv_train:pgd-total", "fgsm_rs:dgba", "none+pcgrad": how rows and reports name a
+    training procedure (values/training.py)."""
+    return str(TrainingProcedure.from_config(defense, mtl))
 
 
 class MultiTaskModule(pl.LightningModule):
@@ -90,26 +68,21 @@ class MultiTaskModule(pl.LightningModule):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
         self.defense = dict(defense) if defense and defense.get("name", "none") != "none" else None
-        if self.defense is not None and self.defense.get("name") not in DEFENSES:
-            raise ValueError(f"unknown defense {self.defense.get('name')!r}; choose one of {DEFENSES}")
+        self.procedure = TrainingProcedure.from_config(self.defense)
+        spec: DefenseSpec = self.procedure.defense
         self.adversary = None
         self.fast_at: FastAdversarialTraining | None = None
-        if is_fast_at(self.defense):
-            self.fast_at = FastAdversarialTraining(parse_fast_at(self.defense), self.tasks, self.loss_weights)
+        if spec.fast is not None:
+            self.fast_at = FastAdversarialTraining(checked(spec.fast), self.tasks, self.loss_weights)
             self.automatic_optimization = False  # replays and GradAlign need the step in our hands
-        elif self.defense is not None:
-            mode = self.defense.get("mode", "clean_then_adv")
-            if mode not in DEFENSE_MODES:
-                raise ValueError(f"defense.mode must be one of {DEFENSE_MODES}, got {mode!r}")
-            self.defense_mode = mode
-            self.mix_weight = float(self.defense.get("mix_weight", 0.5))
-            if not 0.0 <= self.mix_weight <= 1.0:
-                raise ValueError(f"defense.mix_weight must lie in [0, 1], got {self.mix_weight}")
+        elif spec.is_pgd_at:
+            self.defense_mode = spec.mode
+            self.mix_weight = spec.mix_weight
             # Built once; it reads the current weights on every call, so it attacks the model being trained.
-            spec = attack_spec(self.defense["attack"], self.defense.get("direction", "total"))
-            if spec.surrogate is not None:
+            attack = attack_spec(dict(spec.attack), spec.direction_config)
+            if attack.surrogate is not None:
                 raise ValueError("adversarial training crafts on the model it trains: drop attack.surrogate")
-            self.adversary = spec.build()
+            self.adversary = attack.build()
             self.automatic_optimization = False  # two optimiser steps per batch in the paper's recipe
         self.meta = dict(meta or {})
         # Forward/backward passes and wall time of training (saved in checkpoints; rows carry them).
@@ -195,11 +168,7 @@ class MultiTaskModule(pl.LightningModule):
         self.training_cost.begin_iteration()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.fast_at is not None:
-            steps = self.fast_at.optimizer_steps_per_batch
-        else:
-            steps = 2 if self.adversary is not None and self.defense_mode == "clean_then_adv" else 1
-        self.training_cost.end_iteration(steps)
+        self.training_cost.end_iteration(self.procedure.defense.optimizer_steps_per_batch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["training_cost"] = self.training_cost.as_dict()

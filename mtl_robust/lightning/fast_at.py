@@ -1,6 +1,8 @@
 """Fast adversarial training for multi-task models: FGSM with a random start, N-FGSM and Free AT, each with
 any attack direction (TOTAL, DGBA, SINGLE on one task, ...) and an optional GradAlign regulariser. Plain
-torch: the Lightning module hands over its model, tasks, loss weights and an `optimizer_step(loss)` callable.
+torch: the Lightning module hands over its model, tasks, loss weights and an `optimizer_step(loss, parts)`
+callable (`parts`: the per-task losses and the GradAlign penalty, for a multi-task method that combines the
+tasks' gradients itself).
 
 Every variant trains on adversarial examples only (no separate clean step), like its original:
 
@@ -47,7 +49,17 @@ __all__ = ["FAST_AT_METHODS", "PAPER_EPS", "FastATConfig", "FastAdversarialTrain
 # The fast-AT settings are a value (values/training.py); the name stays for the code that imports it.
 FastATConfig = FastAT
 
-OptimizerStep = Callable[[Tensor], None]
+
+@dataclass(frozen=True)
+class LossParts:
+    """What the training loss is made of: batch-mean loss per task and the GradAlign penalty (or None)."""
+
+    losses: dict[str, Tensor]
+    penalty: Tensor | None = None
+
+
+# optimizer_step(loss, parts): one weight update; `loss` is sum_t w_t L_t (+ penalty), `parts` its terms.
+OptimizerStep = Callable[[Tensor, LossParts], None]
 
 
 def is_fast_at(defense: Mapping[str, Any] | None) -> bool:
@@ -148,9 +160,10 @@ class FastAdversarialTraining:
         x_adv = self._single_step_example(objective, x)
         losses = per_sample_losses(model, tasks, x_adv, targets)
         total = weighted_mean_loss(losses, self.loss_weights)
-        if self.config.grad_align > 0:
-            total = total + self._grad_align_penalty(objective, x)
-        optimizer_step(total)
+        penalty = self._grad_align_penalty(objective, x) if self.config.grad_align > 0 else None
+        if penalty is not None:
+            total = total + penalty
+        optimizer_step(total, LossParts({t: v.mean() for t, v in losses.items()}, penalty))
         return StepResult({t: v.mean().detach() for t, v in losses.items()}, total.detach())
 
     def objective(
@@ -209,20 +222,22 @@ class FastAdversarialTraining:
             preds = model(x + delta, tasks=list(tasks))
             losses = {t: task.loss(preds[t], targets[t]) for t, task in tasks.items()}
             total = weighted_mean_loss(losses, self.loss_weights)
-            if cfg.grad_align > 0:
-                total = total + self._grad_align_penalty(objective, x)
+            penalty = self._grad_align_penalty(objective, x) if cfg.grad_align > 0 else None
+            if penalty is not None:
+                total = total + penalty
+            parts = LossParts({t: v.mean() for t, v in losses.items()}, penalty)
             if self.shared_backward:
-                optimizer_step(total)  # the same backward fills delta.grad
+                optimizer_step(total, parts)  # the same backward fills delta.grad
                 grad = torch.zeros_like(x) if delta.grad is None else delta.grad
             elif self.direction.gradient_of_objective:
                 # From the training forward, before the weights move; the graph stays for their backward.
                 grad = objective.ascent(delta, objective.losses_from(preds, 0).ascent, retain_graph=True)
-                optimizer_step(total)
+                optimizer_step(total, parts)
             else:
                 # A direction with its own backward passes frees the graph they run through, so it gets its
                 # own forward (same modes, weights before the step): one extra forward per replay.
                 grad = objective(x + delta.detach(), 0).grad
-                optimizer_step(total)
+                optimizer_step(total, parts)
             step = cfg.alpha * self.direction.step(grad.detach())
             delta = (delta.detach() + step).clamp(-cfg.eps, cfg.eps)
             delta = (x + delta).clamp(0.0, 1.0) - x

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtl_robust.attacks.base import Attack
 from mtl_robust.attacks.config import attack_spec
-from mtl_robust.values.training import TrainingProcedure
+from mtl_robust.mtl.methods import AGGREGATORS
+from mtl_robust.values.training import DefenseSpec, TrainingProcedure
 
 # Images per split of data sets whose size the config does not state (the standard splits).
 KNOWN_SPLIT_SIZES = {"nyuv2": {"train": 795, "val": 654, "test": 654}}
@@ -91,8 +92,16 @@ def defense_work(cfg: DictConfig, n_tasks: int) -> Work:
     """One training iteration on one image: the training steps it takes and the attack that crafts its
     adversarial batch. The paper's recipe (`clean_then_adv`) and `mixed` take a clean and an adversarial
     step; the fast methods one attack gradient (GradAlign a double backward more); Free AT's input gradient
-    comes with its weight step."""
-    spec = training_procedure(cfg).defense
+    comes with its weight step. A gradient aggregator adds a backward per task beyond the first to every
+    optimiser step."""
+    procedure = training_procedure(cfg)
+    work = _defense_work(procedure.defense, n_tasks)
+    if procedure.mtl in AGGREGATORS:  # one backward per task instead of one, per optimiser step
+        work = work + Work(backwards=(n_tasks - 1) * work.train_steps)
+    return work
+
+
+def _defense_work(spec: DefenseSpec, n_tasks: int) -> Work:
     if spec.is_none:
         return Work(train_steps=1)
     if spec.is_pgd_at:

@@ -271,7 +271,7 @@ def fast_at_cases() -> list[tuple[str, str, str]]:
 def no_step(before_update=None):
     """An optimiser step that leaves the weights where they are (the test compares against them)."""
 
-    def step(loss: torch.Tensor) -> None:
+    def step(loss: torch.Tensor, *_parts) -> None:
         loss.backward()
 
     return step

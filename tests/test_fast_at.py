@@ -31,7 +31,7 @@ def module_and_batch(compose, overrides: list[str], n: int = 4):
 def sgd_step(module: MultiTaskModule, log: list[float]):
     optimizer = torch.optim.SGD(module.parameters(), lr=0.0)  # lr 0: the weights stay where the test put them
 
-    def step(loss: torch.Tensor) -> None:
+    def step(loss: torch.Tensor, *_parts) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

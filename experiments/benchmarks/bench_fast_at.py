@@ -45,7 +45,7 @@ class Variant:
         self.iteration = make_step(self)
         self.times: list[float] = []
 
-    def optimizer_step(self, loss: Tensor) -> None:
+    def optimizer_step(self, loss: Tensor, *_parts: object) -> None:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

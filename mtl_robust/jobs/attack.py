@@ -40,7 +40,7 @@ from mtl_robust.jobs.surrogate import (
 )
 from mtl_robust.jobs.terminal_flags import flag_lines
 from mtl_robust.lightning.datamodule import MultiTaskDataModule
-from mtl_robust.lightning.module import MultiTaskModule, defense_name, load_module
+from mtl_robust.lightning.module import MultiTaskModule, load_module
 from mtl_robust.lightning.user_model import (
     check_user_outputs,
     is_user_model,
@@ -162,7 +162,7 @@ def model_info(ckpt: Path, module: MultiTaskModule, data: str, split: str, study
             "layout_name": layout_spec if isinstance(layout_spec, str | int) else "explicit",
             "sharing_score": layout.sharing_score(),
             "shared_fraction": layout.shared_fraction,
-            "defense": defense_name(module.hparams.get("defense")),
+            "defense": str(module.procedure),
             "train_seed": (module.hparams.get("meta") or {}).get("seed"),
         }
         | training_fields(module)

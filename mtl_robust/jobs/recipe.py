@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtl_robust.values.budget import budget_from, format_pixels
 from mtl_robust.values.norm import Norm
 from mtl_robust.values.recipe import SEED, TrainingRecipe
+from mtl_robust.values.training import DEFAULT_MTL
 
 # Defenses take their attack and direction from the `attack` and `direction` groups, which add settings
 # that mean the same as leaving them out (no pixel budget, no attack seed, no per-task attack losses, no
@@ -28,8 +29,9 @@ _UNSET_ATTACK_FIELDS: dict[str, Any] = {
 
 
 def training_parts(cfg: DictConfig) -> dict[str, Any]:
-    """data, model, train, defense (normalised), seed, the trainer's length and precision, and the
-    overfitting watch when enabled (only then, so the keys of existing cached checkpoints stay)."""
+    """data, model, train, defense (normalised), seed, the trainer's length and precision, the multi-task
+    method unless `ew` and the overfitting watch when enabled (only then, so the keys of existing cached
+    checkpoints stay)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
     for part in ("attack", "direction"):
         if isinstance(parts["defense"].get(part), dict):
@@ -37,6 +39,9 @@ def training_parts(cfg: DictConfig) -> dict[str, Any]:
             parts["defense"][part] = {
                 k: v for k, v in given if k not in _UNSET_ATTACK_FIELDS or v != _UNSET_ATTACK_FIELDS[k]
             }
+    mtl = cfg.get("mtl")
+    if mtl and mtl.get("name", DEFAULT_MTL) != DEFAULT_MTL:  # only then: `ew` keys are those of before it
+        parts["mtl"] = OmegaConf.to_container(mtl, resolve=True)
     parts["seed"] = cfg.seed
     parts["trainer"] = {k: cfg.trainer.get(k) for k in ("max_epochs", "max_steps", "precision")}
     watch = (cfg.get("callbacks") or {}).get("co_watch")

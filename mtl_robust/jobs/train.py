@@ -28,6 +28,7 @@ from mtl_robust.lightning.datamodule import MultiTaskDataModule
 from mtl_robust.lightning.fast_at import training_epochs
 from mtl_robust.lightning.module import MultiTaskModule
 from mtl_robust.lightning.progress import EpochLines
+from mtl_robust.values.training import DEFAULT_MTL
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ def trained_images(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def mtl_config(cfg: DictConfig) -> dict[str, Any] | None:
+    """The `mtl` group's config; None for `ew`, so its hyper-parameters are those of before the group."""
+    mtl = OmegaConf.to_container(cfg.mtl, resolve=True) if cfg.get("mtl") else None
+    return None if not mtl or mtl.get("name", DEFAULT_MTL) == DEFAULT_MTL else mtl
+
+
 def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskModule:
     tasks = datamodule.build_tasks()
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -70,6 +77,7 @@ def build_module(cfg: DictConfig, datamodule: MultiTaskDataModule) -> MultiTaskM
         scheduler=train_cfg.get("scheduler"),
         scheduler_interval=train_cfg.get("scheduler_interval", "step"),
         defense=OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else None,
+        mtl=mtl_config(cfg),
         meta={
             "data": datamodule.name,
             "task_name": cfg.get("task_name"),

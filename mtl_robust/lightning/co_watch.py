@@ -33,8 +33,8 @@ from mtl_robust.attacks.config import attack_spec
 from mtl_robust.attacks.fgsm import FGSM
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.pgd import PGD
-from mtl_robust.lightning.fast_at import PAPER_EPS, is_fast_at, parse_fast_at
-from mtl_robust.values.norm import LINF, Norm
+from mtl_robust.values.norm import Norm
+from mtl_robust.values.training import PAPER_EPS, DefenseSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,25 @@ class CollapseDetector:
         return collapsed
 
 
-def watched_attack_settings(defense: dict[str, Any] | None) -> tuple[float, str]:
+def watched_attack_settings(defense: DefenseSpec | dict[str, Any] | None) -> tuple[float, str]:
     """(eps, direction) the defense trains against; 8/255 and TOTAL without a defense."""
-    if not defense or defense.get("name", "none") == "none":
+    spec = defense if isinstance(defense, DefenseSpec) else DefenseSpec.from_config(defense)
+    if spec.is_none:
         return PAPER_EPS, "total"
-    if is_fast_at(defense):
-        cfg = parse_fast_at(defense)
-        return cfg.eps, cfg.direction
+    if spec.fast is not None:
+        return spec.fast.eps, spec.fast.direction
     # Normalised like the attack training builds, so `defense.attack.pixel_eps=4` is watched at 4/255 too.
-    attack = dict(defense.get("attack") or {})
+    attack = dict(spec.attack)
     if attack.get("eps") is None and attack.get("pixel_eps") is None:
         attack["eps"] = PAPER_EPS  # the paper's budget only where the defense gives none in either unit
-    spec = attack_spec(attack, defense.get("direction", "total"))
-    return spec.config["eps"], str(spec.direction)
+    built = attack_spec(attack, spec.direction_config)
+    return built.config["eps"], str(built.direction)
 
 
-def watched_norm(defense: dict[str, Any] | None) -> Norm:
+def watched_norm(defense: DefenseSpec | dict[str, Any] | None) -> Norm:
     """The threat model the defense trains under: its attack's norm (L-inf for fast AT and no defense)."""
-    if not defense or defense.get("name", "none") == "none" or is_fast_at(defense):
-        return LINF
-    return Norm.parse((defense.get("attack") or {}).get("norm"))
+    spec = defense if isinstance(defense, DefenseSpec) else DefenseSpec.from_config(defense)
+    return spec.norm
 
 
 class CatastrophicOverfittingWatch(pl.Callback):
@@ -135,8 +134,8 @@ class CatastrophicOverfittingWatch(pl.Callback):
         x = torch.stack([item[0] for item in items])
         targets = {t: torch.stack([item[1][t] for item in items]) for t in items[0][1]}
         self.batch = (x, targets)
-        eps, direction = watched_attack_settings(pl_module.defense)
-        norm = watched_norm(pl_module.defense)
+        eps, direction = watched_attack_settings(pl_module.procedure.defense)
+        norm = watched_norm(pl_module.procedure.defense)
         self.fgsm = FGSM(eps, direction=direction, norm=norm)
         # Random start and larger steps than the paper's eps/10: the usual catastrophic-overfitting check.
         self.pgd = PGD(

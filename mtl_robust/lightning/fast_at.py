@@ -1,6 +1,8 @@
 """Fast adversarial training for multi-task models: FGSM with a random start, N-FGSM and Free AT, each with
 any attack direction (TOTAL, DGBA, SINGLE on one task, ...) and an optional GradAlign regulariser. Plain
-torch: the Lightning module hands over its model, tasks, loss weights and an `optimizer_step(loss)` callable.
+torch: the Lightning module hands over its model, tasks, loss weights and an `optimizer_step(loss, parts)`
+callable (`parts`: the per-task losses and the GradAlign penalty, for a multi-task method that combines the
+tasks' gradients itself).
 
 Every variant trains on adversarial examples only (no separate clean step), like its original:
 
@@ -37,76 +39,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtl_robust.attacks.checks import check_eps, check_positive, check_steps
-from mtl_robust.attacks.config import direction_spec
 from mtl_robust.attacks.directions import Direction, Total, build_direction
 from mtl_robust.attacks.model_mode import eval_mode
 from mtl_robust.attacks.objective import MultiTaskObjective
-from mtl_robust.values.budget import format_pixels, from_pixels, parse_budget
-from mtl_robust.values.norm import Norm, NormRefusal
+from mtl_robust.values.training import FAST_AT_METHODS, PAPER_EPS, DefenseSpec, FastAT
 
-# The paper's budget; a defense at another one names it.
-PAPER_EPS = from_pixels(8)
+__all__ = ["FAST_AT_METHODS", "PAPER_EPS", "FastATConfig", "FastAdversarialTraining", "parse_fast_at"]
 
-FAST_AT_METHODS = ("fgsm_rs", "n_fgsm", "free_at")
-
-# Defaults, as multiples of eps, from each method's paper.
-DEFAULT_ALPHA = {"fgsm_rs": 1.25, "n_fgsm": 1.0, "free_at": 1.0}
-DEFAULT_NOISE = {"fgsm_rs": 1.0, "n_fgsm": 2.0, "free_at": 0.0}
-DEFAULT_REPLAYS = 4
-
-# Where the single-step variants craft: "eval" (BatchNorm on running statistics, dropout off; the default)
-# or "train" (the training forward's modes, as the published methods do). Free AT always uses the
-# training forward: its one forward also trains the weights. docs/fast_adversarial_training.md says why.
-CRAFT_MODES = ("eval", "train")
-DEFAULT_CRAFT = "eval"
-
-_COMMON_KEYS = {"name", "eps", "alpha", "direction", "grad_align"}
-ALLOWED_KEYS = {
-    "fgsm_rs": _COMMON_KEYS | {"craft"},
-    "n_fgsm": _COMMON_KEYS | {"noise", "craft"},
-    "free_at": _COMMON_KEYS | {"replays"},
-}
-
-OptimizerStep = Callable[[Tensor], None]
+# The fast-AT settings are a value (values/training.py); the name stays for the code that imports it.
+FastATConfig = FastAT
 
 
 @dataclass(frozen=True)
-class FastATConfig:
-    """A validated fast-AT defense config; budgets in [0, 1] pixel space."""
+class LossParts:
+    """What the training loss is made of: batch-mean loss per task and the GradAlign penalty (or None)."""
 
-    method: str
-    eps: float
-    alpha: float
-    noise: float  # half-width of the uniform start (0 for Free AT, which starts from the carried delta)
-    project: bool  # clip the step back onto the eps-ball (all but N-FGSM)
-    replays: int
-    direction: str
-    grad_align: float
-    craft: str = DEFAULT_CRAFT  # "eval" or "train": the modes the single-step variants craft in
+    losses: dict[str, Tensor]
+    penalty: Tensor | None = None
 
-    def describe(self) -> str:
-        """e.g. "fgsm_rs:dgba"; settings that differ from the defaults are listed, e.g.
-        "free_at[m=8]:total", "fgsm_rs[gradalign=0.2]:total", "n_fgsm[alpha=1.5eps]:dgba",
-        "fgsm_rs[craft=train]:total"."""
-        extras = []
-        if not math.isclose(self.eps, PAPER_EPS, rel_tol=1e-6):
-            extras.append(f"eps={format_pixels(self.eps)}")
-        if not math.isclose(self.alpha, DEFAULT_ALPHA[self.method] * self.eps, rel_tol=1e-6):
-            extras.append(f"alpha={self.alpha / self.eps:g}eps")
-        if self.method == "n_fgsm" and not math.isclose(self.noise, DEFAULT_NOISE["n_fgsm"] * self.eps):
-            extras.append(f"noise={self.noise / self.eps:g}eps")
-        if self.method == "free_at" and self.replays != DEFAULT_REPLAYS:
-            extras.append(f"m={self.replays}")
-        if self.grad_align > 0:
-            extras.append(f"gradalign={self.grad_align:g}")
-        if self.craft != DEFAULT_CRAFT:
-            extras.append(f"craft={self.craft}")
-        return f"{self.method}{'[' + ','.join(extras) + ']' if extras else ''}:{self.direction}"
+
+# optimizer_step(loss, parts): one weight update; `loss` is sum_t w_t L_t (+ penalty), `parts` its terms.
+OptimizerStep = Callable[[Tensor, LossParts], None]
 
 
 def is_fast_at(defense: Mapping[str, Any] | None) -> bool:
     return bool(defense) and defense.get("name") in FAST_AT_METHODS
+
+
+def checked(config: FastAT) -> FastAT:
+    """The settings, once their direction is known to build (and, for GradAlign, to be differentiable)."""
+    built = build_direction(config.direction)
+    if config.grad_align > 0 and not built.gradient_of_objective:
+        raise ValueError(
+            f"defense.grad_align > 0 needs a direction whose ascent is the gradient of its objective, so "
+            f"that GradAlign can differentiate it; {built.spec()!r} computes its own (e.g. a sign vote or "
+            "an LP step), which has no second derivative"
+        )
+    return config
 
 
 def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
@@ -116,69 +85,21 @@ def parse_fast_at(defense: Mapping[str, Any]) -> FastATConfig:
         raise ValueError(
             f"unknown fast adversarial training method {method!r}; choose one of {FAST_AT_METHODS}"
         )
-    if not Norm.parse(defense.get("norm")).is_default:
-        raise NormRefusal(
-            f"defense {method} is L-inf only: FGSM-RS, N-FGSM, Free-AT and GradAlign are defined (and tuned) "
-            f"for the L-inf box; for L2 training use defense=adv_train defense.attack.norm={defense['norm']}"
-        )
-    unknown = sorted(set(defense) - ALLOWED_KEYS[method] - {"norm"})
-    if method == "free_at" and "craft" in unknown:
-        raise ValueError(
-            "defense free_at does not take craft: it always crafts with the training forward, whose one "
-            "backward also trains the weights (craft is an option of fgsm_rs and n_fgsm)"
-        )
-    if "attack_losses" in unknown:
-        raise ValueError(
-            f"defense {method} does not take attack_losses: fast adversarial training ascends the training "
-            "losses (a step-dependent loss such as SegPGD needs several steps; attack losses are an "
-            "evaluation setting, attack.attack_losses)"
-        )
-    if unknown:
-        raise ValueError(
-            f"defense {method} does not take {unknown}; its settings are {sorted(ALLOWED_KEYS[method])}"
-        )
-    eps = check_eps(parse_budget(defense.get("eps", "8/255"), "defense.eps"))
-    if eps == 0:
-        raise ValueError("defense.eps must be > 0 for adversarial training, e.g. defense.eps=8/255")
-    alpha = defense.get("alpha")
-    alpha = DEFAULT_ALPHA[method] * eps if alpha is None else parse_budget(alpha, "defense.alpha")
-    check_positive(alpha, "defense.alpha (the step size)")
-    noise = DEFAULT_NOISE[method] * eps
-    if method == "n_fgsm" and defense.get("noise") is not None:
-        noise = parse_budget(defense["noise"], "defense.noise")
-        if not math.isfinite(noise) or noise < 0:
-            raise ValueError(f"defense.noise must be a finite number >= 0, got {noise}")
-    replays = 1
-    if method == "free_at":
-        replays = check_steps(defense.get("replays", DEFAULT_REPLAYS), "defense.replays")
-    grad_align = float(defense.get("grad_align") or 0.0)
-    if not math.isfinite(grad_align) or grad_align < 0:
-        raise ValueError(f"defense.grad_align (the GradAlign weight) must be >= 0, got {grad_align}")
-    craft = defense.get("craft") or DEFAULT_CRAFT
-    if craft not in CRAFT_MODES:
-        raise ValueError(f"defense.craft must be one of {CRAFT_MODES}, got {craft!r}")
-    built = build_direction(direction_spec(defense.get("direction", "total")))
-    if grad_align > 0 and not built.gradient_of_objective:
-        raise ValueError(
-            f"defense.grad_align > 0 needs a direction whose ascent is the gradient of its objective, so "
-            f"that GradAlign can differentiate it; {built.spec()!r} computes its own (e.g. a sign vote or "
-            "an LP step), which has no second derivative"
-        )
-    return FastATConfig(
-        method, eps, alpha, noise, method != "n_fgsm", replays, built.spec(), grad_align, craft
-    )
+    fast = DefenseSpec.from_config(defense).fast
+    assert fast is not None
+    return checked(fast)
 
 
-def training_epochs(defense: Mapping[str, Any] | None, max_epochs: int | None) -> int | None:
+def training_epochs(defense: Mapping[str, Any] | DefenseSpec | None, max_epochs: int | None) -> int | None:
     """Epochs to run so that a defense takes as many optimiser steps as clean training would.
 
     Free AT takes `replays` optimiser steps per batch, so it runs ceil(max_epochs / replays) epochs (the
     usual practice); the others run max_epochs.
     """
-    if max_epochs is None or max_epochs < 0 or not is_fast_at(defense):
+    spec = defense if isinstance(defense, DefenseSpec) else DefenseSpec.from_config(defense)
+    if max_epochs is None or max_epochs < 0 or spec.fast is None:
         return max_epochs
-    replays = parse_fast_at(defense).replays
-    return max(1, math.ceil(max_epochs / replays))
+    return max(1, math.ceil(max_epochs / spec.fast.replays))
 
 
 def per_sample_losses(
@@ -239,9 +160,10 @@ class FastAdversarialTraining:
         x_adv = self._single_step_example(objective, x)
         losses = per_sample_losses(model, tasks, x_adv, targets)
         total = weighted_mean_loss(losses, self.loss_weights)
-        if self.config.grad_align > 0:
-            total = total + self._grad_align_penalty(objective, x)
-        optimizer_step(total)
+        penalty = self._grad_align_penalty(objective, x) if self.config.grad_align > 0 else None
+        if penalty is not None:
+            total = total + penalty
+        optimizer_step(total, LossParts({t: v.mean() for t, v in losses.items()}, penalty))
         return StepResult({t: v.mean().detach() for t, v in losses.items()}, total.detach())
 
     def objective(
@@ -300,20 +222,22 @@ class FastAdversarialTraining:
             preds = model(x + delta, tasks=list(tasks))
             losses = {t: task.loss(preds[t], targets[t]) for t, task in tasks.items()}
             total = weighted_mean_loss(losses, self.loss_weights)
-            if cfg.grad_align > 0:
-                total = total + self._grad_align_penalty(objective, x)
+            penalty = self._grad_align_penalty(objective, x) if cfg.grad_align > 0 else None
+            if penalty is not None:
+                total = total + penalty
+            parts = LossParts({t: v.mean() for t, v in losses.items()}, penalty)
             if self.shared_backward:
-                optimizer_step(total)  # the same backward fills delta.grad
+                optimizer_step(total, parts)  # the same backward fills delta.grad
                 grad = torch.zeros_like(x) if delta.grad is None else delta.grad
             elif self.direction.gradient_of_objective:
                 # From the training forward, before the weights move; the graph stays for their backward.
                 grad = objective.ascent(delta, objective.losses_from(preds, 0).ascent, retain_graph=True)
-                optimizer_step(total)
+                optimizer_step(total, parts)
             else:
                 # A direction with its own backward passes frees the graph they run through, so it gets its
                 # own forward (same modes, weights before the step): one extra forward per replay.
                 grad = objective(x + delta.detach(), 0).grad
-                optimizer_step(total)
+                optimizer_step(total, parts)
             step = cfg.alpha * self.direction.step(grad.detach())
             delta = (delta.detach() + step).clamp(-cfg.eps, cfg.eps)
             delta = (x + delta).clamp(0.0, 1.0) - x

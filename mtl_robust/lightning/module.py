@@ -15,46 +15,26 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from mtl_robust.attacks.config import attack_spec, direction_spec
-from mtl_robust.lightning.fast_at import FAST_AT_METHODS, FastAdversarialTraining, is_fast_at, parse_fast_at
+from mtl_robust.attacks.config import attack_spec
+from mtl_robust.lightning.fast_at import FastAdversarialTraining, LossParts, checked
 from mtl_robust.lightning.training_cost import TrainingCost
 from mtl_robust.models import build_model
+from mtl_robust.mtl import build_method
+from mtl_robust.mtl.methods import SUMS
 from mtl_robust.tasks import Task, build_task
-from mtl_robust.values.norm import Norm
+from mtl_robust.values.training import DEFAULT_MTL, DEFENSE_MODES, DEFENSES, TrainingProcedure
+
+__all__ = ["DEFENSES", "DEFENSE_MODES", "MultiTaskModule", "defense_name", "load_checkpoint", "load_module"]
 
 Batch = tuple[Tensor, dict[str, Tensor]]
 
 PAPER_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3, "betas": (0.5, 0.999), "weight_decay": 1e-4}
 
-# Adversarial training schedules: the paper's (one clean step, then one adversarial step on the same batch),
-# adversarial examples only, or one step on a weighted mix of the clean and adversarial losses.
-DEFENSE_MODES = ("clean_then_adv", "adv_only", "mixed")
-DEFENSES = ("none", "adv_train", *FAST_AT_METHODS)
 
-
-def defense_name(defense: Mapping[str, Any] | None) -> str:
-    """ "none", e.g. "adv_train:pgd-total", or for fast AT e.g. "fgsm_rs:dgba" (how rows and reports name a
-    defense; fast-AT settings that differ from the defaults are listed, e.g. "free_at[m=8]:total")."""
-    if not defense or defense.get("name", "none") == "none":
-        return "none"
-    if is_fast_at(defense):
-        return parse_fast_at(defense).describe()
-    attack = defense.get("attack", {})
-    direction = direction_spec(defense.get("direction", "total"))
-    norm = Norm.parse(attack.get("norm"))  # under L2/L1 the name says so: "adv_train:pgd[l2]-total"
-    method = f"{attack.get('method', '?')}{'' if norm.is_default else f'[{norm}]'}"
-    return f"{defense['name']}{_schedule_tag(defense)}:{method}-{direction}"
-
-
-def _schedule_tag(defense: Mapping[str, Any]) -> str:
-    """The training schedule in the name when it is not the paper's: two PGD-AT models that differ only
-    there are different procedures (optimiser steps per batch), so their rows must not share a name."""
-    mode = defense.get("mode", "clean_then_adv")
-    if mode == "clean_then_adv":
-        return ""
-    if mode == "mixed":
-        return f"[mixed={float(defense.get('mix_weight', 0.5)):g}]"
-    return f"[{mode}]"
+def defense_name(defense: Mapping[str, Any] | None, mtl: Mapping[str, Any] | None = None) -> str:
+    """ "none", e.g. "adv_train:pgd-total", "fgsm_rs:dgba", "none+pcgrad": how rows and reports name a
+    training procedure (values/training.py)."""
+    return str(TrainingProcedure.from_config(defense, mtl))
 
 
 class MultiTaskModule(pl.LightningModule):
@@ -68,9 +48,32 @@ class MultiTaskModule(pl.LightningModule):
         scheduler_interval: str = "step",
         defense: Mapping[str, Any] | None = None,
         meta: Mapping[str, Any] | None = None,
+        mtl: Mapping[str, Any] | None = None,
     ) -> None:
+        """`mtl`: the multi-task method's config (None: `ew`, as every checkpoint from before it)."""
         super().__init__()
         self.save_hyperparameters()
+        self.defense = dict(defense) if defense and defense.get("name", "none") != "none" else None
+        self.procedure = TrainingProcedure.from_config(self.defense, mtl)  # the one parse of both configs
+        self._build(model_spec, task_configs, loss_weights, optimizer, scheduler, scheduler_interval)
+        self._build_mtl()
+        self.meta = dict(meta or {})
+        # Forward/backward passes and wall time of training (saved in checkpoints; rows carry them).
+        self.training_cost = TrainingCost()
+        self.training_cost.attach(self.model)
+        self.co_watch_summary: dict[str, Any] | None = None  # filled by the catastrophic-overfitting watch
+        self.val_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
+        self.test_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
+
+    def _build(
+        self,
+        model_spec: Mapping[str, Any],
+        task_configs: Mapping[str, Mapping[str, Any]],
+        loss_weights: Mapping[str, float] | None,
+        optimizer: Mapping[str, Any] | None,
+        scheduler: Mapping[str, Any] | None,
+        scheduler_interval: str,
+    ) -> None:
         self.model = build_model(**model_spec)
         self.tasks: dict[str, Task] = {name: build_task(**cfg) for name, cfg in task_configs.items()}
         if set(self.tasks) != set(self.model.tasks):
@@ -89,35 +92,40 @@ class MultiTaskModule(pl.LightningModule):
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
-        self.defense = dict(defense) if defense and defense.get("name", "none") != "none" else None
-        if self.defense is not None and self.defense.get("name") not in DEFENSES:
-            raise ValueError(f"unknown defense {self.defense.get('name')!r}; choose one of {DEFENSES}")
+        spec = self.procedure.defense
         self.adversary = None
         self.fast_at: FastAdversarialTraining | None = None
-        if is_fast_at(self.defense):
-            self.fast_at = FastAdversarialTraining(parse_fast_at(self.defense), self.tasks, self.loss_weights)
+        if spec.fast is not None:
+            self.fast_at = FastAdversarialTraining(checked(spec.fast), self.tasks, self.loss_weights)
             self.automatic_optimization = False  # replays and GradAlign need the step in our hands
-        elif self.defense is not None:
-            mode = self.defense.get("mode", "clean_then_adv")
-            if mode not in DEFENSE_MODES:
-                raise ValueError(f"defense.mode must be one of {DEFENSE_MODES}, got {mode!r}")
-            self.defense_mode = mode
-            self.mix_weight = float(self.defense.get("mix_weight", 0.5))
-            if not 0.0 <= self.mix_weight <= 1.0:
-                raise ValueError(f"defense.mix_weight must lie in [0, 1], got {self.mix_weight}")
+        elif spec.is_pgd_at:
+            self.defense_mode = spec.mode
+            self.mix_weight = spec.mix_weight
             # Built once; it reads the current weights on every call, so it attacks the model being trained.
-            spec = attack_spec(self.defense["attack"], self.defense.get("direction", "total"))
-            if spec.surrogate is not None:
+            attack = attack_spec(dict(spec.attack), spec.direction_config)
+            if attack.surrogate is not None:
                 raise ValueError("adversarial training crafts on the model it trains: drop attack.surrogate")
-            self.adversary = spec.build()
+            self.adversary = attack.build()
             self.automatic_optimization = False  # two optimiser steps per batch in the paper's recipe
-        self.meta = dict(meta or {})
-        # Forward/backward passes and wall time of training (saved in checkpoints; rows carry them).
-        self.training_cost = TrainingCost()
-        self.training_cost.attach(self.model)
-        self.co_watch_summary: dict[str, Any] | None = None  # filled by the catastrophic-overfitting watch
-        self.val_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
-        self.test_metrics = nn.ModuleDict({t: task.metric() for t, task in self.tasks.items()})
+
+    def _build_mtl(self) -> None:
+        """The multi-task method, part of the procedure's name; `static` brings its own loss weights."""
+        options = dict(self.procedure.mtl_options)
+        if self.procedure.mtl == "static":
+            self.loss_weights = static_weights(options.pop("weights", None), self.hparams, list(self.tasks))
+            if self.fast_at is not None:
+                self.fast_at.loss_weights = dict(self.loss_weights)
+        # Registered as a submodule only when it holds parameters (UW), so an `ew` state dict is unchanged.
+        method = build_method(self.procedure.mtl, options, list(self.tasks), self.loss_weights)
+        if any(True for _ in method.parameters()):
+            self.mtl_method = method
+        else:
+            object.__setattr__(self, "mtl_method", method)
+        if method.is_aggregator:
+            self.automatic_optimization = False  # the update is built from per-task gradients
+        if self.fast_at is not None:
+            # Free AT's delta shares the weights' backward only for a plain sum (one backward of it).
+            self.fast_at.shared_backward &= self.procedure.mtl in SUMS
 
     def forward(self, x: Tensor, tasks: list[str] | None = None) -> dict[str, Tensor]:
         return self.model(x, tasks=tasks)
@@ -142,73 +150,104 @@ class MultiTaskModule(pl.LightningModule):
             return self._adversarial_training_step(batch)
         x, targets = batch
         losses = self.task_losses(self.model(x), targets)
-        total = self.weighted_loss(losses)
+        total = self._objective(losses)
         self._log_losses("train", losses, total, x.shape[0])
-        return total
+        if not self.mtl_method.is_aggregator:
+            return total  # Lightning's automatic optimisation
+        self._optimizer_step(losses)
+        self._scheduler_step()
+        return total.detach()
 
-    def _optimizer_step(self, loss: Tensor) -> None:
+    def _objective(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The scalar the multi-task method minimises; for an aggregator (no such scalar) the weighted sum,
+        which the logs show."""
+        if self.mtl_method.is_aggregator:
+            return self.weighted_loss(losses)
+        return self.mtl_method.objective(losses)
+
+    def _optimizer_step(
+        self, losses: Mapping[str, Tensor], objective: Tensor | None = None, penalty: Tensor | None = None
+    ) -> None:
+        """One weight update from the per-task losses: an aggregator combines their gradients; a sum or a
+        weighting backpropagates `objective` (its scalar, penalty included) when given, else its own."""
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        self.manual_backward(loss)
+        if self.mtl_method.is_aggregator:
+            self.mtl_method.aggregate_backward(losses, list(self.model.parameters()), penalty)
+        else:
+            if objective is None:
+                objective = self.mtl_method.objective(losses)
+                objective = objective if penalty is None else objective + penalty
+            self.manual_backward(objective)
         optimizer.step()
+
+    def _scheduler_step(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.scheduler_interval == "step":
+            scheduler.step()
 
     def _adversarial_training_step(self, batch: Batch) -> Tensor:
         x, targets = batch
         clean_total = None
         if self.defense_mode in ("clean_then_adv", "mixed"):
             clean_losses = self.task_losses(self.model(x), targets)
-            clean_total = self.weighted_loss(clean_losses)
+            clean_total = self._objective(clean_losses)
             self._log_losses("train_clean", clean_losses, clean_total, x.shape[0])
             if self.defense_mode == "clean_then_adv":
-                self._optimizer_step(clean_total)
+                self._optimizer_step(clean_losses, clean_total)
         # Crafted in eval mode by the attack (which restores train mode), against the current weights.
         x_adv = self.adversary(self.model, x, targets, self.tasks)
         adv_losses = self.task_losses(self.model(x_adv), targets)
-        adv_total = self.weighted_loss(adv_losses)
+        adv_total = self._objective(adv_losses)
         self._log_losses("train", adv_losses, adv_total, x.shape[0])
+        losses, loss = adv_losses, adv_total
         if self.defense_mode == "mixed":
-            loss = (1.0 - self.mix_weight) * clean_total + self.mix_weight * adv_total
-        else:
-            loss = adv_total
-        self._optimizer_step(loss)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None and self.scheduler_interval == "step":
-            scheduler.step()
+            mix = self.mix_weight
+            losses = {t: (1.0 - mix) * clean_losses[t] + mix * adv_losses[t] for t in adv_losses}
+            loss = (1.0 - mix) * clean_total + mix * adv_total
+        self._optimizer_step(losses, loss)
+        self._scheduler_step()
         return loss.detach()
 
     def _fast_training_step(self, batch: Batch) -> Tensor:
         x, targets = batch
-        scheduler = self.lr_schedulers()
+        plain_sum = self.procedure.mtl in SUMS  # its loss is the method's objective: backpropagated as is
 
-        def optimizer_step(loss: Tensor) -> None:
-            self._optimizer_step(loss)
+        def optimizer_step(loss: Tensor, parts: LossParts) -> None:
+            self._optimizer_step(parts.losses, loss if plain_sum else None, parts.penalty)
             # One scheduler step per optimiser step: Free AT's m replays per batch over epochs / m keep the
             # schedule of clean training.
-            if scheduler is not None and self.scheduler_interval == "step":
-                scheduler.step()
+            self._scheduler_step()
 
         result = self.fast_at.step(self.model, self.tasks, x, targets, optimizer_step)
         self._log_losses("train", result.losses, result.total, x.shape[0])
         return result.total
 
+    def on_fit_start(self) -> None:
+        precision = str(self.trainer.precision)
+        if self.mtl_method.is_aggregator and not precision.startswith(("32", "64")):
+            raise ValueError(
+                f"mtl={self.procedure.mtl} builds its update from per-task gradients outside Lightning's "
+                f"gradient scaling: train it in full precision (trainer.precision=32), not {precision}"
+            )
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.training_cost.begin_iteration()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.fast_at is not None:
-            steps = self.fast_at.optimizer_steps_per_batch
-        else:
-            steps = 2 if self.adversary is not None and self.defense_mode == "clean_then_adv" else 1
-        self.training_cost.end_iteration(steps)
+        self.training_cost.end_iteration(self.procedure.defense.optimizer_steps_per_batch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["training_cost"] = self.training_cost.as_dict()
         if self.co_watch_summary is not None:
             checkpoint["co_watch"] = dict(self.co_watch_summary)
+        if self.procedure.mtl != DEFAULT_MTL:
+            checkpoint["mtl"] = self.mtl_method.state()  # the final (learned, dynamic) task weights
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.training_cost.load(checkpoint.get("training_cost") or {})
         self.co_watch_summary = checkpoint.get("co_watch")
+        self.mtl_method.load_state(checkpoint.get("mtl") or {})
 
     def training_record(self) -> dict[str, Any] | None:
         """What training cost and what the overfitting watch saw; None for checkpoints from before it."""
@@ -220,7 +259,8 @@ class MultiTaskModule(pl.LightningModule):
         return record
 
     def on_train_epoch_end(self) -> None:
-        manual = self.adversary is not None or self.fast_at is not None
+        self.mtl_method.end_epoch()
+        manual = not self.automatic_optimization
         scheduler = self.lr_schedulers() if manual else None
         if scheduler is not None and self.scheduler_interval == "epoch":
             # Free AT's epoch is `replays` passes over the data: as many scheduler epochs.
@@ -263,6 +303,19 @@ class MultiTaskModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+
+def static_weights(weights: Any, hparams: Mapping[str, Any], tasks: list[str]) -> dict[str, float]:
+    """`mtl=static`'s weights: one per task, given in `mtl.weights` and nowhere else."""
+    if hparams.get("loss_weights"):
+        raise ValueError(
+            "mtl=static takes its weights from mtl.weights; train.loss_weights must stay null (one place)"
+        )
+    if not isinstance(weights, Mapping) or set(weights) != set(tasks):
+        raise ValueError(
+            f"mtl=static needs one weight per task in mtl.weights, e.g. {dict.fromkeys(tasks, 1.0)}"
+        )
+    return {t: float(weights[t]) for t in tasks}
 
 
 def _without_pretrained_weights(hparams: dict[str, Any]) -> dict[str, Any]:

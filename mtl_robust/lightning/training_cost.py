@@ -1,10 +1,11 @@
 """What a training run cost: model forward and backward passes and wall time per training iteration.
 
-Counted, not declared: a forward hook on the model counts every forward it runs during a training iteration
-(the attack's crafting forwards included), and a gradient hook on one output of each such forward counts every
-backward that reaches it (input-only backwards of the attack, the weights' backward, a GradAlign double
-backward). Wall time is taken from the start to the end of each training iteration (forward, backward and
-optimiser step, in automatic and manual optimisation alike). Ratios against clean training are only
+Counted, not declared: a forward hook on the model counts every forward it runs during a training
+iteration (the attack's crafting forwards included), and a gradient hook on the outputs of each such
+forward counts every backward that reaches any of them, once (input-only backwards of the attack, the
+weights' backward, a GradAlign double backward, the one backward per task of a gradient aggregator). Wall
+time is taken from the start to the end of each training iteration (forward, backward and optimiser step,
+in automatic and manual optimisation alike). Ratios against clean training are only
 meaningful between runs measured on the same machine, ideally in one process.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -38,12 +40,12 @@ class TrainingCost:
             return
         self.forward_passes += 1
         tensors = output.values() if isinstance(output, Mapping) else [output]
-        for value in tensors:
-            if isinstance(value, Tensor) and value.requires_grad:
-                value.register_hook(self._on_backward)  # one output is enough: every backward reaches it
-                break
+        tracked = [v for v in tensors if isinstance(v, Tensor) and v.requires_grad]
+        if tracked:
+            # Once per backward that reaches any output: a per-task backward reaches its task's output only.
+            torch.autograd.graph.register_multi_grad_hook(tracked, self._on_backward, mode="any")
 
-    def _on_backward(self, grad: Tensor) -> None:
+    def _on_backward(self, grad: Any) -> None:
         self.backward_passes += 1
 
     def begin_iteration(self) -> None:

@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtl_robust.attacks.base import Attack
 from mtl_robust.attacks.config import attack_spec
+from mtl_robust.mtl.methods import AGGREGATORS
+from mtl_robust.values.training import DefenseSpec, TrainingProcedure
 
 # Images per split of data sets whose size the config does not state (the standard splits).
 KNOWN_SPLIT_SIZES = {"nyuv2": {"train": 795, "val": 654, "test": 654}}
@@ -90,23 +92,37 @@ def defense_work(cfg: DictConfig, n_tasks: int) -> Work:
     """One training iteration on one image: the training steps it takes and the attack that crafts its
     adversarial batch. The paper's recipe (`clean_then_adv`) and `mixed` take a clean and an adversarial
     step; the fast methods one attack gradient (GradAlign a double backward more); Free AT's input gradient
-    comes with its weight step."""
-    defense = OmegaConf.to_container(cfg.defense, resolve=True) if cfg.get("defense") else {}
-    name = (defense or {}).get("name")
-    if name in (None, "none"):
+    comes with its weight step. A gradient aggregator adds a backward per task beyond the first to every
+    optimiser step."""
+    procedure = training_procedure(cfg)
+    work = _defense_work(procedure.defense, n_tasks)
+    if procedure.mtl in AGGREGATORS:  # one backward per task instead of one, per optimiser step
+        work = work + Work(backwards=(n_tasks - 1) * work.train_steps)
+    return work
+
+
+def _defense_work(spec: DefenseSpec, n_tasks: int) -> Work:
+    if spec.is_none:
         return Work(train_steps=1)
-    if defense.get("attack"):
-        crafted = attack_work(
-            attack_spec(defense["attack"], defense.get("direction") or "total").build(), n_tasks
-        )
-        steps = 1 if defense.get("mode", "clean_then_adv") == "adv_only" else 2
-        return crafted + Work(train_steps=steps)
-    if name == "free_at":
+    if spec.is_pgd_at:
+        crafted = attack_work(attack_spec(dict(spec.attack), spec.direction_config).build(), n_tasks)
+        return crafted + Work(train_steps=1 if spec.mode == "adv_only" else 2)
+    assert spec.fast is not None
+    if spec.fast.method == "free_at":
         return Work(train_steps=1)
     step = Work(forwards=1, backwards=1, train_steps=1)
-    if float(defense.get("grad_align") or 0.0) > 0:  # two input gradients with their graph, differentiated
+    if spec.fast.grad_align > 0:  # two input gradients with their graph, differentiated
         step = step + Work(forwards=1, backwards=3)
     return step
+
+
+def training_procedure(cfg: DictConfig) -> TrainingProcedure:
+    """The procedure the config trains (its `defense` and `mtl` groups)."""
+
+    def part(name: str) -> Any:
+        return OmegaConf.to_container(cfg[name], resolve=True) if cfg.get(name) else None
+
+    return TrainingProcedure.from_config(part("defense"), part("mtl"))
 
 
 def training_work(cfg: DictConfig) -> Work:

@@ -40,6 +40,7 @@ from mtl_robust.report.tables import Table, slug
 from mtl_robust.values.budget import eps_axis, eps_axis_title
 from mtl_robust.values.norm import DEFAULT_NORM, label_norm
 from mtl_robust.values.recipe import DEFENSE_PREFIXES, LAYOUT_PREFIXES, differing_settings, format_settings
+from mtl_robust.values.training import DefenseSpec, TrainingProcedure
 
 if TYPE_CHECKING:  # the statistics need torch: imported where they are computed, not with the report
     from mtl_robust.evaluation.stats import Bootstrap, Estimate
@@ -126,10 +127,6 @@ AT_VS_CLEAN = "AT vs clean model"
 FAST_VS_PGD_AT = "fast AT vs PGD-AT"
 # Comparisons of training procedures (different models): a verdict needs `min_seeds` seeds.
 PROCEDURE_KINDS = (LAYOUT_VS_LAYOUT, AT_VS_CLEAN, FAST_VS_PGD_AT)
-# Fast adversarial training methods (their defense names start with these) and the PGD-AT they are compared
-# with: the one trained, like them, on adversarial examples only (one optimiser step per batch).
-FAST_AT_PREFIXES = ("fgsm_rs", "n_fgsm", "free_at")
-PGD_AT_LIKE_FAST = "adv_train[adv_only]:pgd-{direction}"
 # Config fields that describe the layout: what a layout comparison swaps; every other field must agree.
 LAYOUT_FIELDS = ("layout_name", "layout", "sharing_score", "shared_fraction")
 
@@ -162,12 +159,24 @@ class GroupKey(NamedTuple):
 
 
 def pgd_at_like(defense: str) -> str | None:
-    """The PGD-AT a fast defense is compared with: adversarial examples only, the same inner direction
+    """The PGD-AT a fast defense is compared with: trained, like it, on adversarial examples only (one
+    optimiser step per batch) with the same inner direction and multi-task method
     (`fgsm_rs[gradalign=0.2]:dgba` -> `adv_train[adv_only]:pgd-dgba`); None for other defenses."""
-    method, _, direction = defense.partition(":")
-    if not method.startswith(FAST_AT_PREFIXES) or not direction:
-        return None
-    return PGD_AT_LIKE_FAST.format(direction=direction)
+    procedure = TrainingProcedure.read(defense)
+    reference = procedure.defense.pgd_at_like() if procedure is not None else None
+    return None if reference is None else str(procedure.with_defense(reference))
+
+
+def clean_counterpart(defense: str) -> str:
+    """The clean training an adversarially trained model is compared with: no defense, the same
+    multi-task method (`adv_train:pgd-total+pcgrad` -> `none+pcgrad`; `none` for an unreadable name)."""
+    procedure = TrainingProcedure.read(defense)
+    return "none" if procedure is None else str(procedure.with_defense(DefenseSpec()))
+
+
+def _is_pgd_at(defense: str) -> bool:
+    procedure = TrainingProcedure.read(defense)
+    return procedure is not None and procedure.defense.is_pgd_at
 
 
 def _differing(groups: Sequence[Group], skip: Sequence[str] = ()) -> list[str]:
@@ -276,12 +285,13 @@ def comparisons(
                 "stronger",
             )
     for family in by_defense.values():
-        plain = next((g for g in family.values() if g.first.defense_name == "none"), None)
         for defense, g in family.items():
-            if g is plain:
+            clean = clean_counterpart(g.first.defense_name)
+            if clean == g.first.defense_name:
                 continue
+            plain = next((h for h in family.values() if h.first.defense_name == clean), None)
             if plain is None:
-                _note_unpaired(AT_VS_CLEAN, g, "defense", "none", groups, notes)
+                _note_unpaired(AT_VS_CLEAN, g, "defense", clean, groups, notes)
                 continue
             ctx = context_of(g, direction=direction_label(g.first.direction))
             add(AT_VS_CLEAN, g, plain, defense, plain.first.defense, ctx, "robust")
@@ -296,7 +306,7 @@ def comparisons(
                         f"{FAST_VS_PGD_AT}: {defense} has {len(matches)} {reference} models trained "
                         f"differently ({', '.join(d for d, _ in matches)}); not compared"
                     )
-                elif any(h.first.defense_name.startswith("adv_train") for h in family.values()):
+                elif any(_is_pgd_at(h.first.defense_name) for h in family.values()):
                     _note_unpaired(FAST_VS_PGD_AT, g, "defense", reference, groups, notes)
                 continue
             ctx = context_of(g, direction=direction_label(g.first.direction))

@@ -192,3 +192,13 @@ def test_an_l2_pgd_at_recipe_records_its_radius_and_accepts_radii_above_one() ->
     assert recorded("defense.attack.norm=l2", "defense.attack.eps=0.5") == "0.5"  # not 127.5/255
     assert recorded("defense.attack.norm=l2", "defense.attack.eps=2.0") == "2"  # an L2 radius may exceed 1
     assert recorded("defense.attack.eps=8/255") == recorded("defense.attack.pixel_eps=8") == "8/255"
+
+
+def test_the_report_command_selects_an_l2_radius_above_one() -> None:
+    from mtl_robust.report.__main__ import build_parser
+
+    args = build_parser().parse_args(["--store", "s.jsonl", "--out", "o", "--eps", "5.0"])
+    assert args.eps == 5.0
+    assert build_parser().parse_args(["--store", "s", "--out", "o", "--eps", "8/255"]).eps == 8 / 255
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--store", "s", "--out", "o", "--eps", "-1"])

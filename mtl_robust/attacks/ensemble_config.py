@@ -100,8 +100,8 @@ def build_ensemble(attack: Mapping[str, Any], tasks: Sequence[str] | None, build
         try:
             members[name] = build_member(name, cfg, eps, build, norm)
         except NormRefusal as err:
-            # One preset serves every norm: under L2/L1 the members that have no such attack (Square,
-            # MINMAX under L1) are left out, and the row's member_names say which ran.
+            # One preset serves every norm: under L2/L1 the members that have no such attack (Square
+            # under L1) are left out, and the row's member_names say which ran.
             if norm.is_default:
                 raise ValueError(f"ensemble member {name!r}: {err}") from err
     if not members:

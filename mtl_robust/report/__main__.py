@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from mtl_robust.files import WriteError
 from mtl_robust.report import load_records, write_report
 from mtl_robust.report.write import DEFAULT_MIN_SEEDS
-from mtl_robust.values.budget import parse_eps
+from mtl_robust.values.budget import check_eps, parse_budget
 
 
 def _eps_arg(text: str) -> float:
     try:
-        return parse_eps(text)
+        # any radius: an L2/L1 one grows with the image (5.0 at 321x321); L-inf rows never exceed 1
+        return check_eps(parse_budget(text, "--eps"), "--eps", upper=None)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps",
         type=_eps_arg,
         default=None,
-        help="eps as '8/255' or a float in [0, 1] (default: the largest with DGBA rows)",
+        help="eps as '8/255' or a float; an L2/L1 radius as itself, e.g. 0.75 (default: the largest "
+        "with DGBA rows)",
     )
     parser.add_argument(
         "--study",

@@ -58,3 +58,19 @@ def test_training_key_still_includes_the_seed(compose) -> None:
 
     keys = {training_key(compose(["experiment=smoke", f"seed={s}"], config_name="pipeline")) for s in (0, 1)}
     assert len(keys) == 2
+
+
+def test_a_clean_model_is_one_model_whatever_adversarial_settings_a_study_sets(compose) -> None:
+    from mtl_robust.jobs.pipeline import training_key
+    from mtl_robust.jobs.recipe import training_recipe
+
+    study = ["experiment=study_directions_smoke", "sharing=all_shared", "seed=0"]
+    clean = compose([*study, "defense=none"], config_name="pipeline")
+    seeds = compose(["experiment=study_seeds_smoke", "sharing=all_shared", "seed=0"], config_name="pipeline")
+    assert clean.defense.attack.steps == 2  # the study's AT settings reach the clean model's config ...
+    assert training_key(clean) == training_key(seeds)  # ... and train nothing there: one cached model
+    assert training_recipe(clean) == training_recipe(seeds)
+    adv = compose([*study, "defense=adv_train"], config_name="pipeline")
+    assert training_key(adv) != training_key(
+        compose([*study, "defense=adv_train", "defense.attack.steps=10"], config_name="pipeline")
+    )

@@ -33,6 +33,10 @@ def training_parts(cfg: DictConfig) -> dict[str, Any]:
     method unless `ew` and the overfitting watch when enabled (only then, so the keys of existing cached
     checkpoints stay)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "train", "defense")}
+    if parts["defense"].get("name", "none") == "none":
+        # A study that sets its adversarial training's settings (defense.attack.steps=2, ...) leaves them
+        # in its clean models' defense too, where they train nothing: one clean model whatever they say.
+        parts["defense"] = {"name": "none"}
     for part in ("attack", "direction"):
         if isinstance(parts["defense"].get(part), dict):
             given = parts["defense"][part].items()

@@ -133,9 +133,9 @@ def test_an_attack_on_a_set_stays_in_its_ball_and_the_pixel_range(method: str, n
 
 
 def test_hydra_sweeps_target_sets_from_the_command_line(tmp_path) -> None:
-    cfg = compose_config("attack", ["direction=dgba", "direction.tasks=[depth,seg]"], tmp_path)
+    cfg = compose_config("attack", ["direction=dgba", "+direction.tasks=[depth,seg]"], tmp_path)
     assert str(direction_spec(OmegaConf.to_container(cfg.direction, resolve=True))) == "dgba@seg+depth"
-    cfg = compose_config("attack", ["direction=single", "direction.tasks=[seg]"], tmp_path)
+    cfg = compose_config("attack", ["direction=single", "+direction.tasks=[seg]"], tmp_path)
     with pytest.raises(ValueError, match="attacks one task"):
         direction_spec(OmegaConf.to_container(cfg.direction, resolve=True))
     # A study lists sets in its directions, as text forms (no quoting needed for '@' and '+').
@@ -149,7 +149,7 @@ def test_hydra_sweeps_target_sets_from_the_command_line(tmp_path) -> None:
 def test_hydra_multirun_parses_a_sweep_over_sets() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    (override,) = OverridesParser.create().parse_overrides(["direction.tasks=[seg,depth],[seg]"])
+    (override,) = OverridesParser.create().parse_overrides(["+direction.tasks=[seg,depth],[seg]"])
     assert [list(v) for v in override.sweep_iterator()] == [["seg", "depth"], ["seg"]]
     (override,) = OverridesParser.create().parse_overrides(["pipeline.directions=[dgba@seg+depth,total]"])
     assert override.value() == ["dgba@seg+depth", "total"]

@@ -7,11 +7,13 @@ Text form (what store rows, sweeps and the Python API use): `total`, `dgba`, `dg
 the default tau stays `dgba` and existing stores keep their keys.
 
 Target sets (docs/attacker_goals.md): a joint direction computed over a subset of the tasks is written
-`dgba@seg+depth` (`dgba:1e-06@seg+depth` with an argument), config `{name: dgba, tasks: [seg, depth]}`. The
-set is written in `TASK_ORDER`, so one set has one text form; no set (`dgba`) is all tasks, and a study drops
-a set equal to all of its tasks (`DirectionSpec.over`), so it keeps today's text and key. SINGLE is
-the one-task case and keeps its own form (`single:seg`); a set on it is refused. `@` and `+` need no quoting
-in a Hydra override (`pipeline.directions=[dgba@seg+depth,total]`), unlike `{`, `[` and `,`.
+`dgba@seg+depth` (`dgba:1e-06@seg+depth` with an argument); config `{name: dgba, tasks: [seg, depth]}`,
+on the command line `+direction.tasks=[seg,depth]` (`tasks` is no key of the group's files, so training
+keys that hold a direction stay as they were). The set is written in `TASK_ORDER`, so one set has one text
+form; no set (`dgba`) is all tasks, and a study drops a set equal to all of its tasks
+(`DirectionSpec.over`), so it keeps today's text and key. SINGLE is the one-task case and keeps its own
+form (`single:seg`); a set on it is refused. `@` and `+` need no quoting in a Hydra override
+(`pipeline.directions=[dgba@seg+depth,total]`), unlike `{`, `[` and `,`.
 
 The attack classes live in `mtl_robust.attacks.directions` (torch); this module is plain Python so that
 reports can order, name and colour directions without importing torch. That is why the built-in
@@ -120,7 +122,7 @@ def canonical_targets(targets: Any) -> tuple[str, ...] | None:
         targets = [t for t in targets.split(SET_JOIN)] if targets.strip() else []
     items = [str(t).strip() for t in targets]
     if not items:
-        raise ValueError("a target set needs at least one task, e.g. direction.tasks=[seg,depth]")
+        raise ValueError("a target set needs at least one task, e.g. +direction.tasks=[seg,depth]")
     for task in items:
         if not task or any(c in task for c in (":", SET_MARK, SET_JOIN, ",")):
             raise ValueError(f"target set {items}: {task!r} is no task name")

@@ -50,6 +50,8 @@ class DirectionStyle:
         arg_default: the argument's default value, which the text form leaves out.
         arg_required: whether the direction cannot be built without its argument.
         linestyle, marker, linewidth: line look in figures.
+        needs_targets: whether the direction is defined by its target set (STEALTH: the others are held),
+            so a set equal to all tasks is kept rather than dropped.
     """
 
     label: str
@@ -61,6 +63,7 @@ class DirectionStyle:
     linestyle: str = ":"
     marker: str = "v"
     linewidth: float = 1.4
+    needs_targets: bool = False
 
 
 # The paper's directions first (SINGLE per task, TOTAL, DGBA), then its ablations.
@@ -76,6 +79,10 @@ _STYLES: dict[str, DirectionStyle] = {
     "minmax": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
     "sign_sum": DirectionStyle("{name}", None, 3),
     "static_relative": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
+    # Raise the target set's relative loss, hold the other tasks within a budget (mtl_robust.attacks.stealth).
+    "stealth": DirectionStyle(
+        "STEALTH", "tab:purple", 4, arg_key="budget", arg_default=0.05, marker="P", needs_targets=True
+    ),
 }
 _UNREGISTERED = DirectionStyle("{name}", None, 3)
 
@@ -227,7 +234,9 @@ class DirectionSpec:
             raise ValueError(
                 f"direction {str(self)!r}: unknown target task(s) {unknown}; the tasks are {list(tasks)}"
             )
-        return DirectionSpec(self.name, self.arg) if set(self.targets) == set(tasks) else self
+        if set(self.targets) == set(tasks) and not self.style.needs_targets:
+            return DirectionSpec(self.name, self.arg)
+        return self
 
     @property
     def task(self) -> str | None:

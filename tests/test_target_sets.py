@@ -153,3 +153,16 @@ def test_hydra_multirun_parses_a_sweep_over_sets() -> None:
     assert [list(v) for v in override.sweep_iterator()] == [["seg", "depth"], ["seg"]]
     (override,) = OverridesParser.create().parse_overrides(["pipeline.directions=[dgba@seg+depth,total]"])
     assert override.value() == ["dgba@seg+depth", "total"]
+
+
+def test_the_planner_counts_a_set_s_backwards_and_stealth_s_held_tasks() -> None:
+    from mtl_robust.planning.cost import Work, cell_work
+
+    tasks = ["seg", "normal", "depth"]
+    pgd = {"method": "pgd", "steps": 4, "eps": 8 / 255}
+    # MINMAX over two tasks: a clean forward for its state, then per step one forward and two backwards
+    assert cell_work(pgd, "minmax@seg+depth", tasks) == Work(forwards=6, backwards=8)
+    assert cell_work(pgd, "minmax", tasks) == Work(forwards=6, backwards=12)
+    assert cell_work(pgd, "dgba@seg+depth", tasks) == Work(forwards=5, backwards=4)  # one backward of f
+    # STEALTH reads every task's gradient (the held ones are its constraints), and a clean state
+    assert cell_work(pgd, "stealth@depth", tasks) == Work(forwards=6, backwards=12)

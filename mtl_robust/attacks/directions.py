@@ -80,6 +80,13 @@ class Direction:
         self.targets = None if targets is None else tuple(targets)
         return self
 
+    def backwards_per_gradient(self, n_tasks: int) -> int:
+        """Backward passes one ascent direction costs on a model with `n_tasks` tasks (the planner's count):
+        one, or one per task it reads (`backward_per_task`; its target set's size when it has one)."""
+        if not self.backward_per_task:
+            return 1
+        return len(self.targets) if self.targets is not None else n_tasks
+
     def tasks_needed(self, all_tasks: Sequence[str]) -> list[str]:
         """Tasks whose losses (and so whose forward branches) the direction needs: its target set, in the
         model's task order, or all tasks."""

@@ -207,6 +207,9 @@ class Stealth(Direction):
         super().tasks_needed(all_tasks)  # unknown targets fail here
         return list(all_tasks)  # the held tasks' losses are constraints
 
+    def backwards_per_gradient(self, n_tasks: int) -> int:
+        return n_tasks  # the held tasks' gradients are the LP's constraints
+
     def for_norm(self, norm: Norm) -> Direction:
         if not Norm.parse(norm).is_default:
             raise NormRefusal(

@@ -90,3 +90,10 @@ def test_an_attack_with_it_stays_in_its_ball_and_other_norms_are_refused() -> No
     assert (x_adv - x).abs().max() <= RADIUS * (1 + 1e-6) and x_adv.min() >= 0 and x_adv.max() <= 1
     with pytest.raises(ValueError, match="L-inf box's LP only"):
         attack_from_config({"method": "pgd", "eps": 0.5, "steps": 2, "norm": "l2"}, "stealth@depth")
+
+
+def test_the_budget_is_posed_over_the_attack_s_own_ball() -> None:
+    attack = attack_from_config({"method": "pgd", "eps": 4 / 255, "steps": 2}, "stealth@depth")
+    assert attack.direction.radius == pytest.approx(4 / 255)
+    alone = build_direction("stealth@depth")
+    assert alone.radius == pytest.approx(RADIUS) and alone.within(4 / 255) is not alone

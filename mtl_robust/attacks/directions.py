@@ -143,6 +143,11 @@ class Direction:
         (MinMax) returns a copy that solves it in that norm, and one that has no meaning there refuses."""
         return self
 
+    def within(self, eps: float) -> Direction:
+        """This direction as an attack of radius `eps` uses it: itself, for every direction whose ascent does
+        not depend on the radius; STEALTH poses its budget over the attack's ball."""
+        return self
+
     def spec(self) -> str:
         """The text form `build_direction` rebuilds this direction from, its argument included ("dgba",
         "dgba:1e-06", "single:seg"); an argument at its default is left out."""

@@ -16,6 +16,7 @@ that small LP certifies its gap (`StealthSolution.gap`; 0 up to solver tolerance
 321x321, docs/attacker_goals.md). `solve_stealth_lp` states the primal literally in CVXPY (HiGHS): the
 reference on small images.
 
+The radius is the attack's eps (`Direction.within`; 8/255 for a direction built alone, e.g. by fast AT).
 The direction returns delta / r, a step of the unit box that methods take as it is (`solves_step`). APGD
 tracks sum_{t in A} log L_t minus the held tasks' excess relative change beyond the budget, over the budget,
 so that an iterate that breaks stealth ranks below one that keeps it. L-inf only: the LP is the box's.
@@ -23,6 +24,7 @@ so that an iterate that breaks stealth ranks below one that keeps it. L-inf only
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -209,6 +211,15 @@ class Stealth(Direction):
 
     def backwards_per_gradient(self, n_tasks: int) -> int:
         return n_tasks  # the held tasks' gradients are the LP's constraints
+
+    def within(self, eps: float) -> Direction:
+        """A copy whose LP is posed over the attack's ball (radius eps), so the budget is in relative-loss
+        units at the attack's own eps."""
+        if float(eps) == self.radius:
+            return self
+        other = copy.copy(self)
+        other.radius = float(eps)
+        return other
 
     def for_norm(self, norm: Norm) -> Direction:
         if not Norm.parse(norm).is_default:

@@ -35,11 +35,17 @@ torch.set_num_threads(1)
 EPS = 8 / 255
 
 ATTACK_METHODS = sorted([*METHODS, "apgd_paper"])
-# The package's own directions (a test may register more, e.g. the toy direction), each with its argument.
+# The package's own directions (a test may register more, e.g. the toy direction), each with its argument
+# (STEALTH with its target set), and two joint directions over a target set (the set axis, issue #31).
+WITH_ARGUMENT = {"single": "single:seg", "stealth": "stealth@depth"}
+TARGET_SET_LABELS = ["dgba@seg+depth", "minmax@normal+depth"]
 DIRECTION_LABELS = sorted(
-    "single:seg" if name == "single" else name
-    for name, cls in DIRECTIONS.items()
-    if cls.__module__.startswith("mtl_robust.")
+    [
+        WITH_ARGUMENT.get(name, name)
+        for name, cls in DIRECTIONS.items()
+        if cls.__module__.startswith("mtl_robust.")
+    ]
+    + TARGET_SET_LABELS
 )
 ATTACK_LOSSES = {"none": {}, "segpgd": {"seg": "segpgd"}, "cospgd": {"seg": "cospgd"}}
 
@@ -138,6 +144,8 @@ def norm_refusal(method: str, direction: str, norm: str) -> str | None:
         return "linf/l2 only"  # Square-L1 is not implemented
     if direction == "sign_sum":
         return "vote of gradient signs"  # a step of the box only
+    if direction.startswith("stealth"):
+        return "L-inf box's LP only"
     if method == "apgd_paper" and norm == "l1":
         return "no L1 form"
     return None
@@ -321,19 +329,20 @@ def test_the_matrix_size_and_its_refusals_by_design() -> None:
     """The numbers the closing note quotes: how many combinations there are and how many are refused."""
     attack_cases = len(ATTACK_METHODS) * len(DIRECTION_LABELS) * len(ATTACK_LOSSES)
     square = [("square", d, loss) for d in DIRECTION_LABELS for loss in ATTACK_LOSSES]
-    assert sum(refusal(*case) is not None for case in square) == 11  # {sign_sum, dgba_reference} x 3 + SegPGD
+    assert sum(refusal(*case) is not None for case in square) == 14  # {sign_sum, dgba_reference} x 3 + SegPGD
     fast = fast_at_cases()
     refused = [case for case in fast if refusal(*case) is not None]
     by_losses = [case for case in refused if case[2] != "none"]
-    assert (len(ATTACK_METHODS), len(DIRECTION_LABELS), len(ATTACK_LOSSES)) == (6, 7, 3)
-    assert attack_cases == 126  # as attacks, and again as ensemble members
-    assert len(fast) == 147
-    assert len(by_losses) == 98  # fast AT ascends training losses: attack losses are refused
-    assert len(refused) - len(by_losses) == 6  # GradAlign x {sign_sum, dgba_reference, minmax}
+    assert (len(ATTACK_METHODS), len(DIRECTION_LABELS), len(ATTACK_LOSSES)) == (6, 10, 3)
+    assert attack_cases == 180  # as attacks, and again as ensemble members
+    assert len(fast) == 210
+    assert len(by_losses) == 140  # fast AT ascends training losses: attack losses are refused
+    # GradAlign x {sign_sum, dgba_reference, minmax, minmax over a set, stealth}
+    assert len(refused) - len(by_losses) == 10
     norm_cases = [(m, d, n) for m in ATTACK_METHODS for d in DIRECTION_LABELS for n in NORM_EPS]
-    # Square-L1 (7), sign_sum (2 x 5 other methods + Square-L2), apgd_paper-L1 (6 others)
-    assert sum(norm_refusal(*case) is not None for case in norm_cases) == 7 + 11 + 6
-    assert len(EOT_CASES) == 6 * 7 - 2  # every method with EOT, Square's two refused labels left out
+    # Square-L1 (10), sign_sum and stealth (2 x 5 other methods + Square-L2 each), apgd_paper-L1 (8 others)
+    assert sum(norm_refusal(*case) is not None for case in norm_cases) == 10 + 2 * 11 + 8
+    assert len(EOT_CASES) == 6 * 10 - 2  # every method with EOT, Square's two refused labels left out
 
 
 # ------------------------------------------------------------------------------------------------ EOT

@@ -146,7 +146,7 @@ class Attack:
             )
         self.eps = check_eps(eps) if self.norm.is_default else self.norm.check_radius(eps)
         self.eot_samples = check_steps(eot_samples, "eot_samples")
-        self.direction = build_direction(direction).for_norm(self.norm)
+        self.direction = build_direction(direction).for_norm(self.norm).within(self.eps)
         self.attack_losses: dict[str, LossFn] = {
             t: build_attack_loss(fn) if isinstance(fn, str) else fn for t, fn in (attack_losses or {}).items()
         }

@@ -70,10 +70,35 @@ class Direction:
     # (MINMAX: its LP/QP/game's maximiser), so that methods take it as it is instead of re-deriving a step
     # (APGD-L1 would otherwise re-sparsify it at its own adaptive share).
     solves_step: ClassVar[bool] = False
+    # The target set (docs/attacker_goals.md): the tasks a joint direction is computed over; None: all. The
+    # losses of the other tasks are never computed during the attack, so the direction over {a, b} is the
+    # direction of a model with only a and b; every task is still evaluated on the adversarial image.
+    targets: tuple[str, ...] | None = None
+
+    def restricted_to(self, targets: Sequence[str] | None) -> Direction:
+        """This direction over a target set (None: all tasks); returns self."""
+        self.targets = None if targets is None else tuple(targets)
+        return self
+
+    def backwards_per_gradient(self, n_tasks: int) -> int:
+        """Backward passes one ascent direction costs on a model with `n_tasks` tasks (the planner's count):
+        one, or one per task it reads (`backward_per_task`; its target set's size when it has one)."""
+        if not self.backward_per_task:
+            return 1
+        return len(self.targets) if self.targets is not None else n_tasks
 
     def tasks_needed(self, all_tasks: Sequence[str]) -> list[str]:
-        """Tasks whose losses (and so whose forward branches) the direction needs."""
-        return list(all_tasks)
+        """Tasks whose losses (and so whose forward branches) the direction needs: its target set, in the
+        model's task order, or all tasks."""
+        if self.targets is None:
+            return list(all_tasks)
+        unknown = [t for t in self.targets if t not in all_tasks]
+        if unknown:
+            raise ValueError(
+                f"direction {self.spec()!r}: unknown target task(s) {unknown}; "
+                f"known tasks are {list(all_tasks)}"
+            )
+        return [t for t in all_tasks if t in self.targets]
 
     def init(self, clean_losses: Losses, valid: Valid) -> Any:
         """Per-call state from the losses at the clean input (only called when `needs_init`)."""
@@ -118,12 +143,17 @@ class Direction:
         (MinMax) returns a copy that solves it in that norm, and one that has no meaning there refuses."""
         return self
 
+    def within(self, eps: float) -> Direction:
+        """This direction as an attack of radius `eps` uses it: itself, for every direction whose ascent does
+        not depend on the radius; STEALTH poses its budget over the attack's ball."""
+        return self
+
     def spec(self) -> str:
         """The text form `build_direction` rebuilds this direction from, its argument included ("dgba",
         "dgba:1e-06", "single:seg"); an argument at its default is left out."""
         key = style_of(self.name).arg_key
         config = {"name": self.name, key: getattr(self, key)} if key else {"name": self.name}
-        return str(DirectionSpec.from_config(config))
+        return str(DirectionSpec.from_config({**config, "tasks": self.targets}))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -373,4 +403,5 @@ def build_direction(spec: str | DirectionSpec | Mapping[str, Any] | Direction, *
         raise ValueError(f"unknown attack direction {str(parsed)!r}; choose one of {direction_choices()}")
     if parsed.arg is not None and parsed.style.arg_key is None:
         raise ValueError(f"direction {parsed.name!r} takes no argument, got {str(parsed)!r}")
-    return cls(**{**parsed.kwargs(), **kwargs})
+    direction = cls(**{**parsed.kwargs(), **kwargs})
+    return direction if parsed.targets is None else direction.restricted_to(parsed.targets)

@@ -216,7 +216,7 @@ class MinMax(Direction):
         task vectors (L2, `minmax_l2`) or the matrix game over the L1 step set's vertices (L1,
         `minmax_l1`)."""
         norm = Norm.parse(norm)
-        return self if norm == self.norm else MinMax(self.tau, norm=norm)
+        return self if norm == self.norm else MinMax(self.tau, norm=norm).restricted_to(self.targets)
 
     def _solve(self, a: Tensor, flags: Tensor, x: Tensor) -> Tensor:
         if self.norm.name == "l2":

@@ -1,6 +1,6 @@
 """What a sweep's jobs compute, per image, counted in model forwards, input-gradient backwards and training
 steps. The attacks and directions say what one call costs (`Attack.gradients_per_image`,
-`forwards_per_image`, `Direction.backward_per_task`), so a new method or direction is counted by
+`forwards_per_image`, `Direction.backwards_per_gradient`), so a new method or direction is counted by
 construction; this module only adds what the jobs wrap around them (scoring forwards, validation, probes).
 Seconds come from `planning.throughput`."""
 
@@ -51,7 +51,7 @@ def attack_work(attack: Attack, n_tasks: int) -> Work:
     """One call of the attack on an image: each gradient a forward and the direction's backwards, plus the
     forwards it takes without a backward (queries, a clean state)."""
     gradients = attack.gradients_per_image
-    backwards = n_tasks if attack.direction.backward_per_task else 1
+    backwards = attack.direction.backwards_per_gradient(n_tasks)
     return Work(forwards=gradients + attack.forwards_per_image, backwards=gradients * backwards)
 
 

@@ -132,17 +132,29 @@ class RowKey(NamedTuple):
     direction: str
 
 
-def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
-    """One table per (data, backbone, defense, method, eps): rows (layout, direction), columns rel_task %."""
-    notes: list[str] = []
-    sources = Sources.of(records)
+def attack_groups(records: Sequence[Record]) -> list[tuple[AttackKey, list[Record]]]:
+    """The successful attack rows grouped by model family and attack, in report order."""
     groups: dict[AttackKey, list[Record]] = defaultdict(list)
     for r in records:
         if r.ok and r.is_attack:
             groups[AttackKey(r.data, r.backbone, r.defense, r.method, r.eps_key)].append(r)
+    return [(attack, groups[attack]) for attack in sorted(groups, key=AttackKey.sort_key)]
+
+
+def row_cells(records: Sequence[Record], sources: Sources) -> dict[RowKey, list[Record]]:
+    """The rows of one table by position (sources, layout, direction); a position's seeds together."""
+    cells: dict[RowKey, list[Record]] = defaultdict(list)
+    for r in records:
+        cells[RowKey(tuple(sources.values(r)), r.layout_name, r.direction)].append(r)
+    return cells
+
+
+def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
+    """One table per (data, backbone, defense, method, eps): rows (layout, direction), columns rel_task %."""
+    notes: list[str] = []
+    sources = Sources.of(records)
     tables = []
-    for attack in sorted(groups, key=AttackKey.sort_key):
-        rows_in = groups[attack]
+    for attack, rows_in in attack_groups(records):
         eps = rows_in[0].eps
         tasks = ordered_tasks(rows_in)
         columns = (
@@ -152,9 +164,7 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
             f"{attack.data} · {attack.backbone} · defense {attack.defense} · {attack.method.upper()} "
             f"ε={rows_in[0].eps_text}"
         )
-        cells: dict[RowKey, list[Record]] = defaultdict(list)
-        for r in rows_in:
-            cells[RowKey(tuple(sources.values(r)), r.layout_name, r.direction)].append(r)
+        cells = row_cells(rows_in, sources)
         layout_rank = layout_ranks(rows_in)
         shown = {
             cell: seeds_of_position(rs, f"{title}, {cell.layout} / {cell.direction}", notes)
@@ -179,9 +189,9 @@ def relative_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]]:
                     int(score) if math.isfinite(score) else None,
                     direction_label(r.direction),
                 ]
-                + [_mean([s.rel_task(t) for s in seeds]) for t in tasks]
-                + [_mean(averages)]
-                + ([len(seeds), _std(averages)] if several else [])
+                + [finite_mean([s.rel_task(t) for s in seeds]) for t in tasks]
+                + [finite_mean(averages)]
+                + ([len(seeds), finite_std(averages)] if several else [])
             )
         tables.append(
             Table(
@@ -210,12 +220,14 @@ def _time(record: Record) -> float:
     return num(record.time) if math.isfinite(num(record.time)) else -math.inf
 
 
-def _mean(values: Sequence[float]) -> float:
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values (NaN: missing); NaN when there is none."""
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def _std(values: Sequence[float]) -> float:
+def finite_std(values: Sequence[float]) -> float:
+    """The sample standard deviation of the finite values; NaN below two."""
     finite = [v for v in values if math.isfinite(v)]
     if len(finite) < 2:
         return math.nan

@@ -94,7 +94,7 @@ class TradeoffKey(NamedTuple):
 def plotted_direction(direction: str) -> bool:
     """Whether the trade-off is drawn under this direction (see the module doc)."""
     spec = spec_of(direction)
-    return spec is not None and not spec.per_task and spec != TOTAL
+    return spec is not None and not spec.per_task and spec.targets is None and spec != TOTAL
 
 
 def tradeoff_sets(

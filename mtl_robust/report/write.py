@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtl_robust.report.collateral import collateral_tables
 from mtl_robust.report.cost import cost_section
 from mtl_robust.report.curves import eps_curves
 from mtl_robust.report.examples import example_refs
@@ -89,6 +90,12 @@ def write_report(
     part = ["## Relative change under attack", ""]
     part += [s.table(t, tables_dir) for t in rel] or ["No successful attack rows.\n"]
     s.sections.append("\n".join(part))
+    aimed, notes = collateral_tables(records)  # directions aimed at some tasks (docs/attacker_goals.md)
+    s.notes += notes
+    if aimed:
+        s.sections.append(
+            "\n".join(["## Damage vs collateral", ""] + [s.table(t, tables_dir) for t in aimed])
+        )
     found: list = []  # the paired comparisons, quoted by the cost section
     s.sections += uncertainty_sections(records, s, tables_dir, plots_dir, min_seeds, include_flagged, found)
 

@@ -6,6 +6,15 @@ Text form (what store rows, sweeps and the Python API use): `total`, `dgba`, `dg
 `{name: dgba, tau: 1e-06}`. A direction's argument at its default value is not written, so `dgba` with
 the default tau stays `dgba` and existing stores keep their keys.
 
+Target sets (docs/attacker_goals.md): a joint direction computed over a subset of the tasks is written
+`dgba@seg+depth` (`dgba:1e-06@seg+depth` with an argument); config `{name: dgba, tasks: [seg, depth]}`,
+on the command line `+direction.tasks=[seg,depth]` (`tasks` is no key of the group's files, so training
+keys that hold a direction stay as they were). The set is written in `TASK_ORDER`, so one set has one text
+form; no set (`dgba`) is all tasks, and a study drops a set equal to all of its tasks
+(`DirectionSpec.over`), so it keeps today's text and key. SINGLE is the one-task case and keeps its own
+form (`single:seg`); a set on it is refused. `@` and `+` need no quoting in a Hydra override
+(`pipeline.directions=[dgba@seg+depth,total]`), unlike `{`, `[` and `,`.
+
 The attack classes live in `mtl_robust.attacks.directions` (torch); this module is plain Python so that
 reports can order, name and colour directions without importing torch. That is why the built-in
 directions' styles are declared here (`_STYLES`), while their classes register with no style. A new
@@ -41,6 +50,8 @@ class DirectionStyle:
         arg_default: the argument's default value, which the text form leaves out.
         arg_required: whether the direction cannot be built without its argument.
         linestyle, marker, linewidth: line look in figures.
+        needs_targets: whether the direction is defined by its target set (STEALTH: the others are held),
+            so a set equal to all tasks is kept rather than dropped.
     """
 
     label: str
@@ -52,6 +63,7 @@ class DirectionStyle:
     linestyle: str = ":"
     marker: str = "v"
     linewidth: float = 1.4
+    needs_targets: bool = False
 
 
 # The paper's directions first (SINGLE per task, TOTAL, DGBA), then its ablations.
@@ -67,14 +79,22 @@ _STYLES: dict[str, DirectionStyle] = {
     "minmax": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
     "sign_sum": DirectionStyle("{name}", None, 3),
     "static_relative": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
+    # Raise the target set's relative loss, hold the other tasks within a budget (mtl_robust.attacks.stealth).
+    "stealth": DirectionStyle(
+        "STEALTH", "tab:purple", 4, arg_key="budget", arg_default=0.05, marker="P", needs_targets=True
+    ),
 }
 _UNREGISTERED = DirectionStyle("{name}", None, 3)
+
+# Separators of the target set in the text form: `name[:arg]@task+task`.
+SET_MARK = "@"
+SET_JOIN = "+"
 
 
 def register_style(name: str, style: DirectionStyle) -> None:
     """Make a direction known to parsing and reports (re-registering the same name replaces its style)."""
-    if not name or ":" in name:
-        raise ValueError(f"a direction name is a non-empty word without ':', got {name!r}")
+    if not name or any(c in name for c in (":", SET_MARK, SET_JOIN)):
+        raise ValueError(f"a direction name is a non-empty word without ':', '@' or '+', got {name!r}")
     _STYLES[name] = style
 
 
@@ -95,6 +115,27 @@ def _numeric(style: DirectionStyle) -> bool:
     )
 
 
+def task_order_key(task: str, tasks: Sequence[str] = TASK_ORDER) -> tuple[int, str]:
+    """Tasks in the paper's order; tasks it does not list after them, by name."""
+    return (list(tasks).index(task) if task in tasks else len(tasks), task)
+
+
+def canonical_targets(targets: Any) -> tuple[str, ...] | None:
+    """A target set as given (a list, a tuple or `seg+depth`; None: no set) -> its tasks, each once, in
+    `TASK_ORDER`. An empty set is refused: a direction over no task has no ascent."""
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        targets = [t for t in targets.split(SET_JOIN)] if targets.strip() else []
+    items = [str(t).strip() for t in targets]
+    if not items:
+        raise ValueError("a target set needs at least one task, e.g. +direction.tasks=[seg,depth]")
+    for task in items:
+        if not task or any(c in task for c in (":", SET_MARK, SET_JOIN, ",")):
+            raise ValueError(f"target set {items}: {task!r} is no task name")
+    return tuple(sorted(set(items), key=task_order_key))
+
+
 @dataclass(frozen=True, order=False)
 class DirectionSpec:
     """A direction: its registered name and its argument as text (`None` when absent or default).
@@ -104,15 +145,24 @@ class DirectionSpec:
         DirectionSpec.parse("single:seg").task                  # 'seg'
         str(DirectionSpec.from_config({"name": "dgba"}))        # 'dgba'
         DirectionSpec.parse("dgba:1e-06").label                 # 'DGBA'
+        DirectionSpec.parse("dgba@depth+seg").targets           # ('seg', 'depth')
     """
 
     name: str
     arg: str | None = field(default=None)
+    # The tasks a joint direction is computed over; None: all tasks the model has.
+    targets: tuple[str, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or ":" in self.name:
-            raise ValueError(f"a direction name is a non-empty word without ':', got {self.name!r}")
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in (":", SET_MARK)):
+            raise ValueError(f"a direction name is a non-empty word without ':' or '@', got {self.name!r}")
+        object.__setattr__(self, "targets", canonical_targets(self.targets))
         style = style_of(self.name)
+        if self.targets is not None and style.arg_key == "task":
+            raise ValueError(
+                f"the {self.name} direction attacks one task (its own target set): write "
+                f"'{self.name}:<task>', or a target set on a joint direction, e.g. 'dgba@seg+depth'"
+            )
         if style.arg_required and not self.arg:
             raise ValueError(
                 f"the {self.name} direction needs its {style.arg_key}: '{self.name}:<{style.arg_key}>', "
@@ -129,26 +179,35 @@ class DirectionSpec:
             return cls.from_config(value)
         if not isinstance(value, str):
             raise TypeError(f"a direction is written as text like 'dgba' or 'single:seg', got {value!r}")
-        name, sep, arg = value.strip().partition(":")
+        head, mark, targets = value.strip().partition(SET_MARK)
+        if mark and not targets.strip():
+            raise ValueError(
+                f"direction {value!r}: an empty target set after '@'; write e.g. 'dgba@seg+depth'"
+            )
+        name, sep, arg = head.partition(":")
         if sep and not arg:
             raise ValueError(f"direction {value!r}: nothing after ':'")
-        return cls(name, cls._canonical_arg(name, arg or None))
+        return cls(name, cls._canonical_arg(name, arg or None), targets if mark else None)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | str) -> DirectionSpec:
-        """From the `direction` config group: `{name: single, task: seg}`; other keys are ignored, except
-        the direction's own argument (`task`, `tau`)."""
+        """From the `direction` config group: `{name: single, task: seg}`, `{name: dgba, tasks: [seg,
+        depth]}`; other keys are ignored, except the direction's own argument (`task`, `tau`) and its target
+        set (`tasks`; null: all tasks)."""
         if isinstance(config, str):
             return cls.parse(config)
         name = config.get("name")
         if not name:
             raise ValueError(f"a direction config needs a name, got {dict(config)}")
         name = str(name)
-        if ":" in name:  # a text form given as the name
+        if ":" in name or SET_MARK in name:  # a text form given as the name
             return cls.parse(name)
         key = style_of(name).arg_key
         arg = config.get(key) if key else None
-        return cls(name, cls._canonical_arg(name, arg))
+        targets = config.get("tasks")
+        if targets is not None and not isinstance(targets, str | Sequence):
+            targets = list(targets)  # an omegaconf ListConfig
+        return cls(name, cls._canonical_arg(name, arg), targets)
 
     @staticmethod
     def _canonical_arg(name: str, arg: Any) -> str | None:
@@ -162,7 +221,22 @@ class DirectionSpec:
 
     # ----------------------------------------------------------------------------------------- reading
     def __str__(self) -> str:
-        return self.name if self.arg is None else f"{self.name}:{self.arg}"
+        text = self.name if self.arg is None else f"{self.name}:{self.arg}"
+        return text if self.targets is None else f"{text}{SET_MARK}{SET_JOIN.join(self.targets)}"
+
+    def over(self, tasks: Sequence[str]) -> DirectionSpec:
+        """This spec for a model with `tasks`: a target set naming a task the model lacks is refused, and one
+        equal to all its tasks is dropped (the direction over all tasks keeps its text form and key)."""
+        if self.targets is None:
+            return self
+        unknown = [t for t in self.targets if t not in tasks]
+        if unknown:
+            raise ValueError(
+                f"direction {str(self)!r}: unknown target task(s) {unknown}; the tasks are {list(tasks)}"
+            )
+        if set(self.targets) == set(tasks) and not self.style.needs_targets:
+            return DirectionSpec(self.name, self.arg)
+        return self
 
     @property
     def task(self) -> str | None:
@@ -187,6 +261,8 @@ class DirectionSpec:
         text = style.label.format(arg=self.arg or "", name=str(self))
         if self.arg is not None and "{arg}" not in style.label and "{name}" not in style.label:
             text += f"({style.arg_key or 'arg'}={self.arg})"
+        if self.targets is not None and "{name}" not in style.label:
+            text += " on {" + ", ".join(self.targets) + "}"
         return text
 
     @property
@@ -201,6 +277,8 @@ class DirectionSpec:
         if self.per_task:
             task = self.arg or ""
             return (order, list(tasks).index(task) if task in tasks else len(tasks), task)
+        if self.targets is not None:  # the direction over all tasks first, then its sets, smallest first
+            return (order, len(self.targets), str(self))
         return (order, 0, str(self))
 
 
@@ -212,11 +290,12 @@ def unbound_per_task(choice: str | DirectionSpec) -> bool:
 
 def expand_per_task(names: Sequence[str | DirectionSpec], tasks: Sequence[str]) -> list[DirectionSpec]:
     """Direction choices of a study -> specs: a per-task name without its argument (`single`) becomes
-    one spec per task, in the given task order."""
+    one spec per task, in the given task order; a target set is checked against `tasks` and dropped when it
+    is all of them (`DirectionSpec.over`)."""
     out: list[DirectionSpec] = []
     for item in names:
         if unbound_per_task(item):
             out.extend(DirectionSpec(item.strip(), t) for t in tasks)
         else:
-            out.append(DirectionSpec.parse(item))
+            out.append(DirectionSpec.parse(item).over(tasks))
     return out

@@ -166,3 +166,17 @@ def test_the_planner_counts_a_set_s_backwards_and_stealth_s_held_tasks() -> None
     assert cell_work(pgd, "dgba@seg+depth", tasks) == Work(forwards=5, backwards=4)  # one backward of f
     # STEALTH reads every task's gradient (the held ones are its constraints), and a clean state
     assert cell_work(pgd, "stealth@depth", tasks) == Work(forwards=6, backwards=12)
+
+
+def test_a_single_jobs_full_target_set_is_the_direction_over_all_tasks() -> None:
+    from mtl_robust.attacks.config import attack_spec
+
+    tasks = ["seg", "normal", "depth"]
+    full = attack_spec({"method": "pgd", "eps": 8 / 255, "steps": 1}, {"name": "dgba", "tasks": tasks})
+    plain = attack_spec({"method": "pgd", "eps": 8 / 255, "steps": 1}, "dgba")
+    assert str(full.direction) == "dgba@seg+normal+depth"
+    assert full.over(tasks) == plain.over(tasks) and full.over(tasks).row_config() == plain.row_config()
+    part = attack_spec({"method": "pgd", "eps": 8 / 255, "steps": 1}, {"name": "dgba", "tasks": ["depth"]})
+    assert part.over(tasks) is part
+    with pytest.raises(ValueError, match="unknown target"):
+        part.over(["seg", "normal"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -103,6 +103,19 @@ class AttackSpec:
         config = copy.deepcopy(dict(self.config))
         config["pixel_eps"] = to_pixels(config["eps"])
         return config
+
+    def over(self, tasks: Sequence[str]) -> AttackSpec:
+        """This attack on a model with `tasks`: its direction's target set checked against them, and a set
+        of all of them dropped, so that `dgba@seg+normal+depth` on a three-task model is `dgba` (its
+        text and row key), as a study's expansion writes it."""
+        if self.is_ensemble:
+            return self
+        direction = self.direction.over(tasks)
+        if direction == self.direction:
+            return self
+        return replace(
+            self, config=MappingProxyType({**self.config, "direction": str(direction)}), direction=direction
+        )
 
     def build(self, tasks: Sequence[str] | None = None) -> Attack:
         """The attack; for an ensemble its `Ensemble`, with `tasks` expanded to them and checked."""

@@ -266,6 +266,7 @@ def build_cells(
         if spec.is_ensemble:  # one cell, one row for all its rules and members
             cells.append(ensemble_cell(spec.config, module.tasks))
             continue
+        spec = spec.over(module.tasks)  # an unknown target task fails here, before any model work
         task = spec.direction.task
         if task is not None and task not in module.tasks:
             raise ValueError(

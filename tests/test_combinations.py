@@ -36,10 +36,12 @@ EPS = 8 / 255
 
 ATTACK_METHODS = sorted([*METHODS, "apgd_paper"])
 # The package's own directions (a test may register more, e.g. the toy direction), each with its argument.
+# Not `weighted`: it attacks with a trained model's weights, which the attack job binds (TOTAL with a scalar
+# per task; tests/test_weighted_direction.py checks its step is TOTAL's under every norm).
 DIRECTION_LABELS = sorted(
     "single:seg" if name == "single" else name
     for name, cls in DIRECTIONS.items()
-    if cls.__module__.startswith("mtl_robust.")
+    if cls.__module__.startswith("mtl_robust.") and not getattr(cls, "needs_model_weights", False)
 )
 ATTACK_LOSSES = {"none": {}, "segpgd": {"seg": "segpgd"}, "cospgd": {"seg": "cospgd"}}
 

@@ -67,6 +67,8 @@ _STYLES: dict[str, DirectionStyle] = {
     "minmax": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
     "sign_sum": DirectionStyle("{name}", None, 3),
     "static_relative": DirectionStyle("{name}", None, 3, arg_key="tau", arg_default=DEFAULT_TAU),
+    # TOTAL on the training weights (the model's, read by the attack job: no argument in its text form).
+    "weighted": DirectionStyle("WEIGHTED", "tab:purple", 2, linestyle="-.", marker="^", linewidth=1.6),
 }
 _UNREGISTERED = DirectionStyle("{name}", None, 3)
 

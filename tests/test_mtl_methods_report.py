@@ -49,10 +49,10 @@ def by_method(table: Table) -> dict[str, dict[str, object]]:
     return {r[2]: dict(zip(table.columns, r, strict=True)) for r in table.rows}
 
 
-def study(seeds=(0, 1, 2), pcgrad_flags=()) -> list[Record]:
+def study(seeds=(0, 1, 2), pcgrad_flags=(), ew_flags=()) -> list[Record]:
     records = []
     for s in seeds:
-        records += model("ew", s, dgba=-10 - s, ensemble=-12 - s)
+        records += model("ew", s, dgba=-10 - s, ensemble=-12 - s, flags=ew_flags)
         # 10 % better miou and 10 % lower depth error than EW: Delta_p = +10 %; PGD says -10, the ensemble
         # finds -30: a 20-point illusion, and less robust than EW under the ensemble
         records += model("pcgrad", s, -10 + 0.5 * s, -30 - s, clean=(0.55, 0.9), flags=pcgrad_flags)
@@ -88,8 +88,12 @@ def test_no_verdict_from_too_few_seeds_or_flagged_models() -> None:
     (table,), _ = methods_tables(study(pcgrad_flags=["zero_input_gradients:seg"]))
     pcgrad = by_method(table)["pcgrad"]
     assert pcgrad["flags"] == "zero_input_gradients:seg"
-    assert pcgrad["vs EW under the ensemble"] == "excluded: flagged model (zero_input_gradients:seg)"
+    assert pcgrad["vs EW under the ensemble"] == "excluded: flagged model"
     assert pcgrad["illusion"].startswith("excluded: flagged model")
+    (table,), _ = methods_tables(study(ew_flags=["undertrained:seg"]))
+    pcgrad = by_method(table)["pcgrad"]
+    assert pcgrad["vs EW under the ensemble"] == "excluded: flagged EW model"
+    assert pcgrad["illusion"] == "PGD overstates robustness"  # its own models are clear
     (table,), _ = methods_tables(study(pcgrad_flags=["zero_input_gradients:seg"]), include_flagged=True)
     assert by_method(table)["pcgrad"]["vs EW under the ensemble"] == "less robust than EW"
 

@@ -149,11 +149,12 @@ class SeedMean:
 
 
 def verdict(
-    estimate: SeedMean, flags: Sequence[str], min_seeds: int, include_flagged: bool, words: tuple[str, str]
+    estimate: SeedMean, flagged: str, min_seeds: int, include_flagged: bool, words: tuple[str, str]
 ) -> str:
-    """The uncertainty policy's verdict on a difference: flagged and too-few-seeds first, then its CI."""
-    if flags and not include_flagged:
-        return f"excluded: flagged model ({', '.join(sorted(flags))})"
+    """The uncertainty policy's verdict on a difference: flagged (`flagged`: which model, "" for none) and
+    too-few-seeds first, then its CI."""
+    if flagged and not include_flagged:  # the flags themselves are in the table's flags column
+        return f"excluded: {flagged}"
     if estimate.num_seeds < min_seeds:
         return f"too few seeds ({estimate.num_seeds} < {min_seeds}): no verdict"
     if not estimate.significant:
@@ -220,14 +221,14 @@ def methods_tables(
                         if method == DEFAULT_MTL
                         else verdict(
                             vs_ew,
-                            sorted(set(flags) | set(ew_flags)),
+                            "flagged model" if flags else ("flagged EW model" if ew_flags else ""),
                             min_seeds,
                             include_flagged,
                             ("more robust than EW", "less robust than EW"),
                         ),
                         verdict(
                             gap,
-                            flags,
+                            "flagged model" if flags else "",
                             min_seeds,
                             include_flagged,
                             ("PGD overstates robustness", "PGD understates robustness"),

@@ -107,3 +107,11 @@ def test_a_model_without_training_weights_is_one_clear_error(compose, tmp_path) 
     ew = build_module(cfg, instantiate(cfg.data))
     [cell] = build_cells(ew, [spec])  # today's equal weights: weighted is TOTAL
     assert cell.config["direction_weights"] == {t: 1.0 for t in ew.tasks}
+
+
+def test_the_planner_counts_it_as_total() -> None:
+    """One backward per gradient after one forward, no clean-state forward: read from its class."""
+    from mtl_robust.planning.cost import cell_work
+
+    pgd = {"method": "pgd", "steps": 5, "eps": 8 / 255}
+    assert cell_work(pgd, "weighted", ["seg", "depth"]) == cell_work(pgd, "total", ["seg", "depth"])

@@ -84,14 +84,18 @@ def test_learned_and_dynamic_weights_are_read_from_the_checkpoint(compose, tmp_p
     assert weights == pytest.approx(stored)
 
 
-def test_an_aggregators_weights_are_its_last_shared_block_weights(compose, tmp_path) -> None:
-    _, trainer, _ = fit_two_steps(compose, tmp_path, ["mtl=pcgrad", "sharing=branch_at_2"])
+def test_an_aggregators_weights_are_its_mean_shared_block_weights(compose, tmp_path) -> None:
+    module, trainer, _ = fit_two_steps(compose, tmp_path, ["mtl=pcgrad", "sharing=branch_at_2"])
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)
     restored = load_module(path)
     weights, source = training_weights(restored)
-    assert source == "last_step"
-    assert weights == restored.mtl_method.last_weights["+".join(restored.tasks)]
+    block = "+".join(restored.tasks)
+    assert source == "mean_over_training" and restored.mtl_method.weight_steps[block] == 2
+    sums = module.mtl_method.weight_sums[block]
+    assert weights == pytest.approx({t: w / 2 for t, w in sums.items()})
+    restored.mtl_method.weight_sums, restored.mtl_method.weight_steps = {}, {}  # an older checkpoint
+    assert training_weights(restored) == (restored.mtl_method.last_weights[block], "last_step")
 
 
 def test_a_model_without_training_weights_is_one_clear_error(compose, tmp_path) -> None:

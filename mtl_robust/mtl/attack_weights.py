@@ -4,11 +4,12 @@
 * `uw`, `dwa`: the final learned / dynamic weights (UW's 0.5 exp(-s_t) w_t from its log-variances in the
   state dict, DWA's lambda_t w_t from the loss history in `checkpoint["mtl"]`), as stored at the end of
   training;
-* aggregators (MGDA, PCGrad, ...): the weights the aggregator gave the task gradients at the last training
-  step, in the block of parameters every task shares (the stem the input gradient passes first; the whole
-  backbone of an all-shared model). The mean over training is not kept; a single step's weights are noisy,
-  which the docs say. A model where no block is shared by every task (independent models), or a checkpoint
-  without recorded weights, is refused: there is no one weighted objective to attack.
+* aggregators (MGDA, PCGrad, ...): the weights the aggregator gave the task gradients, averaged over every
+  training step, in the block of parameters every task shares (the stem the input gradient passes first;
+  the whole backbone of an all-shared model); one step's weights are noisy (MGDA's last step may give a task
+  0). A checkpoint from before the means were kept gives its last step's. A model where no block is shared
+  by every task (independent models), or a checkpoint without recorded weights, is refused: there is no
+  one weighted objective to attack.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def training_weights(module: Any) -> tuple[dict[str, float], str]:
         source = {"uw": "final", "dwa": "final"}.get(procedure.mtl, "static")
         return {t: float(weights[t]) for t in tasks}, source
     block = "+".join(tasks)
-    last = method.last_weights.get(block)
+    mean = method.mean_weights().get(block)
+    if mean is not None:
+        return {t: float(mean[t]) for t in tasks}, "mean_over_training"
+    last = method.last_weights.get(block)  # a checkpoint written before the means were kept
     if last is None:
         known = sorted(method.last_weights)
         raise NoTrainingWeights(

@@ -1,12 +1,12 @@
 """WEIGHTED: the TOTAL direction on the task losses weighted as the model was trained, sum_t w_t L_t.
 
 The attack that knows the training weights (Ghamizi et al.'s WGD idea): a model trained with static
-weights w (`train.loss_weights`, `mtl=static`), a learned or dynamic weighting (UW, DWA: their final weights,
-kept in the checkpoint) or a gradient aggregator (its weights on the block every task shares, averaged
-over training) is attacked on the objective it was trained on. The weights are the model's, so the text form is just
-`weighted`; the attack job reads them from the evaluated model (`mtl_robust.mtl.attack_weights`) and binds
-them with `bound`; its rows carry them (`direction_weights`). Like TOTAL it is the gradient of one
-objective, so it steps under every norm.
+weights w (`train.loss_weights`, `mtl=static`), a learned or dynamic weighting (UW, DWA: their final
+weights, kept in the checkpoint) or a gradient aggregator (its weights on the block every task shares,
+averaged over training) is attacked on the objective it was trained on. The weights are the model's, so
+the text form is just `weighted`; the attack job reads them from the evaluated model
+(`mtl_robust.mtl.attack_weights`) and binds them with `bound`; its rows carry them (`direction_weights`).
+Like TOTAL it is the gradient of one objective, so it steps under every norm.
 """
 
 from __future__ import annotations

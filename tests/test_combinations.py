@@ -36,14 +36,16 @@ EPS = 8 / 255
 
 ATTACK_METHODS = sorted([*METHODS, "apgd_paper"])
 # The package's own directions (a test may register more, e.g. the toy direction), each with its argument
-# (STEALTH with its target set), and two joint directions over a target set (the set axis, issue #31).
+# (STEALTH with its target set), and two joint directions over a target set (the set axis, issue #31). Not
+# `weighted`: it attacks with a trained model's weights, which the attack job binds (TOTAL with a scalar per
+# task; tests/test_weighted_direction.py checks its step is TOTAL's under every norm).
 WITH_ARGUMENT = {"single": "single:seg", "stealth": "stealth@depth"}
 TARGET_SET_LABELS = ["dgba@seg+depth", "minmax@normal+depth"]
 DIRECTION_LABELS = sorted(
     [
         WITH_ARGUMENT.get(name, name)
         for name, cls in DIRECTIONS.items()
-        if cls.__module__.startswith("mtl_robust.")
+        if cls.__module__.startswith("mtl_robust.") and not getattr(cls, "needs_model_weights", False)
     ]
     + TARGET_SET_LABELS
 )

@@ -238,7 +238,7 @@ TRAINING_KEYS = {
     "defense=dgba/free_at": "177d495b362519ac",
     # These two studies' recipes were changed on purpose (models that learn in 80 steps; a 2-step mixed
     # PGD-AT at smoke scale): their cached models are trained once more.
-    "experiment=study_reliability_smoke defense=adv_train": "6dfb0d00d8f38314",  # mode=mixed: equal steps
+    "experiment=study_reliability_smoke defense=adv_train": "7520a17b7dd9da58",  # mode=mixed: equal steps
     "experiment=study_fast_at_smoke defense=dgba/free_at": "8a1180c74ca6dfa3",
     "experiment=study_directions_smoke defense=adv_train seed=2": "41a6a85db1869eff",
 }

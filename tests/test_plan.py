@@ -126,13 +126,16 @@ def test_square_costs_a_forward_per_query_as_the_attack_counts_them():
 
 
 def test_adversarial_training_counts_its_attack_and_both_weight_steps():
-    clean = compose_job(["experiment=study_directions_smoke", "defense=none"])
-    adv = compose_job(["experiment=study_directions_smoke", "defense=adv_train"])
+    clean = compose_job(["experiment=study_seeds_smoke", "defense=none"])
+    adv = compose_job(["experiment=study_seeds_smoke", "defense=adv_train"])
     assert defense_work(clean, 3) == Work(train_steps=1)
     # the paper's recipe: PGD-10 on the batch, then a clean and an adversarial weight step
     assert defense_work(adv, 3) == Work(forwards=10, backwards=10, train_steps=2)
-    only = compose_job(["experiment=study_directions_smoke", "defense=adv_train_adv_only"])
+    only = compose_job(["experiment=study_seeds_smoke", "defense=adv_train_adv_only"])
     assert defense_work(only, 3).train_steps == 1
+    # the directions smoke's: PGD-2, one weight step on the mixed clean + adversarial batch (two passes)
+    mixed = compose_job(["experiment=study_directions_smoke", "defense=adv_train"])
+    assert defense_work(mixed, 3) == Work(forwards=2, backwards=2, train_steps=2)
     assert training_work(adv).train_steps == 2 * training_work(clean).train_steps
     fast = compose_job(["experiment=study_fast_at_smoke", "defense=fgsm_rs"])
     assert defense_work(fast, 3) == Work(forwards=1, backwards=1, train_steps=1)

@@ -306,10 +306,22 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma list of: steps, minmax, gaps")
     parser.add_argument("--ops", default="", help="BATCHxSIZE,...: step + projection ops vs fwd+bwd")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--backbone",
+        default="small_resnet",
+        help="the model the ops are weighed against (resnet34_deeplab: the paper's, at --ops 2x321)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model, tasks, model_name = build(device)
+    if args.backbone != "small_resnet":
+        from mtl_robust.models import build_model
+
+        model = build_model(
+            backbone=args.backbone, tasks={"seg": 6, "normal": 3, "depth": 1}, layout="all_shared", seed=0
+        ).to(device)
+        model_name = f"{args.backbone} all_shared, tasks seg/normal/depth"
     x, targets = make_batch(args.batch, args.size, device)
     calibrate(model, x)
     skip = set(args.skip.split(","))

@@ -38,6 +38,7 @@ from mtl_robust.attacks.pgd import PGD
 from mtl_robust.attacks.registry import build_attack
 from mtl_robust.attacks.square import Square
 from mtl_robust.attacks.stealth import Stealth, solve_stealth, solve_stealth_lp
+from mtl_robust.attacks.weighted_direction import Weighted
 
 # 0-255 pixel units (the paper's eps = 8) -> the [0, 1] scale; the conversion lives with the budget value.
 from mtl_robust.values.budget import from_pixels
@@ -65,6 +66,7 @@ __all__ = [
     "Single",
     "Square",
     "Stealth",
+    "Weighted",
     "StaticRelative",
     "StepAwareLoss",
     "StepRecord",

@@ -16,9 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from mtl_robust.attacks.base import Attack
 from mtl_robust.attacks.bpda import check_bpda, parse_bpda, with_bpda
 from mtl_robust.attacks.config import AttackSpec, DirectionConfig, attack_spec
 from mtl_robust.attacks.precision import DEFAULT_PRECISION, parse_precision, with_precision
+from mtl_robust.attacks.weighted_direction import Weighted
 from mtl_robust.config_location import CONFIG_PATH
 from mtl_robust.evaluation.diagnostics import diagnostics_for_rows
 from mtl_robust.evaluation.ensemble_cell import ensemble_cell
@@ -48,6 +50,7 @@ from mtl_robust.lightning.user_model import (
     user_model_info,
 )
 from mtl_robust.models.fingerprint import weights_fingerprint
+from mtl_robust.mtl.attack_weights import training_weights
 from mtl_robust.values.recipe import TrainingRecipe
 
 log = logging.getLogger(__name__)
@@ -273,14 +276,30 @@ def build_cells(
                 f"direction {spec.direction.name}: unknown task {task!r}; the model's tasks are "
                 f"{list(module.tasks)}"
             )
-        attack = spec.build().with_losses(module.tasks)
         surrogate = (surrogates or {}).get(index)
+        built, weighting = with_training_weights(spec.build(), module, surrogate is not None)
+        attack = built.with_losses(module.tasks)
         if surrogate is None:
-            cells.append(Cell(config=spec.row_config(), attack=attack))
+            cells.append(Cell(config=spec.row_config() | weighting, attack=attack))
         else:
             config = spec.row_config() | surrogate.fields
             cells.append(Cell(config=config, attack=crafted_on(surrogate.model, attack)))
     return cells
+
+
+def with_training_weights(attack: Attack, module: MultiTaskModule, transfer: bool) -> tuple[Attack, dict]:
+    """An attack whose direction is `weighted`, bound to the weights the model was trained with, and the
+    row fields that say which (`direction_weights`, `direction_weights_source`); any other attack as is."""
+    if not isinstance(attack.direction, Weighted):
+        return attack, {}
+    if transfer:
+        raise ValueError(
+            "direction weighted reads the attacked model's training weights; a transfer attack crafts on its "
+            "surrogate, whose weights these are not: use direction=total for transfer cells"
+        )
+    weights, source = training_weights(module)
+    attack.direction = attack.direction.bound(weights)
+    return attack, {"direction_weights": weights, "direction_weights_source": source}
 
 
 def surrogate_fields(path: Path, module: MultiTaskModule) -> dict[str, Any]:

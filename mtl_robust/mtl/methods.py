@@ -71,6 +71,10 @@ class MultiTaskMethod(nn.Module):
         # One aggregator per block (a stateful one, Nash-MTL, keeps each block's state); not submodules.
         self._aggregators: dict[tuple[str, ...], Any] = {}
         self.last_weights: dict[str, dict[str, float]] = {}  # block ("seg+depth") -> task -> weight
+        # Per block: the sum of its weights over every step and the step count (the mean over training,
+        # what the `weighted` attack direction reads: one step's weights are noisy).
+        self.weight_sums: dict[str, dict[str, float]] = {}
+        self.weight_steps: dict[str, int] = {}
         if name in _SCALARIZER_CLASSES:
             import torchjd.scalarization as scalarization
 
@@ -133,9 +137,14 @@ class MultiTaskMethod(nn.Module):
                 jacobian = torch.stack([torch.cat([grads[k][i].reshape(-1) for i in indices]) for k in users])
                 names = tuple(self.tasks[k] for k in users)
                 weights = self._aggregator(names).weighting(jacobian)
-                self.last_weights["+".join(names)] = {
+                block = "+".join(names)
+                self.last_weights[block] = {
                     t: float(w) * self.loss_weights[t] for t, w in zip(names, weights, strict=True)
                 }
+                sums = self.weight_sums.setdefault(block, dict.fromkeys(names, 0.0))
+                for t, w in self.last_weights[block].items():
+                    sums[t] += w
+                self.weight_steps[block] = self.weight_steps.get(block, 0) + 1
                 flat = weights.to(jacobian.dtype) @ jacobian
                 combined = list(torch.split(flat, [params[i].numel() for i in indices]))
             for i, grad in zip(indices, combined, strict=True):
@@ -158,9 +167,20 @@ class MultiTaskMethod(nn.Module):
             return {block: dict(w) for block, w in self.last_weights.items()}
         return dict(self.loss_weights)
 
+    def mean_weights(self) -> dict[str, dict[str, float]]:
+        """An aggregator's weights per block averaged over every training step it aggregated."""
+        return {
+            block: {t: w / self.weight_steps[block] for t, w in sums.items()}
+            for block, sums in self.weight_sums.items()
+        }
+
     def state(self) -> dict[str, Any]:
-        """What the checkpoint keeps besides the state dict: the method, its final weights, DWA's history."""
+        """What the checkpoint keeps besides the state dict: the method, its final weights (an aggregator's
+        mean weights and step counts too), DWA's history."""
         state: dict[str, Any] = {"name": self.name, "weights": self.weights()}
+        if self.is_aggregator:
+            state["weight_sums"] = {block: dict(sums) for block, sums in self.weight_sums.items()}
+            state["weight_steps"] = dict(self.weight_steps)
         if self.name == "dwa":
             state["dwa_history"] = [a.tolist() for a in self.scalarizer._previous_averages]  # noqa: SLF001
         return state
@@ -170,3 +190,5 @@ class MultiTaskMethod(nn.Module):
             self.scalarizer._previous_averages = [torch.tensor(a) for a in state["dwa_history"]]  # noqa: SLF001
         if self.is_aggregator:
             self.last_weights = {k: dict(v) for k, v in (state.get("weights") or {}).items()}
+            self.weight_sums = {k: dict(v) for k, v in (state.get("weight_sums") or {}).items()}
+            self.weight_steps = {k: int(v) for k, v in (state.get("weight_steps") or {}).items()}

@@ -18,6 +18,7 @@ from mtl_robust.report.collateral import collateral_tables
 from mtl_robust.report.cost import cost_section
 from mtl_robust.report.curves import eps_curves
 from mtl_robust.report.examples import example_refs
+from mtl_robust.report.mtl_methods import mtl_methods_sections
 from mtl_robust.report.records import Record, attack_eps, store_labels
 from mtl_robust.report.reliability import reliability_section
 from mtl_robust.report.summary import Summary
@@ -103,6 +104,7 @@ def write_report(
     s.notes += notes
     if reliability is not None:
         s.sections.append(reliability)
+    s.sections += mtl_methods_sections(records, s, tables_dir, min_seeds, include_flagged)
 
     transfer_models, notes = transfer_models_section(
         with_surrogates, lambda t: s.table(t, tables_dir), s.image, plots_dir

@@ -83,6 +83,8 @@ _STYLES: dict[str, DirectionStyle] = {
     "stealth": DirectionStyle(
         "STEALTH", "tab:purple", 4, arg_key="budget", arg_default=0.05, marker="P", needs_targets=True
     ),
+    # TOTAL on the training weights (the model's, read by the attack job: no argument in its text form).
+    "weighted": DirectionStyle("WEIGHTED", "tab:brown", 2, linestyle="-.", marker="^", linewidth=1.6),
 }
 _UNREGISTERED = DirectionStyle("{name}", None, 3)
 

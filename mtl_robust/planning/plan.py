@@ -310,15 +310,21 @@ def compose_or_explain(overrides: Sequence[str], composer: JobComposer | None = 
         return composer(without_launcher(overrides))
 
 
-def plan(args: Sequence[str], device: str | None = None, planner: Planner | None = None) -> list[JobPlan]:
+def plan(
+    args: Sequence[str],
+    device: str | None = None,
+    planner: Planner | None = None,
+    composer: JobComposer | None = None,
+) -> list[JobPlan]:
     planner = planner or Planner(device)
+    composer = composer or JobComposer()
     try:
-        jobs = expand_jobs(args)
+        jobs = expand_jobs(args, composer=composer)
     except Exception as err:  # noqa: BLE001 - Hydra raises several types for a missing config
         if not launcher_missing(err):
             raise
         print(f"mtl-plan: the launcher's Hydra plugin is not installed ({SWEEP_INSTALL}); planned without it")
-        jobs = expand_jobs(without_launcher(args))
+        jobs = expand_jobs(without_launcher(args), composer=composer)
     # Hydra's basic launcher runs the jobs one after another in this process (and joblib reuses its
     # workers): the interpreter starts once. Cluster and submitit jobs each start a fresh one.
     startup = planner.target.cache.get("startup", device_name("cpu"))
@@ -326,7 +332,6 @@ def plan(args: Sequence[str], device: str | None = None, planner: Planner | None
         startup = job_startup_seconds()
         planner.target.cache.put("startup", device_name("cpu"), startup)
     fresh_process = _launcher(args) in FRESH_PROCESS_LAUNCHERS
-    composer = JobComposer()
     plans = []
     for i, overrides in enumerate(jobs):
         cfg = compose_or_explain(overrides, composer)
@@ -335,12 +340,12 @@ def plan(args: Sequence[str], device: str | None = None, planner: Planner | None
     return plans
 
 
-def end_of_sweep_seconds(args: Sequence[str]) -> float:
+def end_of_sweep_seconds(args: Sequence[str], composer: JobComposer | None = None) -> float:
     """What a sweep spends after its last job: the study's report, when it writes one."""
     multirun, overrides = split_multirun(args)
     if not multirun:
         return 0.0
-    callbacks = compose_or_explain(overrides).hydra.get("callbacks") or {}
+    callbacks = compose_or_explain(overrides, composer).hydra.get("callbacks") or {}
     return REPORT_SECONDS if "report" in callbacks else 0.0
 
 
@@ -406,10 +411,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "--calibrate" in options:
         cache = CalibrationCache(Path(options["--calibrate"]))
         planner = Planner(device if device not in device_names() else None, cache)
-        plans = plan(args, planner=planner)
-        print(report(plans, _launcher(args), end_of_sweep_seconds(args), list(planner.target.notes)))
+        composer = JobComposer()
+        plans = plan(args, planner=planner, composer=composer)
+        print(
+            report(plans, _launcher(args), end_of_sweep_seconds(args, composer), list(planner.target.notes))
+        )
         print(f"calibration written to {cache.path}; plan with it anywhere: --device={cache.path}")
         return
     planner = Planner(device)
-    plans = plan(args, planner=planner)
-    print(report(plans, _launcher(args), end_of_sweep_seconds(args), list(planner.target.notes)))
+    composer = JobComposer()  # one for the whole command: the sweep's configs composed once
+    plans = plan(args, planner=planner, composer=composer)
+    print(report(plans, _launcher(args), end_of_sweep_seconds(args, composer), list(planner.target.notes)))

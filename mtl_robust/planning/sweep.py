@@ -73,7 +73,9 @@ class JobComposer:
         )
 
 
-def expand_jobs(args: Sequence[str], config_name: str = "pipeline") -> list[list[str]]:
+def expand_jobs(
+    args: Sequence[str], config_name: str = "pipeline", composer: JobComposer | None = None
+) -> list[list[str]]:
     """Every job's override list: one job without `-m`; with it, the cartesian product of the command
     line's comma lists and the config's `hydra.sweeper.params` (the command line wins on a shared key)."""
     multirun, overrides = split_multirun(args)
@@ -89,7 +91,7 @@ def expand_jobs(args: Sequence[str], config_name: str = "pipeline") -> list[list
         else o.input_line
         for o in parsed
     ]
-    base = compose_job(first, config_name)
+    base = composer(first) if composer is not None else compose_job(first, config_name)
     given = {o.key_or_group for o in parsed}
     given_params = base.hydra.sweeper.get("params")
     params = OmegaConf.to_container(given_params, resolve=False) if given_params else {}

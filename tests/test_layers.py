@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mtl_robust"
 # Lowest first. Top-level helper modules (files, config_*) sit below everything that uses them.
 LAYERS = [
     {"values", "files", "config_location", "config_resolvers", "cpu_kernels"},
-    {"attacks", "models", "tasks", "data"},
+    {"attacks", "models", "tasks", "data", "mtl"},
     {"evaluation"},
     {"lightning", "report"},
     {"jobs"},

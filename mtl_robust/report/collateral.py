@@ -65,6 +65,12 @@ def collateral_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]
                     len(seeds),
                 ]
             )
+        columns = ["layout", "direction", "targets", "n targets", "targets (%)", "targets std (%)"]
+        columns += ["others (%)", "others std (%)", "seeds"]
+        if all(row[-1] < 2 for row in rows):  # one seed everywhere: no spread to show, no column of n/a
+            keep = [i for i, c in enumerate(sources.columns + columns) if not c.endswith("std (%)")]
+            rows = [[row[i] for i in keep] for row in rows]
+            columns = [c for c in columns if not c.endswith("std (%)")]
         tables.append(
             Table(
                 name=slug(
@@ -76,13 +82,12 @@ def collateral_tables(records: Sequence[Record]) -> tuple[list[Table], list[str]
                     eps_slug(rows_in[0].eps, rows_in[0].norm),
                 ),
                 title=title,
-                columns=sources.columns
-                + ["layout", "direction", "targets", "n targets", "targets (%)", "targets std (%)"]
-                + ["others (%)", "others std (%)", "seeds"],
+                columns=sources.columns + columns,
                 rows=rows,
                 description=(
                     "Directions aimed at some tasks: the mean relative change (%) of the target tasks and of "
-                    "every other task (negative = worse), means over seeds with their standard deviation."
+                    "every other task (negative = worse), means over seeds with their standard deviation "
+                    "(shown with two or more seeds)."
                 ),
             )
         )
